@@ -1,0 +1,128 @@
+//! Errors of the engine: what failed, with what.
+
+use std::path::PathBuf;
+
+use cutover_store::StoreError;
+
+/// Everything that stops the engine before or outside a service's own failure (a failing
+/// check is an outcome, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Change detection needs git.
+    #[error("{} is not inside a git repository, so cutover cannot tell what changed", dir.display())]
+    NotGit {
+        /// The project dir.
+        dir: PathBuf,
+    },
+    /// A git operation failed.
+    #[error("git failed while {doing}: {why}")]
+    Git {
+        /// What cutover was doing.
+        doing: &'static str,
+        /// git's message.
+        why: String,
+    },
+    /// `--since REV` or a stored sha does not resolve.
+    #[error("cannot resolve revision `{rev}`: {why}")]
+    Revision {
+        /// The revision as given.
+        rev: String,
+        /// Why.
+        why: String,
+    },
+    /// A service named on the command line is not in the configuration.
+    #[error("unknown service `{name}`")]
+    UnknownService {
+        /// The name as given.
+        name: String,
+        /// Declared services.
+        known: Vec<String>,
+    },
+    /// A `watch` glob failed to compile.
+    #[error("service `{service}`: invalid watch glob `{glob}`: {why}")]
+    Glob {
+        /// Service.
+        service: String,
+        /// Glob.
+        glob: String,
+        /// Why.
+        why: String,
+    },
+    /// A secret the configuration references has no value.
+    #[error("secret `{name}` is not set (referenced by {used_by})")]
+    MissingSecret {
+        /// Secret name.
+        name: String,
+        /// Where it is used.
+        used_by: String,
+    },
+    /// The release store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file operation failed.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// What cutover was doing.
+        doing: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A background task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Wraps a git error.
+    pub fn git(doing: &'static str, e: git2::Error) -> Self {
+        EngineError::Git {
+            doing,
+            why: e.message().to_string(),
+        }
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(doing: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            doing,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A "help:" line for the user, when there is a clear fix.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            EngineError::NotGit { .. } => Some(
+                "pass --all to take every service, name the services to build, or run `git init` and commit".to_string(),
+            ),
+            EngineError::Revision { .. } => {
+                Some("use a branch, tag or commit that exists: `git log --oneline` lists them".to_string())
+            }
+            EngineError::UnknownService { name, known } => {
+                Some(match cutover_config::suggest(name, known.iter().map(String::as_str)) {
+                    Some(close) => format!("did you mean `{close}`? known services: {}", known.join(", ")),
+                    None => format!("known services: {}", known.join(", ")),
+                })
+            }
+            EngineError::MissingSecret { name, .. } => Some(format!(
+                "export {name} in the environment that runs cutover"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The exit code this error maps to: 2 for usage and configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::NotGit { .. }
+            | EngineError::Revision { .. }
+            | EngineError::UnknownService { .. }
+            | EngineError::Glob { .. }
+            | EngineError::MissingSecret { .. } => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The cutover engine: from a validated configuration to a finished run.
+//!
+//! # Layout
+//! - `plan/`: change detection with git (`changes.rs`) and dependency layers (`dag.rs`).
+//! - `run/`: the dispatcher (sole owner of run state, sole emitter of events) and one executor
+//!   per service.
+//! - `command.rs`: every command runs through `sh -c` in its own process group, with a timeout.
+//! - `stage/`: stage helpers (release snapshots).
+//! - `event.rs`, `summary.rs`: the data reporters consume and `--json` prints.
+//! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
+//! - `redact.rs`: the one place secret values are masked.
+//!
+//! # Theory of operation
+//! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
+//! services are affected, and hands the plan to [`run::execute`]. Executors run each service's
+//! stages in parallel (bounded by `max_parallel` per stage, ordered by `depends_on`) and send
+//! what happens to the dispatcher, which turns it into [`event::Event`]s. Every event passes the
+//! [`redact::Redactor`] once, then goes to every reporter on a thread of their own.
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod fsutil;
+pub mod plan;
+pub mod redact;
+pub mod report;
+pub mod run;
+pub mod stage;
+pub mod summary;
+
+pub use error::EngineError;

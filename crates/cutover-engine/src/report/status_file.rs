@@ -1,0 +1,126 @@
+//! `.cutover/status.json`: the last run, in the shape DESIGN.md gives, rewritten whole
+//! (temp file + rename) whenever it changed and the event queue ran dry.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::Reporter;
+use crate::event::{Event, EventKind};
+
+/// The document.
+#[derive(Debug, Clone, Serialize, Default)]
+struct StatusDoc {
+    deployment_id: String,
+    started_at: String,
+    status: String,
+    env: String,
+    services: BTreeMap<String, ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+struct ServiceStatus {
+    status: String,
+    deployment_status: Option<String>,
+    release: Option<String>,
+    branch: Option<String>,
+    worktree: Option<String>,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+}
+
+/// Keeps `.cutover/status.json` current.
+pub struct StatusFile {
+    path: PathBuf,
+    branch: Option<String>,
+    worktree: Option<String>,
+    doc: StatusDoc,
+    changed: bool,
+}
+
+impl StatusFile {
+    /// Writes to `path`; every service is recorded with this branch and worktree.
+    pub fn new(path: PathBuf, branch: Option<String>, worktree: Option<String>) -> Self {
+        StatusFile {
+            path,
+            branch,
+            worktree,
+            doc: StatusDoc::default(),
+            changed: false,
+        }
+    }
+
+    fn svc(&mut self, name: &str) -> &mut ServiceStatus {
+        let (branch, worktree) = (self.branch.clone(), self.worktree.clone());
+        self.doc
+            .services
+            .entry(name.to_string())
+            .or_insert_with(|| ServiceStatus {
+                status: "pending".into(),
+                branch,
+                worktree,
+                ..ServiceStatus::default()
+            })
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Reporter for StatusFile {
+    fn report(&mut self, event: &Event) -> Result<(), String> {
+        let at = ts(event.at);
+        match &event.kind {
+            EventKind::RunStarted { env, services, .. } => {
+                self.doc = StatusDoc {
+                    deployment_id: event.run.clone(),
+                    started_at: at,
+                    status: "in_progress".into(),
+                    env: env.clone(),
+                    services: BTreeMap::new(),
+                };
+                for s in services {
+                    self.svc(&s.name);
+                }
+            }
+            EventKind::ReleaseCreated {
+                service, release, ..
+            } => {
+                let s = self.svc(service);
+                s.release = Some(release.clone());
+                s.status = "in_progress".into();
+                s.started_at = Some(at);
+            }
+            EventKind::PhaseChanged { service, phase, .. } => {
+                self.svc(service).deployment_status = Some(phase.as_str().to_string());
+            }
+            EventKind::ServiceFinished {
+                service, result, ..
+            } => {
+                let s = self.svc(service);
+                s.status = result.as_str().to_string();
+                s.completed_at = Some(at);
+            }
+            EventKind::RunFinished { status, .. } => {
+                self.doc.status = status.as_str().to_string();
+            }
+            _ => return Ok(()),
+        }
+        self.changed = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if !self.changed {
+            return Ok(());
+        }
+        self.changed = false;
+        let body = serde_json::to_vec_pretty(&self.doc)
+            .map_err(|e| format!("encoding status.json: {e}"))?;
+        crate::fsutil::write_atomic(&self.path, &body)
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))
+    }
+}

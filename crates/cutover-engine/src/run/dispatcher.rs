@@ -1,0 +1,420 @@
+//! The dispatcher: sole owner of the run state and sole emitter of events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cutover_store::{ReleasePhase, ReleaseStore, RunKind};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::RunRequest;
+use super::executor::{ExecMsg, Executor, Gate};
+use crate::event::{Event, EventKind, Outcome, ServiceBrief, Stage};
+use crate::report::Fanout;
+use crate::summary::{RunSummary, ServiceSummary, StageSummary};
+
+/// One service as the dispatcher tracks it.
+struct ServiceState {
+    name: String,
+    affected: bool,
+    plan_reason: String,
+    depends_on: Vec<String>,
+    result: Option<Outcome>,
+    reason: Option<String>,
+    release: Option<String>,
+    stages: Vec<StageSummary>,
+    tail: Vec<String>,
+}
+
+/// Owns the run state for one run.
+pub(super) struct Dispatcher {
+    run_id: String,
+    kind: RunKind,
+    env: String,
+    started_at: DateTime<Utc>,
+    services: Vec<ServiceState>,
+    index: HashMap<String, usize>,
+    gates: BTreeMap<String, oneshot::Sender<Gate>>,
+    store: Arc<dyn ReleaseStore>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        request: &RunRequest,
+        run_id: String,
+        started_at: DateTime<Utc>,
+        store: Arc<dyn ReleaseStore>,
+    ) -> Self {
+        let services: Vec<ServiceState> = request
+            .plan
+            .services
+            .iter()
+            .map(|p| ServiceState {
+                name: p.name.clone(),
+                affected: p.affected,
+                plan_reason: p.reason.clone(),
+                depends_on: p.depends_on.clone(),
+                result: None,
+                reason: None,
+                release: None,
+                stages: Vec::new(),
+                tail: Vec::new(),
+            })
+            .collect();
+        let index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        Dispatcher {
+            run_id,
+            kind: request.kind,
+            env: request.env.name.clone(),
+            started_at,
+            services,
+            index,
+            gates: BTreeMap::new(),
+            store,
+        }
+    }
+
+    fn emit(&self, fanout: &Fanout, kind: EventKind) {
+        fanout.send(Event {
+            at: Utc::now(),
+            run: self.run_id.clone(),
+            kind,
+        });
+    }
+
+    /// Runs every affected service to its end and returns the summary.
+    pub(super) async fn run(
+        mut self,
+        request: &RunRequest,
+        cancel: CancellationToken,
+        fanout: &Fanout,
+    ) -> RunSummary {
+        let briefs = request
+            .plan
+            .services
+            .iter()
+            .map(|p| ServiceBrief {
+                name: p.name.clone(),
+                affected: p.affected,
+                reason: p.reason.clone(),
+                layer: p.layer,
+            })
+            .collect();
+        self.emit(
+            fanout,
+            EventKind::RunStarted {
+                kind: self.kind,
+                env: self.env.clone(),
+                services: briefs,
+            },
+        );
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<ExecMsg>();
+        let permits = request.max_parallel.max(1);
+        let checks = Arc::new(Semaphore::new(permits));
+        let build = Arc::new(Semaphore::new(permits));
+        let detected_at = Utc::now();
+        let mut tasks = JoinSet::new();
+        let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+        for planned in request.plan.services.iter() {
+            let Some(i) = self.index.get(&planned.name).copied() else {
+                continue;
+            };
+            if !planned.affected {
+                let reason = planned.reason.clone();
+                self.services[i].result = Some(Outcome::Skipped);
+                self.services[i].reason = Some(reason.clone());
+                self.emit(
+                    fanout,
+                    EventKind::ServiceFinished {
+                        service: planned.name.clone(),
+                        result: Outcome::Skipped,
+                        release: None,
+                        reason: Some(reason),
+                        tail: Vec::new(),
+                    },
+                );
+                continue;
+            }
+            self.services[i].stages.push(StageSummary {
+                stage: Stage::Detect,
+                result: Outcome::Succeeded,
+                started_at: self.started_at,
+                finished_at: Some(detected_at),
+            });
+            let Some(svc) = request.env.service(&planned.name).cloned() else {
+                continue;
+            };
+            let executor = Executor {
+                run_id: self.run_id.clone(),
+                kind: self.kind,
+                env: self.env.clone(),
+                project_dir: request.project.dir.clone(),
+                service: svc,
+                planned: planned.clone(),
+                head: request.plan.head.clone(),
+                secrets: request.secrets.clone(),
+                checks: checks.clone(),
+                build: build.clone(),
+                store: self.store.clone(),
+                tx: tx.clone(),
+                cancel: cancel.clone(),
+            };
+            let handle = tasks.spawn(executor.run());
+            task_names.insert(handle.id(), planned.name.clone());
+        }
+        drop(tx);
+
+        let mut cancel_seen = false;
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(msg) = rx.recv() => self.handle(msg, fanout),
+                joined = tasks.join_next_with_id() => {
+                    // Everything the task sent before ending is already queued: take it first.
+                    while let Ok(msg) = rx.try_recv() {
+                        self.handle(msg, fanout);
+                    }
+                    let (id, panic) = match joined {
+                        Some(Ok((id, ()))) => (Some(id), None),
+                        Some(Err(e)) => (Some(e.id()), Some(e.to_string())),
+                        None => (None, None),
+                    };
+                    if let Some(name) = id.and_then(|id| task_names.remove(&id)) {
+                        self.ensure_finished(&name, panic, fanout);
+                    }
+                }
+                () = cancel.cancelled(), if !cancel_seen => {
+                    cancel_seen = true;
+                    self.emit(fanout, EventKind::RunCanceling { reason: "interrupted (Ctrl-C)".to_string() });
+                }
+            }
+        }
+        while let Ok(msg) = rx.try_recv() {
+            self.handle(msg, fanout);
+        }
+        let summary = self.summary(cancel.is_cancelled());
+        self.emit(
+            fanout,
+            EventKind::RunFinished {
+                status: summary.status,
+                summary: Box::new(summary.clone()),
+            },
+        );
+        summary
+    }
+
+    fn handle(&mut self, msg: ExecMsg, fanout: &Fanout) {
+        match msg {
+            ExecMsg::Event(kind) => {
+                self.observe(&kind);
+                let phase = self.phase_for(&kind);
+                self.emit(fanout, kind);
+                if let Some(ev) = phase {
+                    self.emit(fanout, ev);
+                }
+            }
+            ExecMsg::Gate { service, reply } => {
+                self.gates.insert(service, reply);
+                self.answer_gates();
+            }
+            ExecMsg::Finished {
+                service,
+                result,
+                reason,
+                tail,
+            } => self.finish(&service, result, reason, tail, fanout),
+        }
+    }
+
+    /// Updates the state from an executor fact.
+    fn observe(&mut self, kind: &EventKind) {
+        let Some(i) = kind.service().and_then(|s| self.index.get(s)).copied() else {
+            return;
+        };
+        let st = &mut self.services[i];
+        let now = Utc::now();
+        match kind {
+            EventKind::ReleaseCreated { release, .. } => st.release = Some(release.clone()),
+            EventKind::StageStarted { stage, .. } => st.stages.push(StageSummary {
+                stage: *stage,
+                result: Outcome::Succeeded,
+                started_at: now,
+                finished_at: None,
+            }),
+            EventKind::StageFinished { stage, result, .. } => {
+                if let Some(s) = st.stages.iter_mut().rev().find(|s| s.stage == *stage) {
+                    s.result = *result;
+                    s.finished_at = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The release phase an executor fact implies.
+    fn phase_for(&self, kind: &EventKind) -> Option<EventKind> {
+        let EventKind::StageStarted { service, stage } = kind else {
+            return None;
+        };
+        let phase = match stage {
+            Stage::Checks => ReleasePhase::Validating,
+            Stage::Build => ReleasePhase::Building,
+            Stage::Deploy => ReleasePhase::Deploying,
+            Stage::Verify => ReleasePhase::Verifying,
+            Stage::Detect | Stage::Notify => return None,
+        };
+        let release = self.services[*self.index.get(service)?].release.clone()?;
+        Some(EventKind::PhaseChanged {
+            service: service.clone(),
+            release,
+            phase,
+            reason: None,
+        })
+    }
+
+    fn finish(
+        &mut self,
+        service: &str,
+        result: Outcome,
+        reason: Option<String>,
+        tail: Vec<String>,
+        fanout: &Fanout,
+    ) {
+        let Some(i) = self.index.get(service).copied() else {
+            return;
+        };
+        if self.services[i].result.is_some() {
+            return;
+        }
+        let now = Utc::now();
+        {
+            let st = &mut self.services[i];
+            st.result = Some(result);
+            st.reason.clone_from(&reason);
+            st.tail.clone_from(&tail);
+            for s in st.stages.iter_mut().filter(|s| s.finished_at.is_none()) {
+                s.finished_at = Some(now);
+                s.result = result;
+            }
+        }
+        if let Some(release) = self.services[i].release.clone() {
+            let phase = match (result, self.kind) {
+                (Outcome::Succeeded, RunKind::Build) => Some(ReleasePhase::Built),
+                (Outcome::Succeeded, _) => Some(ReleasePhase::Active),
+                (Outcome::Failed, _) => Some(ReleasePhase::Failed),
+                (Outcome::RolledBack, _) => Some(ReleasePhase::RolledBack),
+                (Outcome::Canceled | Outcome::Skipped, _) => Some(ReleasePhase::Canceled),
+            };
+            if let Some(phase) = phase {
+                self.emit(
+                    fanout,
+                    EventKind::PhaseChanged {
+                        service: service.to_string(),
+                        release,
+                        phase,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        self.emit(
+            fanout,
+            EventKind::ServiceFinished {
+                service: service.to_string(),
+                result,
+                release: self.services[i].release.clone(),
+                reason,
+                tail,
+            },
+        );
+        self.answer_gates();
+    }
+
+    /// A task ended: if it never said how, it failed (a bug, reported as such).
+    fn ensure_finished(&mut self, name: &str, panic: Option<String>, fanout: &Fanout) {
+        let done = self
+            .index
+            .get(name)
+            .is_some_and(|i| self.services[*i].result.is_some());
+        if !done {
+            let why = panic.unwrap_or_else(|| "its task ended without a result".to_string());
+            self.finish(
+                name,
+                Outcome::Failed,
+                Some(format!("internal error: {why}")),
+                Vec::new(),
+                fanout,
+            );
+        }
+    }
+
+    /// Answers every waiting gate whose dependencies have all ended.
+    fn answer_gates(&mut self) {
+        let waiting: Vec<String> = self.gates.keys().cloned().collect();
+        for name in waiting {
+            let Some(i) = self.index.get(&name).copied() else {
+                continue;
+            };
+            let mut answer = Some(Gate::Proceed);
+            for dep in &self.services[i].depends_on {
+                let Some(d) = self.index.get(dep).map(|j| &self.services[*j]) else {
+                    continue;
+                };
+                if !d.affected {
+                    continue;
+                }
+                match d.result {
+                    None => {
+                        answer = None;
+                        break;
+                    }
+                    Some(Outcome::Succeeded) => {}
+                    Some(other) => {
+                        answer = Some(Gate::Skip(format!(
+                            "dependency `{dep}` {}",
+                            other.as_str().replace('_', " ")
+                        )));
+                        break;
+                    }
+                }
+            }
+            if let Some(answer) = answer
+                && let Some(reply) = self.gates.remove(&name)
+            {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn summary(&self, canceled: bool) -> RunSummary {
+        let services: Vec<ServiceSummary> = self
+            .services
+            .iter()
+            .map(|s| ServiceSummary {
+                name: s.name.clone(),
+                result: s.result.unwrap_or(Outcome::Canceled),
+                release: s.release.clone(),
+                reason: s
+                    .reason
+                    .clone()
+                    .or_else(|| (!s.affected).then(|| s.plan_reason.clone())),
+                stages: s.stages.clone(),
+                tail: s.tail.clone(),
+            })
+            .collect();
+        RunSummary {
+            run: self.run_id.clone(),
+            env: self.env.clone(),
+            status: RunSummary::status_from(&services, canceled),
+            started_at: self.started_at,
+            finished_at: Utc::now(),
+            services,
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! An executor: one service's stages, start to end, reported to the dispatcher as messages.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use cutover_config::{EnvValue, ResolvedService};
+use cutover_store::{NewRelease, ReleaseStore, RunKind};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{CommandSpec, run_command};
+use crate::event::{EventKind, Outcome, Stage};
+use crate::plan::{Head, PlannedService};
+use crate::stage::snapshot;
+
+/// What an executor tells the dispatcher.
+pub(super) enum ExecMsg {
+    /// A fact that becomes an event as is.
+    Event(EventKind),
+    /// "May I start my gated stage?" (answered once the dependencies ended).
+    Gate {
+        service: String,
+        reply: oneshot::Sender<Gate>,
+    },
+    /// The service is done.
+    Finished {
+        service: String,
+        result: Outcome,
+        reason: Option<String>,
+        tail: Vec<String>,
+    },
+}
+
+/// The dispatcher's answer to [`ExecMsg::Gate`].
+pub(super) enum Gate {
+    Proceed,
+    Skip(String),
+}
+
+/// A stage's end when it did not succeed.
+struct Stop {
+    result: Outcome,
+    reason: String,
+    tail: Vec<String>,
+}
+
+impl Stop {
+    fn canceled(reason: impl Into<String>) -> Self {
+        Stop {
+            result: Outcome::Canceled,
+            reason: reason.into(),
+            tail: Vec::new(),
+        }
+    }
+    fn failed(reason: impl Into<String>) -> Self {
+        Stop {
+            result: Outcome::Failed,
+            reason: reason.into(),
+            tail: Vec::new(),
+        }
+    }
+}
+
+/// One service's run.
+pub(super) struct Executor {
+    pub(super) run_id: String,
+    pub(super) kind: RunKind,
+    pub(super) env: String,
+    pub(super) project_dir: PathBuf,
+    pub(super) service: ResolvedService,
+    pub(super) planned: PlannedService,
+    pub(super) head: Head,
+    pub(super) secrets: BTreeMap<String, String>,
+    pub(super) checks: Arc<Semaphore>,
+    pub(super) build: Arc<Semaphore>,
+    pub(super) store: Arc<dyn ReleaseStore>,
+    pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
+    pub(super) cancel: CancellationToken,
+}
+
+impl Executor {
+    fn send(&self, kind: EventKind) {
+        let _ = self.tx.send(ExecMsg::Event(kind));
+    }
+
+    /// Runs the service to its end; always sends `Finished` (unless it panics, which the
+    /// dispatcher notices).
+    pub(super) async fn run(self) {
+        let (result, reason, tail) = match self.stages().await {
+            Ok(()) => (Outcome::Succeeded, None, Vec::new()),
+            Err(stop) => (stop.result, Some(stop.reason), stop.tail),
+        };
+        let _ = self.tx.send(ExecMsg::Finished {
+            service: self.service.name.clone(),
+            result,
+            reason,
+            tail,
+        });
+    }
+
+    async fn stages(&self) -> Result<(), Stop> {
+        let release = self.create_release().await?;
+        let env = self.command_env(&release);
+
+        if !self.service.checks.is_empty() {
+            let dir = self.project_dir.join(&self.service.path);
+            self.stage(Stage::Checks, &self.checks, async {
+                for command in &self.service.checks {
+                    self.command(Stage::Checks, command, &dir, &env).await?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+
+        if self.kind == RunKind::Build {
+            self.wait_for_dependencies().await?;
+        }
+
+        self.stage(Stage::Build, &self.build, async {
+            let src = self.project_dir.join(&self.service.path);
+            let dest = crate::run::state_dir_of(&self.project_dir)
+                .join("releases")
+                .join(&self.service.name)
+                .join(&release);
+            let (s, d) = (src.clone(), dest.clone());
+            tokio::task::spawn_blocking(move || snapshot::copy_tree(&s, &d))
+                .await
+                .map_err(|e| Stop::failed(format!("snapshot task failed: {e}")))?
+                .map_err(|e| Stop::failed(format!("snapshot of {} failed: {e}", src.display())))?;
+            self.set_artifact(&release, &dest).await;
+            if let Some(build) = &self.service.build {
+                self.command(Stage::Build, build, &dest, &env).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Runs `body` as `stage`, holding one of `permits`, with started/finished events.
+    async fn stage(
+        &self,
+        stage: Stage,
+        permits: &Semaphore,
+        body: impl Future<Output = Result<(), Stop>>,
+    ) -> Result<(), Stop> {
+        let _permit = tokio::select! {
+            p = permits.acquire() => p.map_err(|_| Stop::canceled("the run is shutting down"))?,
+            () = self.cancel.cancelled() => return Err(Stop::canceled(format!("canceled before {}", stage.as_str()))),
+        };
+        self.send(EventKind::StageStarted {
+            service: self.service.name.clone(),
+            stage,
+        });
+        let result = body.await;
+        self.send(EventKind::StageFinished {
+            service: self.service.name.clone(),
+            stage,
+            result: match &result {
+                Ok(()) => Outcome::Succeeded,
+                Err(stop) => stop.result,
+            },
+            reason: result.as_ref().err().map(|s| s.reason.clone()),
+        });
+        result
+    }
+
+    async fn command(
+        &self,
+        stage: Stage,
+        command: &str,
+        dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), Stop> {
+        let name = &self.service.name;
+        self.send(EventKind::CommandStarted {
+            service: name.clone(),
+            stage,
+            command: command.to_string(),
+        });
+        let spec = CommandSpec {
+            command,
+            dir,
+            env,
+            timeout: self.service.timeout,
+        };
+        let result = run_command(&spec, &self.cancel, |stream, line| {
+            self.send(EventKind::Output {
+                service: name.clone(),
+                stage,
+                stream,
+                line: line.to_string(),
+            });
+        })
+        .await;
+        let description = result.describe(command);
+        self.send(EventKind::CommandFinished {
+            service: name.clone(),
+            stage,
+            command: command.to_string(),
+            success: result.outcome.is_success(),
+            description: description.clone(),
+            duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        });
+        match result.outcome {
+            crate::command::CommandOutcome::Succeeded => Ok(()),
+            crate::command::CommandOutcome::Canceled => Err(Stop {
+                result: Outcome::Canceled,
+                reason: format!("{}: {description}", stage.as_str()),
+                tail: result.tail,
+            }),
+            _ => Err(Stop {
+                result: Outcome::Failed,
+                reason: format!("{}: {description}", stage.as_str()),
+                tail: result.tail,
+            }),
+        }
+    }
+
+    async fn wait_for_dependencies(&self) -> Result<(), Stop> {
+        let in_run = !self.planned.depends_on.is_empty();
+        if !in_run {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let _ = self.tx.send(ExecMsg::Gate {
+            service: self.service.name.clone(),
+            reply,
+        });
+        tokio::select! {
+            a = answer => match a {
+                Ok(Gate::Proceed) => Ok(()),
+                Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
+                Err(_) => Err(Stop::canceled("the run is shutting down")),
+            },
+            () = self.cancel.cancelled() => Err(Stop::canceled("canceled while waiting for dependencies")),
+        }
+    }
+
+    async fn create_release(&self) -> Result<String, Stop> {
+        let new = NewRelease {
+            service: self.service.name.clone(),
+            env: self.env.clone(),
+            run_id: self.run_id.clone(),
+            sha: self.head.sha.clone(),
+            dirty: self.planned.dirty,
+            branch: self.head.branch.clone(),
+            config_hash: self.planned.config_hash.clone(),
+            commit_at: self.head.commit_at,
+            created_at: Utc::now(),
+        };
+        let store = self.store.clone();
+        let release = tokio::task::spawn_blocking(move || store.create_release(&new))
+            .await
+            .map_err(|e| Stop::failed(format!("recording the release failed: {e}")))?
+            .map_err(|e| Stop::failed(format!("recording the release failed: {e}")))?;
+        self.send(EventKind::ReleaseCreated {
+            service: self.service.name.clone(),
+            release: release.id.clone(),
+            sha: release.sha.clone(),
+            dirty: release.dirty,
+        });
+        Ok(release.id)
+    }
+
+    async fn set_artifact(&self, release: &str, dir: &Path) {
+        let store = self.store.clone();
+        let (svc, rel, art) = (
+            self.service.name.clone(),
+            release.to_string(),
+            dir.display().to_string(),
+        );
+        // Where the snapshot is can be found again from its path; a failure here is not fatal.
+        let _ = tokio::task::spawn_blocking(move || store.set_artifact(&svc, &rel, &art)).await;
+    }
+
+    /// The service's `env` (secrets resolved) plus CUTOVER_SERVICE, CUTOVER_RELEASE, CUTOVER_ENV.
+    fn command_env(&self, release: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .service
+            .env
+            .iter()
+            .filter_map(|(k, v)| match v {
+                EnvValue::Plain(s) => Some((k.clone(), s.clone())),
+                EnvValue::Secret(name) => self.secrets.get(name).map(|s| (k.clone(), s.clone())),
+            })
+            .collect();
+        env.push(("CUTOVER_SERVICE".into(), self.service.name.clone()));
+        env.push(("CUTOVER_RELEASE".into(), release.to_string()));
+        env.push(("CUTOVER_ENV".into(), self.env.clone()));
+        env
+    }
+}

@@ -1,0 +1,109 @@
+//! Executing a plan: one dispatcher task owns the run state and emits every event; one
+//! executor task per affected service runs its stages and reports back.
+//!
+//! # Theory of operation
+//! `execute` records the run, starts the reporter thread (`report::Fanout`), spawns an executor
+//! per affected service and runs the dispatcher until every service has finished. Executors never
+//! talk to reporters or to each other: they send [`executor::ExecMsg`]s to the dispatcher, and
+//! before their gated stage (build in a build run) they ask it for permission, which it grants
+//! once every dependency in the run has succeeded, or refuses with the reason when one did not.
+//! Cancellation is one `CancellationToken`: commands kill their process groups, waits end, and
+//! every service not done ends `canceled`.
+
+mod dispatcher;
+mod executor;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use cutover_config::{Project, ResolvedEnvironment};
+use cutover_store::{ReleaseStore, RunKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EngineError;
+use crate::plan::Plan;
+use crate::redact::Redactor;
+use crate::report::{Fanout, Reporter};
+use crate::summary::RunSummary;
+
+/// Everything a run needs to know.
+pub struct RunRequest {
+    /// Build or deploy.
+    pub kind: RunKind,
+    /// The project.
+    pub project: Arc<Project>,
+    /// The resolved environment.
+    pub env: Arc<ResolvedEnvironment>,
+    /// What to run.
+    pub plan: Plan,
+    /// Services at once per stage.
+    pub max_parallel: usize,
+    /// Secret values by name (injected as the `env` entries that reference them; redacted).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// What a finished run produced.
+pub struct RunOutcome {
+    /// The summary (also sent to reporters in `run.finished`), secrets redacted.
+    pub summary: RunSummary,
+    /// Problems reporters had (a log file that could not be written...), one sentence each.
+    pub reporter_errors: Vec<String>,
+}
+
+/// Where the project's state lives.
+pub fn state_dir(project: &Project) -> PathBuf {
+    state_dir_of(&project.dir)
+}
+
+/// Where the state of the project in `project_dir` lives.
+pub fn state_dir_of(project_dir: &std::path::Path) -> PathBuf {
+    project_dir.join(".cutover")
+}
+
+/// Runs `request` to the end (or until `cancel` fires) and returns its summary.
+pub async fn execute(
+    request: RunRequest,
+    store: Arc<dyn ReleaseStore>,
+    cancel: CancellationToken,
+    reporters: Vec<Box<dyn Reporter>>,
+) -> Result<RunOutcome, EngineError> {
+    let started_at = Utc::now();
+    let run = {
+        let store = store.clone();
+        let env = request.env.name.clone();
+        let kind = request.kind;
+        tokio::task::spawn_blocking(move || {
+            store.create_run(kind, &env, started_at, Some(std::process::id()))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))??
+    };
+    let redactor = Redactor::new(request.secrets.values().cloned());
+    let fanout = Fanout::spawn(reporters, redactor.clone());
+    let mut summary =
+        dispatcher::Dispatcher::new(&request, run.id.clone(), started_at, store.clone())
+            .run(&request, cancel, &fanout)
+            .await;
+    summary.map_text(&mut |s| redactor.redact_in_place(s));
+    let finish = {
+        let store = store.clone();
+        let (id, status, at) = (summary.run.clone(), summary.status, summary.finished_at);
+        let reason = summary
+            .services
+            .iter()
+            .find_map(|s| s.reason.clone().filter(|_| s.result.is_bad()));
+        tokio::task::spawn_blocking(move || store.finish_run(&id, status, at, reason.as_deref()))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    };
+    let mut reporter_errors = fanout.finish();
+    if let Err(e) = finish {
+        reporter_errors.push(format!("recording the end of the run failed: {e}"));
+    }
+    Ok(RunOutcome {
+        summary,
+        reporter_errors,
+    })
+}

@@ -1,0 +1,3 @@
+//! Stage helpers that are not command runs.
+
+pub mod snapshot;

@@ -1,0 +1,104 @@
+//! The release store: runs, releases and events of one project.
+//!
+//! # Layout
+//! - `model.rs`: the plain values stored ([`Run`], [`Release`], [`ReleasePhase`]...).
+//! - `sqlite.rs`: [`SqliteStore`], the default implementation (`.cutover/state.db`, WAL);
+//!   `sqlite/rows.rs` decodes its rows (bad data is [`StoreError::Corrupt`], never a panic).
+//! - `migrations/`: the schema, embedded and applied in order on open.
+//! - `error.rs`: [`StoreError`].
+//!
+//! # Theory of operation
+//! The engine (one `cutover` process per run) and, later, the agent share one store. Every write
+//! is one transaction, so two processes working on the same project never leave it torn: ids are
+//! allocated inside the transaction that inserts them, and a phase change is checked against
+//! [`ReleasePhase::can_transition_to`] inside the transaction that writes it. The trait is
+//! synchronous; async callers run it under `spawn_blocking`. A PostgreSQL implementation joins
+//! later behind the same trait.
+
+mod error;
+mod model;
+mod sqlite;
+
+pub use error::StoreError;
+pub use model::{NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+pub use sqlite::SqliteStore;
+
+use chrono::{DateTime, Utc};
+
+/// Results of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the engine and the agent need from a release store.
+pub trait ReleaseStore: Send + Sync {
+    /// Records a new run in `InProgress`, allocating `deploy-YYYYMMDD-HHMMSS` from `started_at`
+    /// (UTC), with `-2`, `-3`... when taken.
+    fn create_run(
+        &self,
+        kind: RunKind,
+        env: &str,
+        started_at: DateTime<Utc>,
+        pid: Option<u32>,
+    ) -> Result<Run>;
+
+    /// Ends a run.
+    fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        finished_at: DateTime<Utc>,
+        reason: Option<&str>,
+    ) -> Result<()>;
+
+    /// One run by id.
+    fn run(&self, run_id: &str) -> Result<Option<Run>>;
+
+    /// Runs of an environment, newest first (`env = None`: all environments), at most `limit`.
+    fn runs(&self, env: Option<&str>, limit: usize) -> Result<Vec<Run>>;
+
+    /// Runs still `InProgress` (of every environment).
+    fn runs_in_progress(&self) -> Result<Vec<Run>>;
+
+    /// Records a new release in `Pending`, allocating `YYYYMMDD-HHMMSS-<sha7>` from
+    /// `created_at` (UTC) and `sha` (`0000000` when None), with `-2`... when the id is taken
+    /// by any release of the same service.
+    fn create_release(&self, new: &NewRelease) -> Result<Release>;
+
+    /// Moves a release to `phase`, recording `reason` (kept when None), `updated_at`, and
+    /// `activated_at` when the phase is ACTIVE. Fails with [`StoreError::InvalidTransition`]
+    /// when `can_transition_to` forbids it. When a release becomes ACTIVE, the release of the
+    /// same service and environment that was ACTIVE before becomes SUPERSEDED in the same
+    /// transaction.
+    fn set_phase(
+        &self,
+        service: &str,
+        release_id: &str,
+        phase: ReleasePhase,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Release>;
+
+    /// Records where a release's artifact is.
+    fn set_artifact(&self, service: &str, release_id: &str, artifact: &str) -> Result<()>;
+
+    /// One release.
+    fn release(&self, service: &str, release_id: &str) -> Result<Option<Release>>;
+
+    /// A service's releases in an environment, newest first, at most `limit`.
+    fn releases(&self, service: &str, env: &str, limit: usize) -> Result<Vec<Release>>;
+
+    /// The service's ACTIVE release in an environment, if any.
+    fn active_release(&self, service: &str, env: &str) -> Result<Option<Release>>;
+
+    /// Appends an event (already redacted) to the run's event log.
+    fn append_event(
+        &self,
+        run_id: &str,
+        at: DateTime<Utc>,
+        service: Option<&str>,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<()>;
+
+    /// A run's events in order.
+    fn events(&self, run_id: &str) -> Result<Vec<StoredEvent>>;
+}

@@ -1,0 +1,99 @@
+//! Command-line arguments: global options and one subcommand per verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cutover deploys several services at once, safely: it finds what changed, runs checks and
+/// builds in parallel in dependency order, and keeps a release history.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Deploy several services at once, safely",
+    long_about = "cutover reads cutover.toml, finds which services changed since their last \
+                  release, and runs their checks and builds in parallel, in dependency order, \
+                  with a live view, log files under .cutover/logs/ and a summary you can trust.",
+    after_help = "Exit codes: 0 done, 1 failed, 2 usage or configuration error, 3 blocked, 130 interrupted.\n\
+                  Start with `cutover init`, then `cutover plan` and `cutover build`."
+)]
+pub struct Cli {
+    /// Run as if started in DIR (the project directory holding cutover.toml); like git, several
+    /// -C options are each relative to the one before.
+    #[arg(short = 'C', value_name = "DIR", global = true, action = clap::ArgAction::Append)]
+    pub dir: Vec<PathBuf>,
+
+    /// The environment to work on (default: [project] default_env, else development).
+    #[arg(long, value_name = "ENV", global = true)]
+    pub env: Option<String>,
+
+    /// Print the answer as one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented cutover.toml for the service directories found here.
+    Init,
+    /// Check cutover.toml, the secrets it references and the tools its commands need.
+    Validate,
+    /// Print the JSON Schema of cutover.toml (for editors).
+    Schema,
+    /// Show which services a run would touch, why, and in what order.
+    Plan(PlanArgs),
+    /// Detect changes, then run checks and build of the affected services.
+    Build(BuildArgs),
+}
+
+/// `cutover plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Take every service, changed or not (works outside git).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Compare with this revision instead of each service's ACTIVE release.
+    #[arg(long, value_name = "REV")]
+    pub since: Option<String>,
+
+    /// Output format (`--json` is the same as `--format json`).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+    pub format: PlanFormat,
+}
+
+/// Plan output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table for people.
+    Table,
+    /// The plan as JSON.
+    Json,
+    /// `{"include": [{"service": NAME}, ...]}` of the affected services, for a GitHub Actions matrix.
+    GithubMatrix,
+}
+
+/// `cutover build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services to build, changed or not (default: the affected ones).
+    #[arg(value_name = "SERVICES")]
+    pub services: Vec<String>,
+
+    /// Build every service, changed or not (works outside git).
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
+
+    /// Compare with this revision instead of each service's ACTIVE release.
+    #[arg(long, value_name = "REV", conflicts_with_all = ["services", "all"])]
+    pub since: Option<String>,
+
+    /// Services at once per stage (default: [project] max_parallel, 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_parallel: Option<u32>,
+}

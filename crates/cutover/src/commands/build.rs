@@ -1,0 +1,172 @@
+//! `cutover build`: detect, checks and build of the affected services.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use cutover_engine::plan::{PlanOptions, plan};
+use cutover_engine::report::Reporter;
+use cutover_engine::report::log_file::LogFiles;
+use cutover_engine::report::status_file::StatusFile;
+use cutover_engine::report::store::StoreReporter;
+use cutover_engine::run::{RunRequest, execute, state_dir};
+use cutover_engine::summary::RunSummary;
+use cutover_store::RunKind;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BuildArgs, Cli};
+use crate::context;
+use crate::diagnostics;
+use crate::exit::CliError;
+use crate::render::{plain::Plain, table::Table, tty::Live};
+
+/// Runs the build pipeline and prints its summary.
+pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
+    let project = Arc::new(context::load(cli)?);
+    let env = Arc::new(context::environment(cli, &project)?);
+    let secrets = context::secrets(&project, &env)?;
+    let store = context::store(&project, true)?
+        .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
+    let opts = PlanOptions {
+        all: args.all,
+        since: args.since.clone(),
+        named: args.services.clone(),
+    };
+    let plan = plan(&project, &env, Some(store.as_ref()), &opts)?;
+    let max_parallel = args
+        .max_parallel
+        .map(|n| n as usize)
+        .unwrap_or(project.settings.max_parallel);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), None))?;
+
+    let state = state_dir(&project);
+    let workdir = cutover_engine::plan::GitRepo::discover(&project.dir)
+        .ok()
+        .flatten()
+        .and_then(|r| r.workdir().map(|p| p.display().to_string()));
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(StoreReporter::new(store.clone())),
+        Box::new(LogFiles::new(state.join("logs").join("deployments"))),
+        Box::new(StatusFile::new(
+            state.join("status.json"),
+            plan.head.branch.clone(),
+            workdir,
+        )),
+    ];
+    if std::io::stderr().is_terminal() {
+        reporters.push(Box::new(Live::new()));
+    } else {
+        reporters.push(Box::new(Plain));
+    }
+
+    let request = RunRequest {
+        kind: RunKind::Build,
+        project: project.clone(),
+        env: env.clone(),
+        plan,
+        max_parallel,
+        secrets,
+    };
+    let outcome = runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        tokio::spawn(watch_signals(cancel.clone()));
+        execute(request, store, cancel, reporters).await
+    })?;
+    for e in &outcome.reporter_errors {
+        diagnostics::warn(e);
+    }
+    let summary = outcome.summary;
+    if cli.json {
+        let text = serde_json::to_string(&summary)
+            .map_err(|e| CliError::failed(format!("encoding the summary: {e}"), None))?;
+        println!("{text}");
+    } else {
+        print!("{}", render_summary(&summary, &state));
+    }
+    // Leave no runtime threads blocking the exit on a still-running background task.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(summary.exit_code())
+}
+
+/// Ctrl-C (or SIGTERM) cancels the run: every process group gets SIGTERM, then SIGKILL after
+/// a grace period, so nothing outlives cutover.
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("\ncanceling: stopping every command");
+    cancel.cancel();
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("still stopping: commands that ignore SIGTERM are killed within 3s");
+    }
+}
+
+/// The summary for people: a line, a table, then each failure with its last output lines.
+fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
+    let elapsed = (summary.finished_at - summary.started_at)
+        .to_std()
+        .map(|d| cutover_engine::report::text::ms(u64::try_from(d.as_millis()).unwrap_or(0)))
+        .unwrap_or_default();
+    let mut out = format!(
+        "{} {} in {}: {} ({elapsed})\n",
+        summary.run,
+        summary.status.as_str(),
+        summary.env,
+        summary.counts()
+    );
+    let mut t = Table::new(&["SERVICE", "RESULT", "RELEASE", "TIME", "REASON"]);
+    for s in &summary.services {
+        let time = match (
+            s.stages.first(),
+            s.stages.last().and_then(|l| l.finished_at),
+        ) {
+            (Some(first), Some(end)) => (end - first.started_at)
+                .to_std()
+                .map(|d| {
+                    cutover_engine::report::text::ms(u64::try_from(d.as_millis()).unwrap_or(0))
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        t.row(vec![
+            s.name.clone(),
+            s.result.as_str().to_string(),
+            s.release.clone().unwrap_or_else(|| "-".into()),
+            time,
+            s.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&t.render());
+    for s in summary.services.iter().filter(|s| !s.tail.is_empty()) {
+        out.push_str(&format!(
+            "\n{} {}: {}\n",
+            s.name,
+            s.result.as_str(),
+            s.reason.as_deref().unwrap_or("")
+        ));
+        for line in &s.tail {
+            out.push_str(&format!("  | {line}\n"));
+        }
+    }
+    let log = state
+        .join("logs")
+        .join("deployments")
+        .join(format!("{}.log", summary.run));
+    out.push_str(&format!("log: {}\n", log.display()));
+    out
+}

@@ -1,0 +1,92 @@
+//! Every way a command can fail, and the one place a failure becomes an exit code.
+
+use cutover_config::{ConfigError, UnknownEnvironment};
+use cutover_engine::EngineError;
+use cutover_store::StoreError;
+
+/// Exit code: done.
+pub const OK: i32 = 0;
+/// Exit code: the operation failed, or was refused as pointless.
+pub const FAILED: i32 = 1;
+/// Exit code: usage or configuration error.
+pub const USAGE: i32 = 2;
+
+/// A failure of a command, with what to tell the user.
+#[derive(Debug)]
+pub enum CliError {
+    /// cutover.toml is wrong (rendered with its source span).
+    Config(Box<ConfigError>),
+    /// Bad usage or configuration outside the file (unknown environment...).
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: Option<String>,
+    },
+    /// The operation failed or was refused.
+    Failed {
+        /// What happened.
+        message: String,
+        /// What to do.
+        help: Option<String>,
+    },
+    /// An engine error (its own exit code).
+    Engine(EngineError),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) | CliError::Usage { .. } => USAGE,
+            CliError::Failed { .. } => FAILED,
+            CliError::Engine(e) => e.exit_code(),
+        }
+    }
+
+    /// A usage error.
+    pub fn usage(message: impl Into<String>, help: Option<String>) -> Self {
+        CliError::Usage {
+            message: message.into(),
+            help,
+        }
+    }
+
+    /// A failure.
+    pub fn failed(message: impl Into<String>, help: Option<String>) -> Self {
+        CliError::Failed {
+            message: message.into(),
+            help,
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Config(Box::new(e))
+    }
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        CliError::Engine(e)
+    }
+}
+
+impl From<UnknownEnvironment> for CliError {
+    fn from(e: UnknownEnvironment) -> Self {
+        CliError::usage(
+            e.to_string(),
+            Some(
+                "pass one of the known environments with --env, or declare it under [environments]"
+                    .into(),
+            ),
+        )
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::failed(format!("release store: {e}"), None)
+    }
+}

@@ -1,0 +1,42 @@
+//! The `cutover` binary: command-line parsing, wiring, terminal output.
+//!
+//! # Layout
+//! - `cli.rs`: global options and the verbs (clap).
+//! - `commands/<verb>.rs`: one file per verb: parse, one library call, render.
+//! - `context.rs`: loading the project, its environment, store and secrets.
+//! - `render/`: the live terminal view, plain lines, tables.
+//! - `diagnostics.rs`, `exit.rs`: how failures reach the user, and their exit codes.
+
+mod cli;
+mod commands;
+mod context;
+mod diagnostics;
+mod exit;
+mod render;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::CliError;
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            diagnostics::report(&e);
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cli: &Cli) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::Init => commands::init::run(cli),
+        Command::Validate => commands::validate::run(cli),
+        Command::Schema => commands::schema::run(),
+        Command::Plan(args) => commands::plan::run(cli, args),
+        Command::Build(args) => commands::build::run(cli, args),
+    }
+}
