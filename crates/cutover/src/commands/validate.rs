@@ -108,7 +108,9 @@ fn first_program(command: &str) -> Option<String> {
     const BUILTINS: &[&str] = &[
         "cd", "echo", "exit", "test", "[", "true", "false", ":", "export", "set", "source", ".",
         "exec", "eval", "printf", "read", "wait", "if", "for", "while", "case", "unset", "trap",
-        "umask", "ulimit", "command", "type", "!", "{", "(",
+        "umask", "ulimit", "command", "type", "!", "{", "(", "until", "do", "done", "then", "fi",
+        "elif", "else", "esac", "function", "select", "time", "in", "alias", "return", "shift",
+        "local", "declare", "let", "builtin", "getopts", "hash", "kill",
     ];
     let word = command
         .split_whitespace()
@@ -151,6 +153,7 @@ mod tests {
             Some("ruff")
         );
         assert_eq!(first_program("cd x && make"), None);
+        assert_eq!(first_program("until [ -f x ]; do sleep 1; done"), None);
         assert_eq!(first_program("$HOME/bin/x"), None);
         assert_eq!(
             first_program("./scripts/lint.sh").as_deref(),
