@@ -138,7 +138,8 @@ pub async fn run_command(
 ) -> CommandResult {
     let started = Instant::now();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-    let mut cmd = tokio::process::Command::new("sh");
+    // An absolute path: no PATH search (and its failed execs) per command.
+    let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(spec.command)
         .current_dir(spec.dir)

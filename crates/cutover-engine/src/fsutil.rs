@@ -5,8 +5,18 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes `body` to `path` through a temp file in the same directory and a rename, so a
-/// reader never sees a half-written file.
+/// reader never sees a half-written file. Not fsynced: a crash may lose the newest version,
+/// never leave a torn one (for files rewritten often, like `status.json`).
+pub fn replace(path: &Path, body: &[u8]) -> io::Result<()> {
+    write_via_temp(path, body, false)
+}
+
+/// Like [`replace`], and the data reaches the disk before the rename.
 pub fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
+    write_via_temp(path, body, true)
+}
+
+fn write_via_temp(path: &Path, body: &[u8], sync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
@@ -17,7 +27,9 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(body)?;
-        f.sync_data()?;
+        if sync {
+            f.sync_data()?;
+        }
     }
     fs::rename(&tmp, path)
 }

@@ -101,4 +101,67 @@ pub trait ReleaseStore: Send + Sync {
 
     /// A run's events in order.
     fn events(&self, run_id: &str) -> Result<Vec<StoredEvent>>;
+
+    /// Applies a batch of phase changes and events in order, in one transaction where the
+    /// implementation can. A write that fails (an invalid transition, say) does not stop the
+    /// others: its error is returned in the list. Reporters use this to write once per batch
+    /// of events instead of once per event.
+    fn record(&self, batch: &[StoreWrite]) -> Result<Vec<StoreError>> {
+        let mut errors = Vec::new();
+        for write in batch {
+            let done = match write {
+                StoreWrite::Phase {
+                    service,
+                    release,
+                    phase,
+                    reason,
+                    at,
+                } => self
+                    .set_phase(service, release, *phase, reason.as_deref(), *at)
+                    .map(|_| ()),
+                StoreWrite::Event {
+                    run_id,
+                    at,
+                    service,
+                    kind,
+                    data,
+                } => self.append_event(run_id, *at, service.as_deref(), kind, data),
+            };
+            if let Err(e) = done {
+                errors.push(e);
+            }
+        }
+        Ok(errors)
+    }
+}
+
+/// One write of a [`ReleaseStore::record`] batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreWrite {
+    /// A release changes phase (see [`ReleaseStore::set_phase`]).
+    Phase {
+        /// Service.
+        service: String,
+        /// Release id.
+        release: String,
+        /// The new phase.
+        phase: ReleasePhase,
+        /// Why, when given.
+        reason: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// An event is appended (see [`ReleaseStore::append_event`]).
+    Event {
+        /// The run.
+        run_id: String,
+        /// When.
+        at: DateTime<Utc>,
+        /// The service, if any.
+        service: Option<String>,
+        /// The kind.
+        kind: String,
+        /// The event as JSON.
+        data: serde_json::Value,
+    },
 }

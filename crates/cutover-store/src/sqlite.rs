@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::model::{NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
-use crate::{ReleaseStore, Result, StoreError};
+use crate::{ReleaseStore, Result, StoreError, StoreWrite};
 
 mod rows;
 
@@ -187,6 +187,91 @@ impl SqliteStore {
         let value = f(&tx)?;
         tx.commit().ctx(self, operation)?;
         Ok(value)
+    }
+
+    fn set_phase_in(
+        &self,
+        tx: &Transaction<'_>,
+        service: &str,
+        release_id: &str,
+        phase: ReleasePhase,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Release> {
+        let not_found = || StoreError::NotFound {
+            what: format!("release {release_id} of service {service}"),
+        };
+        {
+            let current = Self::release_in(tx, service, release_id, self)?.ok_or_else(not_found)?;
+            if !current.phase.can_transition_to(phase) {
+                return Err(StoreError::InvalidTransition {
+                    service: service.to_string(),
+                    release: release_id.to_string(),
+                    from: current.phase,
+                    to: phase,
+                });
+            }
+            let at = timestamp(at);
+            if phase == ReleasePhase::Active {
+                tx.execute(
+                    "UPDATE releases SET phase = ?1, reason = ?2, updated_at = ?3 \
+                     WHERE service = ?4 AND env = ?5 AND phase = ?6 AND id <> ?7",
+                    params![
+                        ReleasePhase::Superseded.as_str(),
+                        format!("superseded by {release_id}"),
+                        at,
+                        service,
+                        current.env,
+                        ReleasePhase::Active.as_str(),
+                        release_id,
+                    ],
+                )
+                .ctx(self, "supersede the previous ACTIVE release")?;
+            }
+            tx.execute(
+                "UPDATE releases SET phase = ?1, reason = COALESCE(?2, reason), updated_at = ?3, \
+                 activated_at = CASE WHEN ?4 THEN ?3 ELSE activated_at END \
+                 WHERE service = ?5 AND id = ?6",
+                params![
+                    phase.as_str(),
+                    reason,
+                    at,
+                    phase == ReleasePhase::Active,
+                    service,
+                    release_id
+                ],
+            )
+            .ctx(self, "change a release's phase")?;
+            Self::release_in(tx, service, release_id, self)?.ok_or_else(not_found)
+        }
+    }
+
+    fn append_event_in(
+        &self,
+        tx: &Transaction<'_>,
+        run_id: &str,
+        at: DateTime<Utc>,
+        service: Option<&str>,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<()> {
+        let data = data.to_string();
+        {
+            tx.execute(
+                "INSERT INTO events (run_id, at, service, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, timestamp(at), service, kind, data],
+            )
+            .map_err(|e| {
+                if foreign_key_violation(&e) {
+                    StoreError::NotFound {
+                        what: format!("run {run_id}"),
+                    }
+                } else {
+                    sqlite_error(self, "append an event", e)
+                }
+            })?;
+            Ok(())
+        }
     }
 
     fn release_in(
@@ -376,51 +461,8 @@ impl ReleaseStore for SqliteStore {
         reason: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<Release> {
-        let not_found = || StoreError::NotFound {
-            what: format!("release {release_id} of service {service}"),
-        };
         self.write("change a release's phase", |tx| {
-            let current = Self::release_in(tx, service, release_id, self)?.ok_or_else(not_found)?;
-            if !current.phase.can_transition_to(phase) {
-                return Err(StoreError::InvalidTransition {
-                    service: service.to_string(),
-                    release: release_id.to_string(),
-                    from: current.phase,
-                    to: phase,
-                });
-            }
-            let at = timestamp(at);
-            if phase == ReleasePhase::Active {
-                tx.execute(
-                    "UPDATE releases SET phase = ?1, reason = ?2, updated_at = ?3 \
-                     WHERE service = ?4 AND env = ?5 AND phase = ?6 AND id <> ?7",
-                    params![
-                        ReleasePhase::Superseded.as_str(),
-                        format!("superseded by {release_id}"),
-                        at,
-                        service,
-                        current.env,
-                        ReleasePhase::Active.as_str(),
-                        release_id,
-                    ],
-                )
-                .ctx(self, "supersede the previous ACTIVE release")?;
-            }
-            tx.execute(
-                "UPDATE releases SET phase = ?1, reason = COALESCE(?2, reason), updated_at = ?3, \
-                 activated_at = CASE WHEN ?4 THEN ?3 ELSE activated_at END \
-                 WHERE service = ?5 AND id = ?6",
-                params![
-                    phase.as_str(),
-                    reason,
-                    at,
-                    phase == ReleasePhase::Active,
-                    service,
-                    release_id
-                ],
-            )
-            .ctx(self, "change a release's phase")?;
-            Self::release_in(tx, service, release_id, self)?.ok_or_else(not_found)
+            self.set_phase_in(tx, service, release_id, phase, reason, at)
         })
     }
 
@@ -480,22 +522,38 @@ impl ReleaseStore for SqliteStore {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<()> {
-        let data = data.to_string();
         self.write("append an event", |tx| {
-            tx.execute(
-                "INSERT INTO events (run_id, at, service, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, timestamp(at), service, kind, data],
-            )
-            .map_err(|e| {
-                if foreign_key_violation(&e) {
-                    StoreError::NotFound {
-                        what: format!("run {run_id}"),
-                    }
-                } else {
-                    sqlite_error(self, "append an event", e)
+            self.append_event_in(tx, run_id, at, service, kind, data)
+        })
+    }
+
+    fn record(&self, batch: &[StoreWrite]) -> Result<Vec<StoreError>> {
+        self.write("record a batch of events", |tx| {
+            let mut errors = Vec::new();
+            for write in batch {
+                let done = match write {
+                    StoreWrite::Phase {
+                        service,
+                        release,
+                        phase,
+                        reason,
+                        at,
+                    } => self
+                        .set_phase_in(tx, service, release, *phase, reason.as_deref(), *at)
+                        .map(|_| ()),
+                    StoreWrite::Event {
+                        run_id,
+                        at,
+                        service,
+                        kind,
+                        data,
+                    } => self.append_event_in(tx, run_id, *at, service.as_deref(), kind, data),
+                };
+                if let Err(e) = done {
+                    errors.push(e);
                 }
-            })?;
-            Ok(())
+            }
+            Ok(errors)
         })
     }
 

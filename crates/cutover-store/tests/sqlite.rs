@@ -1167,3 +1167,48 @@ fn concurrent_first_opens_migrate_once() {
         );
     }
 }
+
+#[test]
+fn a_batch_applies_in_order_and_a_bad_write_does_not_stop_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let run = s.create_run(RunKind::Build, "dev", t0(), None).unwrap();
+    let rel = s
+        .create_release(&new_release("api", "dev", &run.id, Some(SHA), t0()))
+        .unwrap();
+    let phase = |p: ReleasePhase| cutover_store::StoreWrite::Phase {
+        service: "api".into(),
+        release: rel.id.clone(),
+        phase: p,
+        reason: None,
+        at: t0(),
+    };
+    let event = |kind: &str| cutover_store::StoreWrite::Event {
+        run_id: run.id.clone(),
+        at: t0(),
+        service: Some("api".into()),
+        kind: kind.into(),
+        data: json!({"k": kind}),
+    };
+    let batch = vec![
+        phase(ReleasePhase::Validating),
+        event("stage.started"),
+        phase(ReleasePhase::Active), // VALIDATING → ACTIVE is not allowed
+        phase(ReleasePhase::Building),
+        event("stage.finished"),
+    ];
+    let errors = s.record(&batch).unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(matches!(errors[0], StoreError::InvalidTransition { .. }));
+    assert_eq!(
+        s.release("api", &rel.id).unwrap().unwrap().phase,
+        ReleasePhase::Building
+    );
+    let kinds: Vec<String> = s
+        .events(&run.id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["stage.started", "stage.finished"]);
+}

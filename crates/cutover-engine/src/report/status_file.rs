@@ -1,14 +1,19 @@
 //! `.cutover/status.json`: the last run, in the shape DESIGN.md gives, rewritten whole
-//! (temp file + rename) whenever it changed and the event queue ran dry.
+//! (temp file + rename) when it changed and the event queue ran dry, at most every
+//! [`MIN_INTERVAL`], and always at the end of the run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::Reporter;
 use crate::event::{Event, EventKind};
+
+/// The least time between two rewrites during a run.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The document.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -38,6 +43,8 @@ pub struct StatusFile {
     worktree: Option<String>,
     doc: StatusDoc,
     changed: bool,
+    finished: bool,
+    written_at: Option<Instant>,
 }
 
 impl StatusFile {
@@ -49,6 +56,8 @@ impl StatusFile {
             worktree,
             doc: StatusDoc::default(),
             changed: false,
+            finished: false,
+            written_at: None,
         }
     }
 
@@ -106,6 +115,7 @@ impl Reporter for StatusFile {
             }
             EventKind::RunFinished { status, .. } => {
                 self.doc.status = status.as_str().to_string();
+                self.finished = true;
             }
             _ => return Ok(()),
         }
@@ -114,13 +124,17 @@ impl Reporter for StatusFile {
     }
 
     fn flush(&mut self) -> Result<(), String> {
-        if !self.changed {
+        let recent = self
+            .written_at
+            .is_some_and(|at| at.elapsed() < MIN_INTERVAL);
+        if !self.changed || (recent && !self.finished) {
             return Ok(());
         }
         self.changed = false;
+        self.written_at = Some(Instant::now());
         let body = serde_json::to_vec_pretty(&self.doc)
             .map_err(|e| format!("encoding status.json: {e}"))?;
-        crate::fsutil::write_atomic(&self.path, &body)
+        crate::fsutil::replace(&self.path, &body)
             .map_err(|e| format!("writing {}: {e}", self.path.display()))
     }
 }

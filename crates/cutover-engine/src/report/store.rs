@@ -1,9 +1,9 @@
 //! Records phases and lifecycle events in the release store (command output is left to the
-//! log files).
+//! log files), one transaction per batch of events.
 
 use std::sync::Arc;
 
-use cutover_store::ReleaseStore;
+use cutover_store::{ReleaseStore, StoreWrite};
 
 use super::Reporter;
 use crate::event::{Event, EventKind};
@@ -11,12 +11,16 @@ use crate::event::{Event, EventKind};
 /// Writes events and release phases to the store.
 pub struct StoreReporter {
     store: Arc<dyn ReleaseStore>,
+    pending: Vec<StoreWrite>,
 }
 
 impl StoreReporter {
     /// A reporter writing to `store`.
     pub fn new(store: Arc<dyn ReleaseStore>) -> Self {
-        StoreReporter { store }
+        StoreReporter {
+            store,
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -29,22 +33,40 @@ impl Reporter for StoreReporter {
             reason,
         } = &event.kind
         {
-            self.store
-                .set_phase(service, release, *phase, reason.as_deref(), event.at)
-                .map_err(|e| format!("recording {service} {release} as {phase}: {e}"))?;
+            self.pending.push(StoreWrite::Phase {
+                service: service.clone(),
+                release: release.clone(),
+                phase: *phase,
+                reason: reason.clone(),
+                at: event.at,
+            });
         }
         if matches!(event.kind, EventKind::Output { .. }) {
             return Ok(());
         }
         let data = serde_json::to_value(event).map_err(|e| format!("encoding an event: {e}"))?;
-        self.store
-            .append_event(
-                &event.run,
-                event.at,
-                event.kind.service(),
-                event.kind.name(),
-                &data,
-            )
-            .map_err(|e| format!("recording an event: {e}"))
+        self.pending.push(StoreWrite::Event {
+            run_id: event.run.clone(),
+            at: event.at,
+            service: event.kind.service().map(str::to_string),
+            kind: event.kind.name().to_string(),
+            data,
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let errors = self
+            .store
+            .record(&batch)
+            .map_err(|e| format!("recording events in the store: {e}"))?;
+        match errors.first() {
+            Some(e) => Err(format!("recording in the store: {e}")),
+            None => Ok(()),
+        }
     }
 }
