@@ -1193,7 +1193,7 @@ fn a_batch_applies_in_order_and_a_bad_write_does_not_stop_the_rest() {
     let batch = vec![
         phase(ReleasePhase::Validating),
         event("stage.started"),
-        phase(ReleasePhase::Active), // VALIDATING → ACTIVE is not allowed
+        phase(ReleasePhase::Superseded), // VALIDATING → SUPERSEDED is not allowed
         phase(ReleasePhase::Building),
         event("stage.finished"),
     ];
