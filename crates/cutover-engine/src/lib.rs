@@ -27,5 +27,6 @@ pub mod report;
 pub mod run;
 pub mod stage;
 pub mod summary;
+pub mod target;
 
 pub use error::EngineError;

@@ -63,7 +63,8 @@ pub trait ReleaseStore: Send + Sync {
     /// by any release of the same service.
     fn create_release(&self, new: &NewRelease) -> Result<Release>;
 
-    /// Moves a release to `phase`, recording `reason` (kept when None), `updated_at`, and
+    /// Moves a release to `phase`, recording `reason` (kept when None, except that a release
+    /// becoming ACTIVE drops an old reason), `updated_at`, and
     /// `activated_at` when the phase is ACTIVE. Fails with [`StoreError::InvalidTransition`]
     /// when `can_transition_to` forbids it. When a release becomes ACTIVE, the release of the
     /// same service and environment that was ACTIVE before becomes SUPERSEDED in the same

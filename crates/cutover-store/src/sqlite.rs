@@ -229,7 +229,8 @@ impl SqliteStore {
                 .ctx(self, "supersede the previous ACTIVE release")?;
             }
             tx.execute(
-                "UPDATE releases SET phase = ?1, reason = COALESCE(?2, reason), updated_at = ?3, \
+                "UPDATE releases SET phase = ?1, \
+                 reason = CASE WHEN ?4 THEN ?2 ELSE COALESCE(?2, reason) END, updated_at = ?3, \
                  activated_at = CASE WHEN ?4 THEN ?3 ELSE activated_at END \
                  WHERE service = ?5 AND id = ?6",
                 params![

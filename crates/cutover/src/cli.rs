@@ -49,6 +49,71 @@ pub enum Command {
     Plan(PlanArgs),
     /// Detect changes, then run checks and build of the affected services.
     Build(BuildArgs),
+    /// The whole pipeline: detect, checks, build, deploy, verify (rolls back on its own).
+    Deploy(BuildArgs),
+    /// Every service: release, phase, health, instances, traffic split, URL.
+    Status,
+    /// A service's release history, newest first.
+    Releases(ReleasesArgs),
+    /// Back to the previous ACTIVE release (or the one named), without checks or build.
+    Rollback(RollbackArgs),
+    /// A service's instance output.
+    Logs(LogsArgs),
+    /// Stop the environment's instances.
+    Down,
+    /// The local runtime: `cutover agent` runs it in the foreground.
+    Agent(AgentArgs),
+}
+
+/// `cutover releases`.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// The service.
+    pub service: String,
+}
+
+/// `cutover rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Services to roll back (default: every service with a previous ACTIVE release).
+    #[arg(value_name = "SERVICES")]
+    pub services: Vec<String>,
+
+    /// Roll back to this release instead of the previous ACTIVE one (one service only).
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
+}
+
+/// `cutover logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service.
+    pub service: String,
+
+    /// Keep printing new output.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// A release other than the one serving.
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
+}
+
+/// `cutover agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// What to do (default: run the agent in the foreground).
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+}
+
+/// `cutover agent stop|status`.
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Stop the agent and every instance it runs.
+    Stop,
+    /// The agent's pid, socket, uptime and services.
+    Status,
 }
 
 /// `cutover plan`.

@@ -103,3 +103,181 @@ pub fn secrets(
     }
     Ok(values)
 }
+
+/// Strategies this version cannot deploy yet are refused before anything runs.
+pub fn refuse_unsupported_strategies(env: &ResolvedEnvironment) -> Result<(), CliError> {
+    use cutover_config::StrategyKind;
+    for svc in &env.services {
+        if matches!(svc.strategy, StrategyKind::Canary | StrategyKind::Rolling) {
+            return Err(CliError::usage(
+                format!(
+                    "service `{}` uses strategy `{}`, which this version of cutover cannot deploy yet",
+                    svc.name,
+                    svc.strategy.as_str()
+                ),
+                Some("use strategy = \"blue-green\" (the default) or \"immediate\" for now".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process with this pid is alive (a zombie is not).
+fn pid_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// Runs still marked in progress whose process died (kill -9, power loss) are recorded as
+/// canceled, and their releases that never went live as CANCELED; a release the agent serves
+/// is recorded ACTIVE.
+pub fn settle_interrupted_runs(
+    store: &dyn ReleaseStore,
+    project: &Project,
+) -> Result<(), CliError> {
+    let serving = agent(project, false).ok().flatten().and_then(|client| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(client.status()).ok()
+    });
+    let now = chrono::Utc::now();
+    for run in store.runs_in_progress()? {
+        if run.pid.is_some_and(pid_alive) {
+            continue;
+        }
+        store.finish_run(
+            &run.id,
+            cutover_store::RunStatus::Canceled,
+            now,
+            Some("interrupted: the process running it died"),
+        )?;
+        for svc in &project.services {
+            for rel in store.releases(&svc.name, &run.env, 20)? {
+                if rel.run_id != run.id
+                    || rel.phase.is_terminal()
+                    || rel.phase == cutover_store::ReleasePhase::Active
+                {
+                    continue;
+                }
+                let live = serving.as_ref().is_some_and(|s| {
+                    s.services.iter().any(|x| {
+                        x.env == run.env
+                            && x.service == svc.name
+                            && x.release.as_deref() == Some(rel.id.as_str())
+                    })
+                });
+                let (phase, reason) = if live {
+                    (cutover_store::ReleasePhase::Active, None)
+                } else {
+                    (
+                        cutover_store::ReleasePhase::Canceled,
+                        Some("interrupted: the run's process died before it went live"),
+                    )
+                };
+                let _ = store.set_phase(&svc.name, &rel.id, phase, reason, now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A deploy of the same environment already running blocks this one (exit 3).
+pub fn refuse_concurrent_deploy(store: &dyn ReleaseStore, env: &str) -> Result<(), CliError> {
+    let running = store.runs_in_progress()?.into_iter().find(|r| {
+        r.env == env && r.kind == cutover_store::RunKind::Deploy && r.pid.is_some_and(pid_alive)
+    });
+    match running {
+        Some(r) => Err(CliError::Blocked {
+            message: format!(
+                "deploy {} of {env} is running (pid {}, started {})",
+                r.id,
+                r.pid.unwrap_or_default(),
+                r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            help: Some("wait for it to finish, or stop it with Ctrl-C in its terminal".into()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A client of the project's agent. With `start`, an agent that does not run is started in the
+/// background (its output goes to `.cutover/logs/agent.log`); without, None when none runs.
+pub fn agent(
+    project: &Project,
+    start: bool,
+) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
+    use std::os::unix::process::CommandExt;
+    let state = project.dir.join(".cutover");
+    let socket = cutover_runtime::daemon::socket_path(&state);
+    let client = cutover_runtime::api::client::AgentClient::new(&socket);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Ok(Some(client));
+    }
+    if !start {
+        return Ok(None);
+    }
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display()), None))?;
+    let log_path = logs.join("agent.log");
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failed(format!("cannot find the cutover binary: {e}"), None))?;
+    std::process::Command::new(exe)
+        .arg("-C")
+        .arg(&project.dir)
+        .arg("agent")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::failed(format!("cannot start the agent: {e}"), None))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Ok(Some(client));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let last: Vec<&str> = tail.lines().rev().take(5).collect();
+    Err(CliError::failed(
+        format!(
+            "the agent did not start within 10s; last lines of {}:\n{}",
+            log_path.display(),
+            last.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+        None,
+    ))
+}
+
+/// A runtime for commands that talk to the agent.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), None))
+}
+
+/// The service named `name` in `env`, or a usage error suggesting the closest name.
+pub fn known_service<'a>(
+    env: &'a ResolvedEnvironment,
+    name: &str,
+) -> Result<&'a cutover_config::ResolvedService, CliError> {
+    env.service(name).ok_or_else(|| {
+        CliError::Engine(EngineError::UnknownService {
+            name: name.to_string(),
+            known: env.services.iter().map(|s| s.name.clone()).collect(),
+        })
+    })
+}

@@ -25,7 +25,9 @@ pub fn report(err: &CliError) {
                 let _ = write!(stderr, "{out}");
             }
         }
-        CliError::Usage { message, help } | CliError::Failed { message, help } => {
+        CliError::Usage { message, help }
+        | CliError::Failed { message, help }
+        | CliError::Blocked { message, help } => {
             let _ = writeln!(stderr, "error: {message}");
             if let Some(h) = help {
                 let _ = writeln!(stderr, "help: {h}");

@@ -10,6 +10,8 @@ pub const OK: i32 = 0;
 pub const FAILED: i32 = 1;
 /// Exit code: usage or configuration error.
 pub const USAGE: i32 = 2;
+/// Exit code: blocked (another deploy runs, lock held, approval refused).
+pub const BLOCKED: i32 = 3;
 
 /// A failure of a command, with what to tell the user.
 #[derive(Debug)]
@@ -32,6 +34,13 @@ pub enum CliError {
     },
     /// An engine error (its own exit code).
     Engine(EngineError),
+    /// Blocked by another run, a lock or a gate.
+    Blocked {
+        /// What blocks.
+        message: String,
+        /// What to do.
+        help: Option<String>,
+    },
 }
 
 impl CliError {
@@ -40,6 +49,7 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Usage { .. } => USAGE,
             CliError::Failed { .. } => FAILED,
+            CliError::Blocked { .. } => BLOCKED,
             CliError::Engine(e) => e.exit_code(),
         }
     }

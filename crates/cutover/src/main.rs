@@ -38,5 +38,12 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Schema => commands::schema::run(),
         Command::Plan(args) => commands::plan::run(cli, args),
         Command::Build(args) => commands::build::run(cli, args),
+        Command::Deploy(args) => commands::deploy::run(cli, args),
+        Command::Status => commands::status::run(cli),
+        Command::Releases(args) => commands::releases::run(cli, args),
+        Command::Rollback(args) => commands::rollback::run(cli, args),
+        Command::Logs(args) => commands::logs::run(cli, args),
+        Command::Down => commands::down::run(cli),
+        Command::Agent(args) => commands::agent::run(cli, args),
     }
 }

@@ -160,6 +160,14 @@ impl Dispatcher {
                 planned: planned.clone(),
                 head: request.plan.head.clone(),
                 secrets: request.secrets.clone(),
+                agent: request.agent.clone(),
+                env_names: request
+                    .project
+                    .environment_names()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                keep_releases: request.project.settings.keep_releases,
                 checks: checks.clone(),
                 build: build.clone(),
                 store: self.store.clone(),

@@ -10,6 +10,9 @@ use cutover_store::{NewRelease, ReleaseStore, RunKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use cutover_runtime::api::client::AgentClient;
+use cutover_runtime::api::types::{DeployProgress, DeployRequest};
+
 use crate::command::{CommandSpec, run_command};
 use crate::event::{EventKind, Outcome, Stage};
 use crate::plan::{Head, PlannedService};
@@ -76,6 +79,9 @@ pub(super) struct Executor {
     pub(super) checks: Arc<Semaphore>,
     pub(super) build: Arc<Semaphore>,
     pub(super) store: Arc<dyn ReleaseStore>,
+    pub(super) agent: Option<AgentClient>,
+    pub(super) env_names: Vec<String>,
+    pub(super) keep_releases: usize,
     pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
     pub(super) cancel: CancellationToken,
 }
@@ -119,12 +125,12 @@ impl Executor {
             self.wait_for_dependencies().await?;
         }
 
+        let dest = crate::run::state_dir_of(&self.project_dir)
+            .join("releases")
+            .join(&self.service.name)
+            .join(&release);
         self.stage(Stage::Build, &self.build, async {
             let src = self.project_dir.join(&self.service.path);
-            let dest = crate::run::state_dir_of(&self.project_dir)
-                .join("releases")
-                .join(&self.service.name)
-                .join(&release);
             let (s, d) = (src.clone(), dest.clone());
             tokio::task::spawn_blocking(move || snapshot::copy_tree(&s, &d))
                 .await
@@ -137,7 +143,116 @@ impl Executor {
             Ok(())
         })
         .await?;
+
+        if self.kind == RunKind::Deploy {
+            self.wait_for_dependencies().await?;
+            self.deploy(&release, &dest).await?;
+        }
+        self.prune_snapshots(&release).await;
         Ok(())
+    }
+
+    /// Keeps at most `keep_releases` snapshots of the service, never removing the one just
+    /// made, one that is ACTIVE in any environment, nor the release `rollback` would go back to.
+    async fn prune_snapshots(&self, release: &str) {
+        let store = self.store.clone();
+        let service = self.service.name.clone();
+        let envs = self.env_names.clone();
+        let keep = self.keep_releases;
+        let dir = crate::run::state_dir_of(&self.project_dir)
+            .join("releases")
+            .join(&service);
+        let mut protected = vec![release.to_string()];
+        let keep_activated = if self.kind == RunKind::Deploy { 1 } else { 2 };
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut known: Vec<(chrono::DateTime<Utc>, String)> = Vec::new();
+            for env in &envs {
+                let Ok(releases) = store.releases(&service, env, 1000) else {
+                    continue;
+                };
+                known.extend(releases.iter().map(|r| (r.created_at, r.id.clone())));
+                // The ACTIVE release, and the release a rollback would go back to: after a
+                // deploy that is the ACTIVE one it replaces; after a build, the one before it.
+                let mut activated: Vec<_> = releases
+                    .iter()
+                    .filter(|r| r.activated_at.is_some())
+                    .collect();
+                activated.sort_by_key(|r| std::cmp::Reverse(r.activated_at));
+                protected.extend(activated.iter().take(keep_activated).map(|r| r.id.clone()));
+            }
+            // Newest first; `releases` lists same-time releases newest first already.
+            known.sort_by_key(|k| std::cmp::Reverse(k.0));
+            let order: Vec<String> = known.into_iter().map(|(_, id)| id).collect();
+            snapshot::prune(&dir, keep, &protected, &order)
+        })
+        .await;
+    }
+
+    /// Hands the release to the agent and follows it through deploy and verify.
+    async fn deploy(&self, release: &str, dir: &Path) -> Result<(), Stop> {
+        let Some(agent) = &self.agent else {
+            return Err(Stop::failed("no agent to deploy to"));
+        };
+        let svc = &self.service;
+        let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+            return Err(Stop::failed(format!(
+                "{} has no `run` or `port`, which the local target needs",
+                svc.name
+            )));
+        };
+        let request = DeployRequest {
+            spec: crate::target::release_spec(
+                &self.env,
+                svc,
+                release,
+                dir,
+                run,
+                port,
+                &self.secrets,
+            ),
+        };
+        let name = svc.name.clone();
+        self.send(EventKind::StageStarted {
+            service: name.clone(),
+            stage: Stage::Deploy,
+        });
+        let mut stage = Stage::Deploy;
+        let outcome = agent
+            .deploy(&request, false, |step| {
+                if matches!(step, DeployProgress::Verifying) && stage == Stage::Deploy {
+                    self.send(EventKind::StageFinished {
+                        service: name.clone(),
+                        stage: Stage::Deploy,
+                        result: Outcome::Succeeded,
+                        reason: None,
+                    });
+                    self.send(EventKind::StageStarted {
+                        service: name.clone(),
+                        stage: Stage::Verify,
+                    });
+                    stage = Stage::Verify;
+                }
+            })
+            .await;
+        let result = match outcome {
+            Ok(DeployProgress::Active) => Ok(()),
+            Ok(DeployProgress::Failed { reason }) => {
+                Err(Stop::failed(format!("{}: {reason}", stage.as_str())))
+            }
+            Ok(_) => Err(Stop::failed("the agent ended the deploy without a verdict")),
+            Err(e) => Err(Stop::failed(format!("{}: {e}", stage.as_str()))),
+        };
+        self.send(EventKind::StageFinished {
+            service: name,
+            stage,
+            result: if result.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            reason: result.as_ref().err().map(|s| s.reason.clone()),
+        });
+        result
     }
 
     /// Runs `body` as `stage`, holding one of `permits`, with started/finished events.

@@ -42,6 +42,8 @@ pub struct RunRequest {
     pub max_parallel: usize,
     /// Secret values by name (injected as the `env` entries that reference them; redacted).
     pub secrets: BTreeMap<String, String>,
+    /// The agent that deploys releases (deploy runs only).
+    pub agent: Option<cutover_runtime::api::client::AgentClient>,
 }
 
 /// What a finished run produced.

@@ -100,3 +100,97 @@ mod tests {
         assert!(!repo.join(".cutover/releases/svc/r1.partial").exists());
     }
 }
+
+/// Removes the oldest snapshots in `service_dir` (`.cutover/releases/<service>/`) so that at
+/// most `keep` remain, never removing one named in `protected` (ACTIVE or serving releases).
+/// `newest_first` is the store's creation order of the service's releases (ids made in the same
+/// second do not sort by age); a snapshot the store does not know counts as oldest. Returns the
+/// ids removed.
+pub fn prune(
+    service_dir: &Path,
+    keep: usize,
+    protected: &[String],
+    newest_first: &[String],
+) -> io::Result<Vec<String>> {
+    let mut ids: Vec<String> = match fs::read_dir(service_dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.ends_with(".partial"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let rank = |id: &String| {
+        newest_first
+            .iter()
+            .position(|n| n == id)
+            .unwrap_or(usize::MAX)
+    };
+    ids.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| b.cmp(a)));
+    let mut removed = Vec::new();
+    for id in ids.into_iter().skip(keep) {
+        if protected.contains(&id) {
+            continue;
+        }
+        fs::remove_dir_all(service_dir.join(&id))?;
+        removed.push(id);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_and_the_protected() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let ids = [
+            "20261123-100000-aaaaaaa",
+            "20261123-100001-bbbbbbb",
+            "20261123-100002-ccccccc",
+            "20261123-100002-ccccccc-2",
+            "20261123-100003-ddddddd",
+        ];
+        for id in ids {
+            fs::create_dir_all(root.path().join(id)).expect("mkdir");
+        }
+        // The store says ccccccc-2 is newer than ddddddd, whatever the names say; the ids it
+        // does not know (aaaaaaa, bbbbbbb) count as oldest.
+        let order: Vec<String> = [
+            "20261123-100002-ccccccc-2",
+            "20261123-100003-ddddddd",
+            "20261123-100002-ccccccc",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let removed = prune(
+            root.path(),
+            2,
+            &["20261123-100000-aaaaaaa".to_string()],
+            &order,
+        )
+        .expect("prune");
+        assert_eq!(
+            removed,
+            ["20261123-100002-ccccccc", "20261123-100001-bbbbbbb"]
+        );
+        let mut left: Vec<String> = fs::read_dir(root.path())
+            .expect("read")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "20261123-100000-aaaaaaa",
+                "20261123-100002-ccccccc-2",
+                "20261123-100003-ddddddd"
+            ]
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! `cutover build`: detect, checks and build of the affected services.
+//! `cutover build` and `cutover deploy`: the pipeline over the affected services (deploy adds
+//! the deploy and verify stages through the agent).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -21,11 +22,27 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
+    pipeline(cli, args, RunKind::Build)
+}
+
+/// Runs the pipeline of `kind` and prints its summary.
+pub fn pipeline(cli: &Cli, args: &BuildArgs, kind: RunKind) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
     let secrets = context::secrets(&project, &env)?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
+    let agent = if kind == RunKind::Deploy {
+        context::refuse_unsupported_strategies(&env)?;
+        context::settle_interrupted_runs(store.as_ref(), &project)?;
+        context::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
+        Some(
+            context::agent(&project, true)?
+                .ok_or_else(|| CliError::failed("the agent could not be started", None))?,
+        )
+    } else {
+        None
+    };
     let opts = PlanOptions {
         all: args.all,
         since: args.since.clone(),
@@ -63,12 +80,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
     }
 
     let request = RunRequest {
-        kind: RunKind::Build,
+        kind,
         project: project.clone(),
         env: env.clone(),
         plan,
         max_parallel,
         secrets,
+        agent,
     };
     let outcome = runtime.block_on(async move {
         let cancel = CancellationToken::new();

@@ -1,7 +1,14 @@
 //! One file per verb: parse arguments into a library call, render the result.
 
+pub mod agent;
 pub mod build;
+pub mod deploy;
+pub mod down;
 pub mod init;
+pub mod logs;
 pub mod plan;
+pub mod releases;
+pub mod rollback;
 pub mod schema;
+pub mod status;
 pub mod validate;

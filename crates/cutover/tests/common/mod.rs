@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod runtime;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

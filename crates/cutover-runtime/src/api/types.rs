@@ -1,0 +1,241 @@
+//! Requests and answers of the admin API, shared by client and server.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cutover_config::Health;
+use serde::{Deserialize, Serialize};
+
+/// An environment variable for instances: its value, and whether it is a secret (secrets are
+/// kept only in memory by the agent and persisted by name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// The secret's name when the value is a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// How a release is deployed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start new, wait ready, switch in one step, drain old.
+    #[default]
+    BlueGreen,
+    /// Stop old, start new.
+    Immediate,
+}
+
+/// Everything the agent needs to run one release of one service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseSpec {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// Release id.
+    pub release: String,
+    /// The release snapshot (instances' working directory).
+    pub dir: PathBuf,
+    /// `run` command.
+    pub run: String,
+    /// Public port.
+    pub port: u16,
+    /// Listen address of the public port.
+    pub listen: IpAddr,
+    /// Instances.
+    pub instances: u32,
+    /// Environment variables (without PORT and CUTOVER_*; the agent adds those).
+    pub env_vars: Vec<EnvVar>,
+    /// Health probe.
+    #[serde(with = "health_serde")]
+    pub health: Health,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// How long old instances stay warm after a switch, in milliseconds.
+    pub scale_down_delay_ms: u64,
+    /// How long in-flight requests may take to finish on old instances, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+/// `POST /v1/deploy` and `POST /v1/rollback` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// What to run.
+    pub spec: ReleaseSpec,
+}
+
+/// One line of the streamed answer to a deploy (newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum DeployProgress {
+    /// Instances are starting.
+    Starting {
+        /// How many.
+        instances: u32,
+    },
+    /// Probes are deciding.
+    Verifying,
+    /// The route now sends all traffic to the release (confirmed).
+    Switched {
+        /// The route generation applied.
+        generation: u64,
+    },
+    /// The end: the release serves.
+    Active,
+    /// The end: it failed; traffic stays on the previous release.
+    Failed {
+        /// Plain-words reason: which probe, last results, last log lines.
+        reason: String,
+    },
+}
+
+/// `POST /v1/down` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownRequest {
+    /// The environment to stop.
+    pub env: String,
+}
+
+/// One instance in a status answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStatus {
+    /// Index within its release.
+    pub index: u32,
+    /// Internal port.
+    pub port: u16,
+    /// Process id when running.
+    pub pid: Option<u32>,
+    /// running | starting | backoff | exited | stopped.
+    pub state: String,
+    /// Probe says ready.
+    pub ready: bool,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+/// One release set the agent runs for a service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseSetStatus {
+    /// Release id.
+    pub release: String,
+    /// live (receiving traffic) | warm (kept for a fast rollback) | starting | draining.
+    pub role: String,
+    /// Its instances.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One service in a status answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// The release receiving traffic.
+    pub release: Option<String>,
+    /// healthy | unhealthy | unknown | stopped.
+    pub health: String,
+    /// Ready instances of the live release.
+    pub ready: u32,
+    /// Desired instances.
+    pub desired: u32,
+    /// Route weights.
+    pub traffic: Vec<Traffic>,
+    /// Public URL.
+    pub url: String,
+    /// Every release set it runs.
+    pub sets: Vec<ReleaseSetStatus>,
+}
+
+/// A route weight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Traffic {
+    /// Release id.
+    pub release: String,
+    /// Percent.
+    pub weight: u8,
+}
+
+/// `GET /v1/status` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentStatus {
+    /// Agent pid.
+    pub pid: u32,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Seconds since it started.
+    pub uptime_seconds: u64,
+    /// Every service it runs.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// `Health` has no serde impls in the config crate; the API carries it field by field.
+mod health_serde {
+    use std::time::Duration;
+
+    use cutover_config::{Health, ProbeKind};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        tcp: bool,
+        path: String,
+        expect_status: u16,
+        expect_json: Option<serde_json::Value>,
+        initial_delay_ms: u64,
+        period_ms: u64,
+        timeout_ms: u64,
+        success_threshold: u32,
+        failure_threshold: u32,
+    }
+
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn serialize<S: Serializer>(h: &Health, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            tcp: h.kind == ProbeKind::Tcp,
+            path: h.path.clone(),
+            expect_status: h.expect_status,
+            expect_json: h.expect_json.clone(),
+            initial_delay_ms: ms(h.initial_delay),
+            period_ms: ms(h.period),
+            timeout_ms: ms(h.timeout),
+            success_threshold: h.success_threshold,
+            failure_threshold: h.failure_threshold,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(Health {
+            kind: if w.tcp {
+                ProbeKind::Tcp
+            } else {
+                ProbeKind::Http
+            },
+            path: w.path,
+            expect_status: w.expect_status,
+            expect_json: w.expect_json,
+            initial_delay: Duration::from_millis(w.initial_delay_ms),
+            period: Duration::from_millis(w.period_ms),
+            timeout: Duration::from_millis(w.timeout_ms),
+            success_threshold: w.success_threshold,
+            failure_threshold: w.failure_threshold,
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! Running the agent as a process: where its socket lives, refusing a second agent, replacing
+//! a stale socket, serving until told to stop, and leaving nothing behind.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+
+use crate::agent::{Agent, log};
+
+/// Longest socket path used as is (`sun_path` holds 108 bytes with its terminator).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another agent answers on the socket.
+    #[error("a cutover agent already runs for this project (socket {})", socket.display())]
+    AlreadyRunning {
+        /// The socket.
+        socket: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// What it was doing.
+        doing: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Where the agent of the project whose state is in `state_dir` listens:
+/// `<state_dir>/agent.sock`, or, when that path is too long for a socket, a path in the user's
+/// runtime directory named after a hash of `state_dir` (recorded in `agent.json` too).
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    let direct = state_dir.join("agent.sock");
+    if direct.as_os_str().len() <= MAX_SOCKET_PATH {
+        return direct;
+    }
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/cutover-{}", nix::unistd::Uid::current())));
+    base.join("cutover")
+        .join(format!("{:016x}.sock", fnv(state_dir)))
+}
+
+fn fnv(path: &Path) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AgentError + 'a {
+    move |source| AgentError::Io {
+        doing,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Runs the agent for the project whose state is in `state_dir` until it is stopped (API
+/// `stop`, SIGTERM, SIGINT). Stops every instance before returning.
+pub async fn run(state_dir: PathBuf) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&state_dir).map_err(io("cannot create", &state_dir))?;
+    let socket = socket_path(&state_dir);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        if dir != state_dir {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(AgentError::AlreadyRunning { socket });
+        }
+        // Nobody answers: a dead agent's socket. Replace it.
+        std::fs::remove_file(&socket).map_err(io("cannot remove the stale socket", &socket))?;
+        log(&format!("replaced the stale socket {}", socket.display()));
+    }
+    let listener = UnixListener::bind(&socket).map_err(io("cannot listen on", &socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot restrict", &socket))?;
+    let info = state_dir.join("agent.json");
+    let body = serde_json::json!({ "pid": std::process::id(), "socket": socket });
+    crate::agent::write_atomic(&info, body.to_string().as_bytes())
+        .map_err(io("cannot write", &info))?;
+    log(&format!(
+        "agent {} listening on {}",
+        std::process::id(),
+        socket.display()
+    ));
+
+    let agent = Agent::new(state_dir.clone(), socket.clone());
+    let shutdown = agent.shutdown.clone();
+    tokio::spawn(stop_on_signals(shutdown.clone()));
+    let server = tokio::spawn(crate::api::server::serve(
+        listener,
+        agent.clone(),
+        shutdown.clone(),
+    ));
+    agent.recover().await;
+    shutdown.cancelled().await;
+    log("stopping every instance");
+    agent.stop_all().await;
+    let _ = server.await;
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&info);
+    log("agent stopped");
+    Ok(())
+}
+
+async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+/// Keeps `Arc` in the public signature tidy for callers that hold an agent.
+pub type SharedAgent = Arc<Agent>;

@@ -1,0 +1,378 @@
+//! Health probes: one task per instance asks it, every `period`, whether it is healthy, and
+//! turns the answers into two flags: `ready` (may receive traffic) and `live` (needs no
+//! restart).
+//!
+//! # Theory of operation
+//! Like kamal-proxy's `TargetStateAdding` and pingora's `observe_health`, an instance starts
+//! not ready and only consecutive results against the thresholds move it:
+//! `success_threshold` successes in a row make it ready (and live); after `initial_delay`,
+//! `failure_threshold` failures in a row make it neither ready nor live. Failures during
+//! `initial_delay` are recorded but not counted: it is a grace period for a slow start, not a
+//! delay before the first probe (probing starts at once, so a fast instance is ready at once).
+//!
+//! Each probe opens a fresh connection (no pooled state can hide a dead instance) and is
+//! bounded by `timeout`; a hanging instance costs one timeout, never more. Probes run one at a
+//! time: with `timeout` longer than `period`, the next probe starts when the slow one gives up.
+//!
+//! An instance that exits is the supervisor's news, not the probe's: the agent watches the
+//! instance's state for that and does not wait for probes to time out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use cutover_config::{Health, ProbeKind, format_duration};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// How many recent results a [`ProbeStatus`] keeps.
+pub const HISTORY: usize = 10;
+/// The largest response body read when matching `expect_json`.
+const MAX_BODY: usize = 1024 * 1024;
+/// The shortest period between probes (a zero period would spin).
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// The outcome of one probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    /// When the probe started.
+    pub at: DateTime<Utc>,
+    /// Whether the instance answered as expected.
+    pub ok: bool,
+    /// What happened, in words: "200 in 3ms", "connection refused", "status 500, expected
+    /// 200", "body does not contain {\"status\":\"healthy\"}", "timed out after 1s".
+    pub detail: String,
+}
+
+/// An instance's health as the probes see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeStatus {
+    /// May receive traffic: `success_threshold` consecutive successes, and not since undone by
+    /// `failure_threshold` consecutive failures. False until the first success.
+    pub ready: bool,
+    /// Needs no restart: false once `failure_threshold` consecutive failures were counted
+    /// (failures during `initial_delay` are not), whether or not it was ready before; true
+    /// again when it becomes ready.
+    pub live: bool,
+    /// The last [`HISTORY`] results, oldest first.
+    pub history: Vec<ProbeResult>,
+    /// Successes in a row, up to the latest result.
+    pub consecutive_ok: u32,
+    /// Counted failures in a row, up to the latest result.
+    pub consecutive_failures: u32,
+}
+
+impl Default for ProbeStatus {
+    fn default() -> Self {
+        ProbeStatus {
+            ready: false,
+            live: true,
+            history: Vec::new(),
+            consecutive_ok: 0,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+impl ProbeStatus {
+    /// The most recent result.
+    pub fn last(&self) -> Option<&ProbeResult> {
+        self.history.last()
+    }
+
+    /// Applies one result against the thresholds; `counts` is false during `initial_delay`
+    /// (a failure then does not count). Returns whether `ready` or `live` flipped.
+    pub fn observe(
+        &mut self,
+        result: ProbeResult,
+        counts: bool,
+        success_threshold: u32,
+        failure_threshold: u32,
+    ) -> bool {
+        let before = (self.ready, self.live);
+        if result.ok {
+            self.consecutive_ok = self.consecutive_ok.saturating_add(1);
+            self.consecutive_failures = 0;
+            if self.consecutive_ok >= success_threshold.max(1) {
+                self.ready = true;
+                self.live = true;
+            }
+        } else {
+            self.consecutive_ok = 0;
+            if counts {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            }
+            if self.consecutive_failures >= failure_threshold.max(1) {
+                self.ready = false;
+                self.live = false;
+            }
+        }
+        if self.history.len() == HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(result);
+        before != (self.ready, self.live)
+    }
+}
+
+/// A running probe of one instance; dropping it stops probing.
+#[derive(Debug)]
+pub struct Probe {
+    status: watch::Receiver<ProbeStatus>,
+    cancel: CancellationToken,
+    _stop_on_drop: DropGuard,
+}
+
+impl Probe {
+    /// Starts probing `addr` (the instance's `127.0.0.1:PORT`) as `health` says, now.
+    ///
+    /// After the instance restarts, spawn a new probe: `initial_delay` counts from here.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn spawn(health: Health, addr: SocketAddr) -> Probe {
+        let (tx, rx) = watch::channel(ProbeStatus::default());
+        let cancel = CancellationToken::new();
+        tokio::spawn(run(health, addr, tx, cancel.clone()));
+        Probe {
+            status: rx,
+            _stop_on_drop: cancel.clone().drop_guard(),
+            cancel,
+        }
+    }
+
+    /// The current status, including the latest result.
+    pub fn status(&self) -> ProbeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of the status. Its value is always current (every result updates it), but
+    /// `changed()` wakes only when `ready` or `live` flips, so a waiter is woken by decisions,
+    /// not by every probe. Wait with `wait_for(|s| s.ready || !s.live)`.
+    pub fn watch(&self) -> watch::Receiver<ProbeStatus> {
+        self.status.clone()
+    }
+
+    /// Stops probing; the status keeps its last value. Idempotent.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn run(
+    health: Health,
+    addr: SocketAddr,
+    status: watch::Sender<ProbeStatus>,
+    cancel: CancellationToken,
+) {
+    let grace_ends = Instant::now() + health.initial_delay;
+    let mut ticks = tokio::time::interval(health.period.max(MIN_PERIOD));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let counts = Instant::now() >= grace_ends;
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = check(&health, addr) => result,
+        };
+        status.send_if_modified(|s| {
+            s.observe(
+                result,
+                counts,
+                health.success_threshold,
+                health.failure_threshold,
+            )
+        });
+    }
+}
+
+/// Runs one probe of `addr`, bounded by `health.timeout`.
+pub async fn check(health: &Health, addr: SocketAddr) -> ProbeResult {
+    let at = Utc::now();
+    let began = Instant::now();
+    let attempt = async {
+        match health.kind {
+            ProbeKind::Http => http_check(health, addr).await,
+            ProbeKind::Tcp => connect(addr).await.map(|_| "connected".to_string()),
+        }
+    };
+    let (ok, detail) = match tokio::time::timeout(health.timeout, attempt).await {
+        Ok(Ok(what)) => (true, format!("{what} in {}ms", began.elapsed().as_millis())),
+        Ok(Err(why)) => (false, why),
+        Err(_) => (
+            false,
+            format!("timed out after {}", format_duration(health.timeout)),
+        ),
+    };
+    ProbeResult { at, ok, detail }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+        _ => format!("connect to {addr} failed: {e}"),
+    })
+}
+
+/// Aborts a spawned task when dropped (a probe that timed out leaves no connection behind).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// GET `path` on a fresh connection; `Ok` carries the status for the detail ("200").
+async fn http_check(health: &Health, addr: SocketAddr) -> Result<String, String> {
+    let stream = connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        // Its errors surface through `send_request` below.
+        let _ = conn.await;
+    }));
+    let request = hyper::Request::get(health.path.as_str())
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::USER_AGENT, "cutover-probe")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("invalid probe path {:?}: {e}", health.path))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status().as_u16();
+    if status != health.expect_status {
+        return Err(format!(
+            "status {status}, expected {}",
+            health.expect_status
+        ));
+    }
+    if let Some(expected) = &health.expect_json {
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body failed: {e}"))?
+            .to_bytes();
+        let actual: Value = serde_json::from_slice(&body)
+            .map_err(|_| format!("body is not JSON (expected it to contain {expected})"))?;
+        if !json_contains(&actual, expected) {
+            return Err(format!("body does not contain {expected}"));
+        }
+    }
+    Ok(status.to_string())
+}
+
+/// Whether `actual` contains `expected` as a subset: objects need every expected key with a
+/// value that matches in turn (extra keys are fine); arrays and scalars must be equal (numbers
+/// by value, so `1` matches `1.0`).
+pub fn json_contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(actual), Value::Object(expected)) => expected.iter().all(|(key, want)| {
+            actual
+                .get(key)
+                .is_some_and(|have| json_contains(have, want))
+        }),
+        (Value::Number(have), Value::Number(want)) => {
+            have == want || matches!((have.as_f64(), want.as_f64()), (Some(a), Some(b)) if a == b)
+        }
+        _ => actual == expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn result(ok: bool) -> ProbeResult {
+        ProbeResult {
+            at: Utc::now(),
+            ok,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn subset_matching() {
+        let body = json!({"status": "healthy", "version": 3, "checks": {"db": "ok", "cache": "ok"}, "tags": [1, 2]});
+        assert!(json_contains(&body, &json!({"status": "healthy"})));
+        assert!(json_contains(&body, &json!({"checks": {"db": "ok"}})));
+        assert!(json_contains(&body, &json!({"version": 3.0})));
+        assert!(json_contains(&body, &json!({})));
+        assert!(!json_contains(&body, &json!({"status": "ok"})));
+        assert!(!json_contains(&body, &json!({"missing": null})));
+        assert!(!json_contains(&body, &json!({"tags": [1]})));
+        assert!(json_contains(&body, &json!({"tags": [1, 2]})));
+        assert!(!json_contains(&json!([1, 2]), &json!({"a": 1})));
+    }
+
+    #[test]
+    fn starts_not_ready_and_needs_the_success_threshold() {
+        let mut s = ProbeStatus::default();
+        assert!(!s.ready && s.live);
+        assert!(!s.observe(result(true), true, 2, 3));
+        assert!(!s.ready);
+        assert!(s.observe(result(true), true, 2, 3));
+        assert!(s.ready);
+        assert!(!s.observe(result(true), true, 2, 3), "no flip, no change");
+    }
+
+    #[test]
+    fn failures_in_grace_do_not_count() {
+        let mut s = ProbeStatus::default();
+        for _ in 0..5 {
+            assert!(!s.observe(result(false), false, 1, 2));
+        }
+        assert!(s.live && !s.ready);
+        assert_eq!(s.consecutive_failures, 0);
+        assert!(!s.observe(result(false), true, 1, 2));
+        assert!(s.observe(result(false), true, 1, 2));
+        assert!(!s.live && !s.ready);
+        assert_eq!(s.history.len(), 7);
+    }
+
+    #[test]
+    fn failure_threshold_undoes_ready_and_a_success_interrupts_the_run() {
+        let mut s = ProbeStatus::default();
+        s.observe(result(true), true, 1, 3);
+        assert!(s.ready);
+        s.observe(result(false), true, 1, 3);
+        s.observe(result(false), true, 1, 3);
+        assert!(s.ready, "two failures are below the threshold");
+        s.observe(result(true), true, 1, 3);
+        s.observe(result(false), true, 1, 3);
+        s.observe(result(false), true, 1, 3);
+        assert!(s.ready);
+        assert!(s.observe(result(false), true, 1, 3));
+        assert!(!s.ready && !s.live);
+        assert!(s.observe(result(true), true, 1, 3), "recovers");
+        assert!(s.ready && s.live);
+    }
+
+    #[test]
+    fn history_keeps_the_last_ten() {
+        let mut s = ProbeStatus::default();
+        for i in 0..25 {
+            let mut r = result(true);
+            r.detail = i.to_string();
+            s.observe(r, true, 1, 3);
+        }
+        assert_eq!(s.history.len(), HISTORY);
+        assert_eq!(s.history[0].detail, "15");
+        assert_eq!(s.last().map(|r| r.detail.as_str()), Some("24"));
+    }
+}

@@ -1,0 +1,341 @@
+//! Forwarding one request: pick a release and a backend, rewrite the head, stream both bodies.
+//!
+//! The request context is a [`Pass`]: the route table the request loaded, the release (lane)
+//! and the backend it picked. It counts the request in flight for its release from the pick
+//! until the response body is fully sent or dropped, and it is what metrics are credited to
+//! (pingora's `CTX` remembering the upstream for its logging phase).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    CONNECTION, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::uri::{Parts, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::Shared;
+use super::route::{Backend, Lane, RouteTable};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// `Proxy-*` ones meant for this proxy. hyper frames bodies itself on each side.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+];
+
+/// Serves one request of a client connection from `client_ip`.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    client_ip: HeaderValue,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let Some(pass) = Pass::begin(&shared) else {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            shared.no_route_body.clone(),
+        ));
+    };
+    let req = upstream_request(req, pass.backend(), client_ip);
+    match shared.client.request(req).await {
+        Ok(mut resp) => {
+            pass.lane()
+                .counters
+                .record(resp.status().as_u16(), started.elapsed());
+            strip_hop_by_hop(resp.headers_mut());
+            Ok(resp.map(|body| ProxyBody::Upstream {
+                body,
+                pass: Some(pass),
+            }))
+        }
+        Err(err) => {
+            pass.lane()
+                .counters
+                .record(StatusCode::BAD_GATEWAY.as_u16(), started.elapsed());
+            let message = if err.is_connect() {
+                format!(
+                    "upstream {} of release {} unreachable\n",
+                    pass.backend().addr,
+                    pass.release()
+                )
+            } else {
+                format!(
+                    "upstream {} of release {} failed: {}\n",
+                    pass.backend().addr,
+                    pass.release(),
+                    error_chain(&err)
+                )
+            };
+            drop(pass);
+            Ok(text(StatusCode::BAD_GATEWAY, Bytes::from(message)))
+        }
+    }
+}
+
+/// The request as sent upstream: same method, path, query, `Host` and body; forwarding
+/// headers added, hop-by-hop headers removed, HTTP/1.1 on the pooled upstream connection.
+fn upstream_request(
+    req: Request<Incoming>,
+    backend: &Backend,
+    client_ip: HeaderValue,
+) -> Request<Incoming> {
+    let (mut head, body) = req.into_parts();
+    let path_and_query = head
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(backend.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    // Scheme, authority and path are all present and valid, so this cannot fail; keep the
+    // original URI if it somehow did (the client then routes by it).
+    if let Ok(uri) = Uri::from_parts(parts) {
+        head.uri = uri;
+    }
+    head.version = Version::HTTP_11;
+
+    let headers = &mut head.headers;
+    strip_hop_by_hop(headers);
+    // hyper answers `Expect: 100-continue` to the client itself when the body is read.
+    headers.remove(EXPECT);
+    append_forwarded_for(headers, client_ip);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HTTP);
+    }
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = headers.get(HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    Request::from_parts(head, body)
+}
+
+/// `X-Forwarded-For: <earlier hops>, <client>`, in one header line.
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: HeaderValue) {
+    if !headers.contains_key(X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, client_ip);
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(X_FORWARDED_FOR) {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(client_ip.as_bytes());
+    match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        Ok(value) => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        // Earlier values were valid header values and so is the join; never reached.
+        Err(_) => {
+            headers.insert(X_FORWARDED_FOR, client_ip);
+        }
+    }
+}
+
+/// Removes `Connection`, the headers it names, and the other hop-by-hop headers.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// `err` and its sources, `: `-separated (hyper's errors put the cause in the source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// A short plain-text response made by the proxy itself.
+fn text(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::Text(Some(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// One request's route: the table it loaded, the release and the backend it picked.
+/// Counts the request in flight for that release until dropped.
+pub(crate) struct Pass {
+    table: Arc<RouteTable>,
+    lane: usize,
+    backend: usize,
+}
+
+impl Pass {
+    /// Picks a release and a backend from the current route, or `None` when it routes nowhere.
+    #[inline]
+    fn begin(shared: &Shared) -> Option<Pass> {
+        loop {
+            let table = shared.route.load_full();
+            let lane = table.pick_lane()?;
+            table.lanes[lane].flight.enter();
+            // Count first, then confirm the table is still current. If a swap happened in
+            // between, start over on the new table: a drain that starts after the swap either
+            // sees this count or this request never routes to the drained release.
+            fence(Ordering::SeqCst);
+            if Arc::ptr_eq(&shared.route.load(), &table) {
+                let backend = table.lanes[lane].pick_backend();
+                return Some(Pass {
+                    table,
+                    lane,
+                    backend,
+                });
+            }
+            table.lanes[lane].flight.leave();
+        }
+    }
+
+    fn lane(&self) -> &Lane {
+        &self.table.lanes[self.lane]
+    }
+
+    fn backend(&self) -> &Backend {
+        &self.lane().backends[self.backend]
+    }
+
+    fn release(&self) -> &str {
+        self.table.release_name(self.lane)
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.lane().flight.leave();
+    }
+}
+
+/// A response body: the backend's, streamed (and counted in flight until done), or the proxy's own.
+pub(crate) enum ProxyBody {
+    /// Streams the backend's body; the pass is released at its end.
+    Upstream {
+        /// The backend's response body.
+        body: Incoming,
+        /// `None` once the body ended.
+        pass: Option<Pass>,
+    },
+    /// A short message from the proxy (502, 503).
+    Text(Option<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream { body, pass } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => *pass = None,
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(pass) = pass.take() {
+                            pass.lane().counters.record_body_error();
+                        }
+                    }
+                    _ => {}
+                }
+                polled
+            }
+            ProxyBody::Text(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Text(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Text(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_and_what_it_names() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let ip = HeaderValue::from_static("10.0.0.2");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, ip.clone());
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.2");
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        append_forwarded_for(&mut h, ip);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.2");
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+    }
+}

@@ -1,0 +1,277 @@
+//! The listening socket: bind (with a clear error when the port is taken), accept, serve each
+//! client connection with hyper's HTTP/1.1 server, and shut down gracefully.
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{PortHolder, ProxyError, Shared, forward};
+
+/// Pending connections the kernel keeps for us while the accept loop catches up.
+const BACKLOG: u32 = 4096;
+
+/// Binds `addr` for `service`, naming who holds the port when it is taken.
+pub(crate) async fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    let result = (|| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // Rebinding right after a restart must not wait for TIME_WAIT connections to expire.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    })();
+    match result {
+        Ok(listener) => Ok(listener),
+        Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
+            let port = addr.port();
+            let holder = tokio::task::spawn_blocking(move || port_holder(port))
+                .await
+                .ok()
+                .flatten();
+            Err(ProxyError::PortInUse {
+                service: service.to_owned(),
+                addr,
+                holder,
+            })
+        }
+        Err(source) => Err(ProxyError::Bind {
+            service: service.to_owned(),
+            addr,
+            source,
+        }),
+    }
+}
+
+/// Live client connections, and a signal when the last one closes.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    live: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Connections {
+    fn open(self: &Arc<Self>) -> OpenConnection {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(Arc::clone(self))
+    }
+
+    /// Waits until every connection closed (`true`) or `timeout` passed (`false`).
+    pub(crate) async fn wait_closed(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.none_left.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.live.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+struct OpenConnection(Arc<Connections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+/// How a listener is stopped: `accept` stops accepting, `graceful` asks connections to finish
+/// their current request and close, `hard` closes them now.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    pub(crate) accept: CancellationToken,
+    pub(crate) graceful: CancellationToken,
+    pub(crate) hard: CancellationToken,
+}
+
+/// Accepts connections until `stop.accept`, serving each in its own task.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    connections: Arc<Connections>,
+    stop: Stop,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.accept.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let open = connections.open();
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    Arc::clone(&shared),
+                    open,
+                    stop.clone(),
+                ));
+            }
+            // Out of file descriptors or memory: give the connections time to close.
+            Err(err) if is_resource_error(&err) => {
+                tokio::select! {
+                    () = stop.accept.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            // A connection that failed before we took it (reset, aborted): not ours to report.
+            Err(_) => {}
+        }
+    }
+}
+
+fn is_resource_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE
+            || code == nix::libc::ENFILE
+            || code == nix::libc::ENOBUFS
+            || code == nix::libc::ENOMEM
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _open: OpenConnection,
+    stop: Stop,
+) {
+    // Responses are written whole by hyper; do not let Nagle hold back their last segment.
+    let _ = stream.set_nodelay(true);
+    let client_ip = client_ip_header(peer.ip());
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req| forward::serve(Arc::clone(&shared), client_ip.clone(), req))
+    };
+    let conn = shared.http1.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    // Connection errors (a client that went away, a malformed request hyper answered with
+    // 400) end this connection only; there is nobody to report them to.
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.graceful.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.hard.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// The client's address as an `X-Forwarded-For` element (an IPv4-mapped IPv6 address as IPv4).
+fn client_ip_header(ip: IpAddr) -> HeaderValue {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    // An IP address always makes a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The process listening on TCP `port`, found through `/proc/net/tcp*` (the socket inode) and
+/// `/proc/*/fd` (who holds it). `None` when it cannot be seen (another user's process).
+pub(crate) fn port_holder(port: u16) -> Option<PortHolder> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| fs::read_to_string(path).ok())
+        .flat_map(|table| listening_inodes(&table, port))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .ok()
+                .and_then(|link| link.to_str().map(|l| targets.iter().any(|t| t == l)))
+                .unwrap_or(false)
+        });
+        if holds {
+            let command = fs::read(entry.path().join("cmdline"))
+                .ok()
+                .map(|raw| {
+                    raw.split(|b| *b == 0)
+                        .filter(|arg| !arg.is_empty())
+                        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            return Some(PortHolder { pid, command });
+        }
+    }
+    None
+}
+
+/// Inodes of the sockets listening on `port` in a `/proc/net/tcp` table.
+fn listening_inodes(table: &str, port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1)?;
+            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && fields.get(3) == Some(&LISTEN))
+                .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
+                .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_sockets() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0\n   \
+            1: 0100007F:1F90 0100007F:C000 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1 0 20 4 30 10 -1\n";
+        assert_eq!(listening_inodes(table, 8080), ["4242"]);
+        assert!(listening_inodes(table, 8081).is_empty());
+    }
+
+    #[test]
+    fn mapped_addresses_read_as_ipv4() {
+        let ip: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_ip_header(ip), "10.1.2.3");
+        let ip: IpAddr = "::1".parse().unwrap();
+        assert_eq!(client_ip_header(ip), "::1");
+    }
+}

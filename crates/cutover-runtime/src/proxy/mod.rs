@@ -1,0 +1,290 @@
+//! The HTTP/1.1 reverse proxy: one listener per service's public port, weighted routing between
+//! releases, draining, and per-release metrics.
+//!
+//! # Layout
+//! - `route.rs`: [`RouteTable`], the immutable snapshot a listener routes by.
+//! - `pick.rs`: weighted choice, expanded into a table of slots when a route is built.
+//! - `forward.rs`: one request: pick, rewrite the head, stream the bodies, count.
+//! - `drain.rs`: per-release in-flight counters and waiting for them to reach zero.
+//! - `listener.rs`: bind, accept, serve connections with hyper, shut down.
+//!
+//! # Theory of operation
+//! A deploy builds the new release's instances, waits until they are ready, then calls
+//! [`Proxy::set_route`] with a new [`RouteTable`]: one `ArcSwap` store, seen by the very next
+//! request on every connection (keep-alive ones included), since each request loads the route
+//! afresh. The agent reads [`Proxy::route`] back to confirm, then [`Proxy::drain`]s the release
+//! it took out, which waits for the requests already routed there, response bodies included.
+//! Client connections are kept alive by hyper's server; upstream connections come from one
+//! pooled keep-alive client per proxy.
+
+mod drain;
+mod forward;
+mod listener;
+mod pick;
+mod route;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::JoinHandle;
+
+pub use route::{RouteRelease, RouteTable};
+
+use crate::metrics::Metrics;
+use drain::Flight;
+use listener::{Connections, Stop};
+
+/// Connecting to a backend longer than this is a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle upstream connections are closed after this long.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client connection waits this long for a request head, idle keep-alive time included.
+const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// [`Proxy::shutdown`] lets in-flight requests finish for this long.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Another socket listens on the port.
+    #[error(
+        "cannot listen on {addr} for service {service}: port {port} is already in use{by}",
+        port = addr.port(),
+        by = holder.as_ref().map(|h| format!(" (by {h})")).unwrap_or_default()
+    )]
+    PortInUse {
+        /// The service whose public port it is.
+        service: String,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The process holding it, when it could be found.
+        holder: Option<PortHolder>,
+    },
+    /// Binding failed for another reason (permissions, an address not on this host...).
+    #[error("cannot listen on {addr} for service {service}: {source}")]
+    Bind {
+        /// The service whose public port it is.
+        service: String,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A process holding a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortHolder {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command line, space-separated.
+    pub command: String,
+}
+
+impl fmt::Display for PortHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pid == std::process::id() {
+            write!(f, "this process, pid {}", self.pid)
+        } else if self.command.is_empty() {
+            write!(f, "pid {}", self.pid)
+        } else {
+            write!(f, "pid {}: {}", self.pid, self.command)
+        }
+    }
+}
+
+/// A running reverse proxy for one service's public port.
+///
+/// Cheap to clone (handles share one listener). The listener stops when [`Proxy::shutdown`] is
+/// called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Proxy {
+    handle: Arc<Handle>,
+}
+
+/// What the request path shares: one per proxy.
+pub(crate) struct Shared {
+    service: String,
+    route: ArcSwap<RouteTable>,
+    /// Each release's in-flight counter, outliving the route tables that route to it.
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    metrics: Arc<Metrics>,
+    client: Client<HttpConnector, Incoming>,
+    http1: http1::Builder,
+    /// "no ready instance of SERVICE".
+    no_route_body: Bytes,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    connections: Arc<Connections>,
+    stop: Stop,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Proxy {
+    /// Binds `addr` and starts serving `service` in a background task, with an empty route
+    /// (503) until [`Proxy::set_route`]. When the port is taken, the error names the process
+    /// holding it when it can be found.
+    pub async fn bind(
+        service: &str,
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, ProxyError> {
+        let listener = listener::bind(service, addr).await?;
+        let local = listener.local_addr().map_err(|source| ProxyError::Bind {
+            service: service.to_owned(),
+            addr,
+            source,
+        })?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+            .build(connector);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+            .keep_alive(true);
+
+        let shared = Arc::new(Shared {
+            service: service.to_owned(),
+            route: ArcSwap::from_pointee(RouteTable::empty()),
+            flights: Mutex::new(HashMap::new()),
+            metrics,
+            client,
+            http1,
+            no_route_body: Bytes::from(format!("no ready instance of {service}\n")),
+        });
+        let connections = Arc::new(Connections::default());
+        let stop = Stop::default();
+        let accept_task = tokio::spawn(listener::accept_loop(
+            listener,
+            Arc::clone(&shared),
+            Arc::clone(&connections),
+            stop.clone(),
+        ));
+        Ok(Proxy {
+            handle: Arc::new(Handle {
+                shared,
+                addr: local,
+                connections,
+                stop,
+                accept_task: Mutex::new(Some(accept_task)),
+            }),
+        })
+    }
+
+    /// The address listened on (with the actual port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.addr
+    }
+
+    /// The service this proxy serves.
+    pub fn service(&self) -> &str {
+        &self.handle.shared.service
+    }
+
+    /// Routes by `table` from the very next request on, on every connection: one store.
+    pub fn set_route(&self, mut table: RouteTable) {
+        let shared = &self.handle.shared;
+        let mut flights = lock(&shared.flights);
+        table.attach(|release| {
+            let flight = Arc::clone(
+                flights
+                    .entry(release.to_owned())
+                    .or_insert_with(|| Arc::new(Flight::new())),
+            );
+            (flight, shared.metrics.counters(&shared.service, release))
+        });
+        let table = Arc::new(table);
+        shared.route.store(Arc::clone(&table));
+        // After the store: a request that counted itself into a release before the store is
+        // seen here (and kept); one that counts itself after it re-picks from the new table.
+        flights.retain(|release, flight| {
+            flight.current() > 0 || table.releases().iter().any(|r| &r.release == release)
+        });
+    }
+
+    /// The route applied now.
+    pub fn route(&self) -> Arc<RouteTable> {
+        self.handle.shared.route.load_full()
+    }
+
+    /// Requests currently being served by `release`'s backends, response bodies included.
+    pub fn in_flight(&self, release: &str) -> usize {
+        lock(&self.handle.shared.flights)
+            .get(release)
+            .map_or(0, |f| f.current())
+    }
+
+    /// Waits until no request is in flight to `release` (`true`) or `timeout` passed (`false`).
+    ///
+    /// The caller takes the release out of the route first; requests still arriving for a
+    /// routed release keep the drain waiting until the timeout.
+    pub async fn drain(&self, release: &str, timeout: Duration) -> bool {
+        let flight = lock(&self.handle.shared.flights).get(release).cloned();
+        match flight {
+            Some(flight) => flight.wait_idle(timeout).await,
+            None => true,
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish for a few seconds, then closes every
+    /// connection. Idle keep-alive connections close at once.
+    pub async fn shutdown(&self) {
+        let handle = &self.handle;
+        handle.stop.accept.cancel();
+        let task = lock(&handle.accept_task).take();
+        if let Some(task) = task {
+            // The task only ends by cancellation; a panic in it has nothing left to clean up.
+            let _ = task.await;
+        }
+        handle.stop.graceful.cancel();
+        if !handle.connections.wait_closed(SHUTDOWN_GRACE).await {
+            handle.stop.hard.cancel();
+            handle
+                .connections
+                .wait_closed(Duration::from_millis(500))
+                .await;
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop.accept.cancel();
+        self.stop.graceful.cancel();
+        self.stop.hard.cancel();
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("service", &self.handle.shared.service)
+            .field("addr", &self.handle.addr)
+            .field("route", &self.route())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent; a panic elsewhere must not wedge routing.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

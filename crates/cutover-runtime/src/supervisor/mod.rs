@@ -1,0 +1,142 @@
+//! The supervisor: instances of a release as process groups, restarted with backoff, their
+//! output captured.
+//!
+//! # Layout
+//! - `instance.rs`: [`Instance`], a handle that sends controls to the task owning the child.
+//! - `backoff.rs`: restart delays (`initial · 2^k`, capped) and crash-loop detection.
+//! - `logs.rs`: stdout/stderr into the release's log file and an in-memory ring of lines.
+//!
+//! # Theory of operation
+//! Each instance runs `sh -c <run>` in the release snapshot, in a process group of its own.
+//! One task owns the child: it alone spawns, waits, signals and reaps, and it publishes every
+//! transition on a watch channel, so an exit is an event the agent sees at once (a deploy
+//! under verification fails then, not after a probe timeout). Stopping signals the whole
+//! group, so grandchildren (`sleep 1000 &`) go too; when the leader exits on its own, what it
+//! left in its group is killed before the exit is reported.
+//!
+//! ```text
+//! Starting ──spawned──▶ Running ──exit, restart on──▶ Backoff ──delay──▶ Starting …
+//!     │                    │   └──exit, restart off──▶ Exited (stays; restart() revives)
+//!     └──spawn failed──────┴──────────── same as an exit
+//! any ──stop()/drop──▶ Stopped (final)
+//! ```
+
+mod backoff;
+mod instance;
+mod logs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub use instance::{Instance, RESTART_GRACE};
+pub use logs::RING_LINES;
+
+/// What one instance runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// The service this instance belongs to.
+    pub service: String,
+    /// The release id it runs.
+    pub release: String,
+    /// Its index within the release's instances (shown in log lines as `[index]`).
+    pub index: u32,
+    /// The command line, run through `sh -c`.
+    pub command: String,
+    /// Working directory: the release snapshot.
+    pub dir: PathBuf,
+    /// Variables added to the agent's environment; the caller includes `PORT`,
+    /// `CUTOVER_SERVICE`, `CUTOVER_RELEASE` and `CUTOVER_ENV`.
+    pub env: Vec<(String, String)>,
+    /// The internal port the instance listens on (kept across restarts).
+    pub port: u16,
+    /// The release's log file (`.cutover/logs/services/<service>/<release>.log`), appended
+    /// to and shared by all instances of the release; directories are created as needed.
+    pub log: PathBuf,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceState {
+    /// About to spawn its process.
+    Starting,
+    /// The process runs.
+    Running {
+        /// Process id, also the process group id.
+        pid: u32,
+        /// When it was spawned.
+        since: DateTime<Utc>,
+    },
+    /// The process ended (or could not start) and no restart is pending: restart is off.
+    /// Stays so until [`Instance::restart`] or [`Instance::stop`].
+    Exited {
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal number, when a signal ended it.
+        signal: Option<i32>,
+        /// When it ended.
+        at: DateTime<Utc>,
+    },
+    /// The process crashed and a restart is scheduled.
+    Backoff {
+        /// When the restart happens.
+        until: DateTime<Utc>,
+        /// Restarts made so far (not counting the pending one).
+        restarts: u32,
+        /// How the last run ended, in words ("exited with code 1").
+        last_exit: String,
+    },
+    /// Stopped for good by [`Instance::stop`] or by dropping the handle.
+    Stopped,
+}
+
+impl InstanceState {
+    /// True while the process runs.
+    pub const fn is_running(&self) -> bool {
+        matches!(self, InstanceState::Running { .. })
+    }
+
+    /// True once the instance has ended with nothing pending: `Exited` or `Stopped`.
+    pub const fn is_ended(&self) -> bool {
+        matches!(self, InstanceState::Exited { .. } | InstanceState::Stopped)
+    }
+}
+
+/// When and how crashed instances are restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Restart after a crash at all (off during deploy verification).
+    pub restart: bool,
+    /// First restart delay (default 1s); each further crash doubles it.
+    pub initial: Duration,
+    /// Longest restart delay (default 30s).
+    pub max: Duration,
+    /// Restarts within `crash_loop_window` that make it a crash loop (default 5).
+    pub crash_loop_restarts: u32,
+    /// The crash-loop window (default 60s); a run lasting this long also resets the delay.
+    pub crash_loop_window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            restart: true,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            crash_loop_restarts: 5,
+            crash_loop_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An unused TCP port on 127.0.0.1, for an instance's `PORT`.
+///
+/// Binds port 0, reads the port the kernel chose and closes the socket. Another process may
+/// take the port between this call and the instance binding it; the window is small (the
+/// kernel hands out ephemeral ports in rotation), and an instance that fails to bind exits,
+/// which the supervisor reports like any crash.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}

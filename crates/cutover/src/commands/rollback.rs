@@ -1,0 +1,294 @@
+//! `cutover rollback [SERVICES] [--to RELEASE]`: back to the previous ACTIVE release, reusing its
+//! snapshot (no checks, no build); a route flip when its instances are still warm.
+
+use std::io::Write;
+
+use chrono::{SecondsFormat, Utc};
+use cutover_engine::event::{Outcome, Stage};
+use cutover_engine::summary::{RunSummary, ServiceSummary, StageSummary};
+use cutover_runtime::api::client::AgentClient;
+use cutover_runtime::api::types::{DeployProgress, DeployRequest};
+use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
+
+use crate::cli::{Cli, RollbackArgs};
+use crate::context;
+use crate::exit::{CliError, OK};
+
+/// Rolls back the named services (default: every one with a previous ACTIVE release).
+pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
+    let project = context::load(cli)?;
+    let env = context::environment(cli, &project)?;
+    if args.to.is_some() && args.services.len() != 1 {
+        return Err(CliError::usage(
+            "--to names a release of one service",
+            Some(
+                "name exactly one service: `cutover rollback api --to 20261123-101500-abc1234`"
+                    .into(),
+            ),
+        ));
+    }
+    for name in &args.services {
+        context::known_service(&env, name)?;
+    }
+    let secrets = context::secrets(&project, &env)?;
+    let store = context::store(&project, true)?
+        .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
+    context::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
+
+    // What to roll back, and to what; problems are found before anything changes.
+    let mut plan: Vec<(String, Release, Option<Release>)> = Vec::new();
+    let names: Vec<String> = if args.services.is_empty() {
+        env.services.iter().map(|s| s.name.clone()).collect()
+    } else {
+        args.services.clone()
+    };
+    for name in &names {
+        let releases = store.releases(name, &env.name, 1000)?;
+        let current = releases
+            .iter()
+            .find(|r| r.phase == ReleasePhase::Active)
+            .cloned();
+        let target =
+            match &args.to {
+                Some(id) => Some(releases.iter().find(|r| &r.id == id).cloned().ok_or_else(
+                    || {
+                        let known: Vec<&str> =
+                            releases.iter().take(5).map(|r| r.id.as_str()).collect();
+                        CliError::usage(
+                            format!("release `{id}` of {name} does not exist in {}", env.name),
+                            Some(if known.is_empty() {
+                                format!("{name} has no releases in {} yet", env.name)
+                            } else {
+                                format!(
+                                    "`cutover releases {name}` lists them; newest: {}",
+                                    known.join(", ")
+                                )
+                            }),
+                        )
+                    },
+                )?),
+                None => previous_active(&releases, current.as_ref()),
+            };
+        match target {
+            Some(t) if current.as_ref().is_some_and(|c| c.id == t.id) => {
+                return Err(CliError::failed(
+                    format!("{name}: {} is already ACTIVE", t.id),
+                    None,
+                ));
+            }
+            Some(t) => plan.push((name.clone(), t, current)),
+            None if args.services.is_empty() => {}
+            None => {
+                return Err(CliError::failed(
+                    format!(
+                        "{name} has no previous ACTIVE release in {} to roll back to",
+                        env.name
+                    ),
+                    Some(format!("`cutover releases {name}` shows its history")),
+                ));
+            }
+        }
+    }
+    if plan.is_empty() {
+        return Err(CliError::failed(
+            format!(
+                "no service in {} has a previous ACTIVE release to roll back to",
+                env.name
+            ),
+            None,
+        ));
+    }
+
+    let client = context::agent(&project, true)?
+        .ok_or_else(|| CliError::failed("the agent could not be started", None))?;
+    let started_at = Utc::now();
+    let run = store.create_run(
+        RunKind::Rollback,
+        &env.name,
+        started_at,
+        Some(std::process::id()),
+    )?;
+    let log_dir = project.dir.join(".cutover/logs/rollbacks");
+    let log_path = log_dir.join(format!(
+        "rollback-{}.log",
+        started_at.format("%Y%m%d-%H%M%S")
+    ));
+    let mut log = std::fs::create_dir_all(&log_dir)
+        .and_then(|()| {
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+        })
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+    let redactor = cutover_engine::redact::Redactor::new(secrets.values().cloned());
+    let mut note = |line: &str| {
+        let line = redactor.redact(line);
+        let _ = writeln!(
+            log,
+            "{} {line}",
+            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        if !cli.json {
+            eprintln!("{line}");
+        }
+    };
+    note(&format!("{} started in {}", run.id, env.name));
+
+    let runtime = context::runtime()?;
+    let mut services = Vec::new();
+    for (name, target, current) in &plan {
+        let stage_start = Utc::now();
+        let result = roll_one(
+            &runtime,
+            &client,
+            store.as_ref(),
+            &project,
+            &env,
+            &secrets,
+            name,
+            target,
+            current.as_ref(),
+            &mut note,
+        );
+        let (outcome, reason) = match result {
+            Ok(()) => (Outcome::Succeeded, None),
+            Err(why) => (Outcome::Failed, Some(why)),
+        };
+        services.push(ServiceSummary {
+            name: name.clone(),
+            result: outcome,
+            release: Some(target.id.clone()),
+            reason: reason.map(|r| redactor.redact(&r).into_owned()),
+            stages: vec![StageSummary {
+                stage: Stage::Deploy,
+                result: outcome,
+                started_at: stage_start,
+                finished_at: Some(Utc::now()),
+            }],
+            tail: Vec::new(),
+        });
+    }
+    let status = RunSummary::status_from(&services, false);
+    let summary = RunSummary {
+        run: run.id.clone(),
+        env: env.name.clone(),
+        status,
+        started_at,
+        finished_at: Utc::now(),
+        services,
+    };
+    store.finish_run(&run.id, status, summary.finished_at, None)?;
+    note(&format!(
+        "{} {}: {}",
+        run.id,
+        status.as_str(),
+        summary.counts()
+    ));
+    if cli.json {
+        let text = serde_json::to_string(&summary)
+            .map_err(|e| CliError::failed(format!("encoding the summary: {e}"), None))?;
+        println!("{text}");
+    } else {
+        for s in &summary.services {
+            match &s.reason {
+                None => println!(
+                    "{}: rolled back to {}",
+                    s.name,
+                    s.release.as_deref().unwrap_or("?")
+                ),
+                Some(r) => println!("{}: rollback failed: {r}", s.name),
+            }
+        }
+        println!("log: {}", log_path.display());
+    }
+    Ok(if summary.exit_code() == 0 {
+        OK
+    } else {
+        summary.exit_code()
+    })
+}
+
+/// The release that was ACTIVE before `current`: the most recently activated one that is
+/// neither current, FAILED nor ROLLED_BACK.
+fn previous_active(releases: &[Release], current: Option<&Release>) -> Option<Release> {
+    let mut candidates: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.activated_at.is_some())
+        .filter(|r| !matches!(r.phase, ReleasePhase::Failed | ReleasePhase::RolledBack))
+        .filter(|r| current.is_none_or(|c| c.id != r.id))
+        .collect();
+    candidates.sort_by_key(|r| r.activated_at);
+    candidates.last().map(|r| (*r).clone())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn roll_one(
+    runtime: &tokio::runtime::Runtime,
+    client: &AgentClient,
+    store: &dyn ReleaseStore,
+    project: &cutover_config::Project,
+    env: &cutover_config::ResolvedEnvironment,
+    secrets: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    target: &Release,
+    current: Option<&Release>,
+    note: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
+    let dir = project
+        .dir
+        .join(".cutover/releases")
+        .join(name)
+        .join(&target.id);
+    if !dir.is_dir() {
+        return Err(format!(
+            "the snapshot of {} is gone ({}); it was pruned by keep_releases",
+            target.id,
+            dir.display()
+        ));
+    }
+    let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+        return Err(format!("{name} has no `run` or `port`"));
+    };
+    let spec =
+        cutover_engine::target::release_spec(&env.name, svc, &target.id, &dir, run, port, secrets);
+    let now = Utc::now();
+    store
+        .set_phase(name, &target.id, ReleasePhase::Deploying, None, now)
+        .map_err(|e| e.to_string())?;
+    note(&format!("{name}: rolling back to {}", target.id));
+    let answer = runtime.block_on(client.deploy(&DeployRequest { spec }, true, |_| {}));
+    match answer {
+        Ok(DeployProgress::Active) => {
+            let now = Utc::now();
+            if let Some(c) = current {
+                let reason = format!("rolled back to {} by `cutover rollback`", target.id);
+                store
+                    .set_phase(name, &c.id, ReleasePhase::RolledBack, Some(&reason), now)
+                    .map_err(|e| e.to_string())?;
+            }
+            store
+                .set_phase(name, &target.id, ReleasePhase::Active, None, now)
+                .map_err(|e| e.to_string())?;
+            note(&format!("{name}: {} is ACTIVE", target.id));
+            Ok(())
+        }
+        other => {
+            let why = match other {
+                Ok(DeployProgress::Failed { reason }) => reason,
+                Ok(_) => "the agent ended without a verdict".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = store.set_phase(
+                name,
+                &target.id,
+                ReleasePhase::Failed,
+                Some(&why),
+                Utc::now(),
+            );
+            note(&format!("{name}: rollback failed: {why}"));
+            Err(why)
+        }
+    }
+}

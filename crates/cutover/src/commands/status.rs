@@ -1,0 +1,151 @@
+//! `cutover status`: every service of the environment as it is now.
+
+use cutover_runtime::api::types::{AgentStatus, Traffic};
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::context;
+use crate::exit::{CliError, OK};
+use crate::render::table::Table;
+
+#[derive(Serialize)]
+struct Instances {
+    ready: u32,
+    desired: u32,
+}
+
+#[derive(Serialize)]
+struct ServiceRow {
+    name: String,
+    release: Option<String>,
+    phase: Option<String>,
+    health: String,
+    instances: Instances,
+    traffic: Vec<Traffic>,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct RunRow {
+    id: String,
+    phase: String,
+}
+
+/// Prints the status table (or `--json`).
+pub fn run(cli: &Cli) -> Result<i32, CliError> {
+    let project = context::load(cli)?;
+    let env = context::environment(cli, &project)?;
+    let store = context::store(&project, false)?;
+    // Services that should be running (the agent recorded them) bring a crashed agent back.
+    let should_run = project.dir.join(".cutover/agent/desired.json").exists();
+    let agent: Option<AgentStatus> = match context::agent(&project, should_run)? {
+        Some(client) => context::runtime()?.block_on(client.status()).ok(),
+        None => None,
+    };
+    if let Some(store) = &store {
+        context::settle_interrupted_runs(store.as_ref(), &project)?;
+    }
+    let mut rows = Vec::new();
+    for svc in &env.services {
+        let live = agent.as_ref().and_then(|a| {
+            a.services
+                .iter()
+                .find(|s| s.env == env.name && s.service == svc.name)
+        });
+        let active = match &store {
+            Some(s) => s.active_release(&svc.name, &env.name)?,
+            None => None,
+        };
+        let release = live
+            .and_then(|l| l.release.clone())
+            .or_else(|| active.as_ref().map(|a| a.id.clone()));
+        let phase = match (&store, &release) {
+            (Some(s), Some(r)) => s
+                .release(&svc.name, r)?
+                .map(|r| r.phase.as_str().to_string()),
+            _ => None,
+        };
+        let host = if svc.listen.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            svc.listen.to_string()
+        };
+        rows.push(ServiceRow {
+            name: svc.name.clone(),
+            release,
+            phase,
+            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
+            instances: Instances {
+                ready: live.map_or(0, |l| l.ready),
+                desired: live.map_or(svc.instances, |l| l.desired),
+            },
+            traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
+            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
+                svc.port
+                    .map(|p| format!("http://{host}:{p}"))
+                    .unwrap_or_default()
+            }),
+        });
+    }
+    let runs: Vec<RunRow> = match &store {
+        Some(s) => s
+            .runs_in_progress()?
+            .into_iter()
+            .filter(|r| r.env == env.name)
+            .map(|r| RunRow {
+                id: r.id,
+                phase: "running".to_string(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if cli.json {
+        let doc = serde_json::json!({ "env": env.name, "services": rows, "runs": runs });
+        println!("{doc}");
+        return Ok(OK);
+    }
+    println!(
+        "{} ({})",
+        env.name,
+        if agent.is_some() {
+            "agent running"
+        } else {
+            "no agent: nothing runs"
+        }
+    );
+    let mut t = Table::new(&[
+        "SERVICE",
+        "RELEASE",
+        "PHASE",
+        "HEALTH",
+        "INSTANCES",
+        "TRAFFIC",
+        "URL",
+    ]);
+    for r in &rows {
+        let traffic = r
+            .traffic
+            .iter()
+            .map(|t| format!("{}% {}", t.weight, t.release))
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.row(vec![
+            r.name.clone(),
+            r.release.clone().unwrap_or_else(|| "-".into()),
+            r.phase.clone().unwrap_or_else(|| "-".into()),
+            r.health.clone(),
+            format!("{}/{}", r.instances.ready, r.instances.desired),
+            if traffic.is_empty() {
+                "-".into()
+            } else {
+                traffic
+            },
+            r.url.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    for r in &runs {
+        println!("run {} is {}", r.id, r.phase);
+    }
+    Ok(OK)
+}
