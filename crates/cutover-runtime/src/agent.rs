@@ -30,8 +30,9 @@ use crate::supervisor::{Instance, InstanceSpec, InstanceState, RestartPolicy, fr
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a live set's readiness is looked at to keep its route current.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-/// How often a deploy looks at its new instances while waiting for them.
-const WAIT_EVERY: Duration = Duration::from_millis(20);
+/// The longest a deploy waits between two looks at its new instances (it is woken by their
+/// watch channels first).
+const WAIT_EVERY: Duration = Duration::from_millis(500);
 /// The environment variable that marks an instance as this agent's (used after a crash to find
 /// instances the previous agent left behind).
 pub const AGENT_MARK: &str = "CUTOVER_AGENT";
@@ -90,37 +91,71 @@ impl ReleaseSet {
         }
     }
 
-    /// Waits until every member is ready, or says why one never will be.
+    /// Waits until every member is ready, or says why one never will be. Woken by the probes'
+    /// and instances' watch channels, so a flip is seen at once (an exit fails at once).
     async fn wait_ready(&self) -> Result<(), String> {
-        loop {
-            let mut ready = 0;
-            for m in &self.members {
-                let probe = m.probe.status();
-                match m.instance.state() {
-                    InstanceState::Exited { code, signal, .. } => {
-                        let how = match (code, signal) {
-                            (Some(c), _) => format!("exited with code {c}"),
-                            (_, Some(s)) => format!("was killed by signal {s}"),
-                            _ => "exited".to_string(),
-                        };
-                        return Err(self.reason(m, &format!("{how} before it became ready")));
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let mut forwarders = Vec::new();
+        for m in &self.members {
+            let mut probe = m.probe.watch();
+            let mut instance = m.instance.watch();
+            let tx = tx.clone();
+            forwarders.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = probe.changed() => if r.is_err() { return },
+                        r = instance.changed() => if r.is_err() { return },
                     }
-                    InstanceState::Stopped => {
-                        return Err(self.reason(m, "was stopped before it became ready"));
+                    if tx.send(()).is_err() {
+                        return;
                     }
-                    _ => {}
                 }
-                if probe.ready {
-                    ready += 1;
-                } else if !probe.live {
-                    return Err(self.reason(m, "never became healthy"));
-                }
-            }
-            if ready == self.members.len() {
-                return Ok(());
-            }
-            tokio::time::sleep(WAIT_EVERY).await;
+            }));
         }
+        drop(tx);
+        let verdict = loop {
+            match self.readiness() {
+                Some(v) => break v,
+                None => {
+                    // A missed notification cannot stall the wait: look again at least every
+                    // half second.
+                    let _ = tokio::time::timeout(WAIT_EVERY, rx.recv()).await;
+                }
+            }
+        };
+        for f in forwarders {
+            f.abort();
+        }
+        verdict
+    }
+
+    /// `Some(Ok)` when every member is ready, `Some(Err(why))` when one never will be, `None`
+    /// while undecided.
+    fn readiness(&self) -> Option<Result<(), String>> {
+        let mut ready = 0;
+        for m in &self.members {
+            match m.instance.state() {
+                InstanceState::Exited { code, signal, .. } => {
+                    let how = match (code, signal) {
+                        (Some(c), _) => format!("exited with code {c}"),
+                        (_, Some(s)) => format!("was killed by signal {s}"),
+                        _ => "exited".to_string(),
+                    };
+                    return Some(Err(self.reason(m, &format!("{how} before it became ready"))));
+                }
+                InstanceState::Stopped => {
+                    return Some(Err(self.reason(m, "was stopped before it became ready")));
+                }
+                _ => {}
+            }
+            let probe = m.probe.status();
+            if probe.ready {
+                ready += 1;
+            } else if !probe.live {
+                return Some(Err(self.reason(m, "never became healthy")));
+            }
+        }
+        (ready == self.members.len()).then_some(Ok(()))
     }
 
     /// "instance 0 of api (release R, port P) exited with code 1 ...; last probes: ...; last log
