@@ -394,6 +394,12 @@ impl Agent {
                     env,
                     port,
                     log: log.clone(),
+                    redact: spec
+                        .env_vars
+                        .iter()
+                        .filter(|v| v.secret.is_some())
+                        .map(|v| v.value.clone())
+                        .collect(),
                 },
                 RestartPolicy {
                     restart: false,

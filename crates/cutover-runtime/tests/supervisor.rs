@@ -31,6 +31,7 @@ fn spec(dir: &Path, index: u32, command: &str, port: u16) -> InstanceSpec {
         ],
         port,
         log: dir.join("logs/services/web/20261123-101500-abc1234.log"),
+        redact: vec!["s3cr3t-value".to_string()],
     }
 }
 
@@ -478,4 +479,24 @@ async fn free_port_gives_bindable_ports() {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         assert_eq!(listener.local_addr().unwrap().port(), port);
     }
+}
+
+#[tokio::test]
+async fn secret_values_are_masked_in_the_log_and_the_kept_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let command = "echo \"token=s3cr3t-value here\"; echo \"s3cr3t-value\" >&2; sleep 30";
+    let instance = Instance::spawn(spec(dir.path(), 0, command, port), RestartPolicy::default());
+    let log = instance.spec().log.clone();
+    eventually("both lines in the log", || {
+        read(&log).matches("***").count() >= 2
+    })
+    .await;
+    let text = read(&log);
+    assert!(!text.contains("s3cr3t-value"), "{text}");
+    assert!(text.contains("[0] token=*** here"), "{text}");
+    let lines = instance.last_lines(10);
+    assert!(lines.contains(&"token=*** here".to_string()), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("s3cr3t-value")));
+    instance.stop(Duration::from_secs(5)).await;
 }

@@ -12,10 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Deploy several services at once, safely",
     long_about = "cutover reads cutover.toml, finds which services changed since their last \
-                  release, and runs their checks and builds in parallel, in dependency order, \
-                  with a live view, log files under .cutover/logs/ and a summary you can trust.",
+                  release, runs their checks and builds in parallel and in dependency order, \
+                  and deploys them blue-green through its own proxy, proving health and rolling \
+                  back on its own, with a live view, log files under .cutover/logs/ and a \
+                  release history.",
     after_help = "Exit codes: 0 done, 1 failed, 2 usage or configuration error, 3 blocked, 130 interrupted.\n\
-                  Start with `cutover init`, then `cutover plan` and `cutover build`."
+                  Start with `cutover init`, then `cutover plan`, `cutover deploy` and `cutover status`."
 )]
 pub struct Cli {
     /// Run as if started in DIR (the project directory holding cutover.toml); like git, several
@@ -143,14 +145,14 @@ pub enum PlanFormat {
     GithubMatrix,
 }
 
-/// `cutover build`.
+/// `cutover build` and `cutover deploy`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Services to build, changed or not (default: the affected ones).
+    /// Services to take, changed or not (default: the affected ones).
     #[arg(value_name = "SERVICES")]
     pub services: Vec<String>,
 
-    /// Build every service, changed or not (works outside git).
+    /// Take every service, changed or not (works outside git).
     #[arg(long, conflicts_with = "services")]
     pub all: bool,
 

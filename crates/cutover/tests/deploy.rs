@@ -436,3 +436,61 @@ fn old_snapshots_are_pruned_but_the_rollback_target_is_kept() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(version(port).as_deref(), Some("v4"));
 }
+
+#[test]
+fn a_deployed_services_secret_is_in_no_file_and_no_output() {
+    const SECRET: &str = "tok-4b8e1f-very-secret";
+    let port = free_port();
+    let p = TestProject::git_repo();
+    app_service(&p, "svc/api", "v1");
+    let extra = "env = { API_TOKEN = { secret = \"API_TOKEN\" } }";
+    let toml = app_toml("api", "svc/api", port, extra).replace(
+        "run = \"exec python3 app.py\"",
+        "run = \"echo token=$API_TOKEN; exec python3 app.py\"",
+    );
+    p.write(
+        "cutover.toml",
+        &format!("[project]\nname = \"rt\"\n\n{toml}"),
+    );
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("v1");
+    let _agent = AgentGuard(&p);
+    let out = p
+        .cutover()
+        .args(["deploy"])
+        .env("API_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(version(port).as_deref(), Some("v1"));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains(SECRET));
+    let svc_log = std::fs::read_dir(p.path().join(".cutover/logs/services/api"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&svc_log)
+            .unwrap_or_default()
+            .contains("token=***")),
+        "the instance's output is logged, masked"
+    );
+    let mut stack = vec![p.path().join(".cutover")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_none_or(|x| x != "sock") {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(SECRET),
+                    "secret in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -110,7 +110,11 @@ impl Instance {
             )),
             last_exit: Mutex::new(None),
         });
-        let logs = Arc::new(LogSink::open(spec.log.clone(), spec.index));
+        let logs = Arc::new(LogSink::open(
+            spec.log.clone(),
+            spec.index,
+            spec.redact.clone(),
+        ));
         let owner = Owner {
             spec: Arc::clone(&spec),
             backoff: Backoff::new(policy.initial, policy.max),

@@ -25,6 +25,8 @@ const MAX_LINE: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) struct LogSink {
     index: u32,
+    /// Secret values, longest first, masked in every line.
+    redact: Vec<String>,
     ring: Arc<Mutex<VecDeque<String>>>,
     file: mpsc::UnboundedSender<String>,
 }
@@ -34,12 +36,15 @@ impl LogSink {
     ///
     /// A file that cannot be opened does not stop the instance: the reason lands in the ring
     /// (so it shows in failure reasons) and lines are kept in memory only.
-    pub(crate) fn open(path: PathBuf, index: u32) -> LogSink {
+    pub(crate) fn open(path: PathBuf, index: u32, mut redact: Vec<String>) -> LogSink {
+        redact.retain(|v| !v.is_empty());
+        redact.sort_by_key(|v| std::cmp::Reverse(v.len()));
         let ring = Arc::new(Mutex::new(VecDeque::with_capacity(RING_LINES)));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_lines(path, rx, Arc::clone(&ring)));
         LogSink {
             index,
+            redact,
             ring,
             file: tx,
         }
@@ -47,8 +52,20 @@ impl LogSink {
 
     /// An output line of the process: kept in the ring and appended to the file.
     pub(crate) fn line(&self, text: &str) {
-        push_ring(&self.ring, text.to_string());
-        self.append(text);
+        let text = self.mask(text);
+        self.append(&text);
+        push_ring(&self.ring, text);
+    }
+
+    /// `text` with every secret value replaced by `***`.
+    fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.redact {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
     }
 
     /// A line from the supervisor itself ("started pid 42", "exited with code 1"): file only,
@@ -59,7 +76,7 @@ impl LogSink {
 
     /// A supervisor line that also explains a failure (a spawn error): file and ring.
     pub(crate) fn failure(&self, text: &str) {
-        let text = format!("cutover: {text}");
+        let text = self.mask(&format!("cutover: {text}"));
         push_ring(&self.ring, text.clone());
         self.append(&text);
     }
@@ -72,6 +89,7 @@ impl LogSink {
     }
 
     fn append(&self, text: &str) {
+        let text = self.mask(text);
         let at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         // The writer only goes away with the runtime; then there is nowhere to write anyway.
         let _ = self.file.send(format!("{at} [{}] {text}\n", self.index));
@@ -203,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn ring_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::open(dir.path().join("a/b.log"), 2);
+        let sink = LogSink::open(dir.path().join("a/b.log"), 2, Vec::new());
         for i in 0..(RING_LINES + 5) {
             sink.line(&format!("line {i}"));
         }

@@ -54,6 +54,8 @@ pub struct InstanceSpec {
     /// The release's log file (`.cutover/logs/services/<service>/<release>.log`), appended
     /// to and shared by all instances of the release; directories are created as needed.
     pub log: PathBuf,
+    /// Secret values to mask (`***`) in the instance's output before it is logged or kept.
+    pub redact: Vec<String>,
 }
 
 /// Where an instance is in its life.
