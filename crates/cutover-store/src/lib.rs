@@ -63,6 +63,12 @@ pub trait ReleaseStore: Send + Sync {
     /// by any release of the same service.
     fn create_release(&self, new: &NewRelease) -> Result<Release>;
 
+    /// Records several releases at once (one transaction where the implementation can), in
+    /// order; ids are allocated as [`ReleaseStore::create_release`] does.
+    fn create_releases(&self, new: &[NewRelease]) -> Result<Vec<Release>> {
+        new.iter().map(|n| self.create_release(n)).collect()
+    }
+
     /// Moves a release to `phase`, recording `reason` (kept when None, except that a release
     /// becoming ACTIVE drops an old reason), `updated_at`, and
     /// `activated_at` when the phase is ACTIVE. Fails with [`StoreError::InvalidTransition`]

@@ -275,6 +275,55 @@ impl SqliteStore {
         }
     }
 
+    fn create_release_in(&self, tx: &Transaction<'_>, new: &NewRelease) -> Result<Release> {
+        let sha7: String = match new.sha.as_deref() {
+            Some(sha) if !sha.is_empty() => sha.chars().take(7).collect(),
+            _ => "0000000".to_string(),
+        };
+        let base = format!("{}-{sha7}", new.created_at.format("%Y%m%d-%H%M%S"));
+        {
+            let taken = taken_ids(
+                tx,
+                "SELECT id FROM releases WHERE service = ?2 \
+                 AND (id = ?1 OR (id > ?1 || '-' AND id < ?1 || '.'))",
+                params![base, new.service],
+            )
+            .ctx(self, "allocate a release id")?;
+            let id = allocate(&base, &taken);
+            let created_at = timestamp(new.created_at);
+            tx.execute(
+                "INSERT INTO releases (service, id, env, run_id, sha, dirty, branch, config_hash, \
+                 phase, created_at, updated_at, commit_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                params![
+                    new.service,
+                    id,
+                    new.env,
+                    new.run_id,
+                    new.sha,
+                    new.dirty,
+                    new.branch,
+                    new.config_hash,
+                    ReleasePhase::Pending.as_str(),
+                    created_at,
+                    new.commit_at.map(timestamp),
+                ],
+            )
+            .map_err(|e| {
+                if foreign_key_violation(&e) {
+                    StoreError::NotFound {
+                        what: format!("run {}", new.run_id),
+                    }
+                } else {
+                    sqlite_error(self, "create a release", e)
+                }
+            })?;
+            Self::release_in(tx, &new.service, &id, self)?.ok_or_else(|| StoreError::NotFound {
+                what: format!("release {id} of service {}", new.service),
+            })
+        }
+    }
+
     fn release_in(
         tx: &Connection,
         service: &str,
@@ -406,51 +455,12 @@ impl ReleaseStore for SqliteStore {
     }
 
     fn create_release(&self, new: &NewRelease) -> Result<Release> {
-        let sha7: String = match new.sha.as_deref() {
-            Some(sha) if !sha.is_empty() => sha.chars().take(7).collect(),
-            _ => "0000000".to_string(),
-        };
-        let base = format!("{}-{sha7}", new.created_at.format("%Y%m%d-%H%M%S"));
-        self.write("create a release", |tx| {
-            let taken = taken_ids(
-                tx,
-                "SELECT id FROM releases WHERE service = ?2 \
-                 AND (id = ?1 OR (id > ?1 || '-' AND id < ?1 || '.'))",
-                params![base, new.service],
-            )
-            .ctx(self, "allocate a release id")?;
-            let id = allocate(&base, &taken);
-            let created_at = timestamp(new.created_at);
-            tx.execute(
-                "INSERT INTO releases (service, id, env, run_id, sha, dirty, branch, config_hash, \
-                 phase, created_at, updated_at, commit_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
-                params![
-                    new.service,
-                    id,
-                    new.env,
-                    new.run_id,
-                    new.sha,
-                    new.dirty,
-                    new.branch,
-                    new.config_hash,
-                    ReleasePhase::Pending.as_str(),
-                    created_at,
-                    new.commit_at.map(timestamp),
-                ],
-            )
-            .map_err(|e| {
-                if foreign_key_violation(&e) {
-                    StoreError::NotFound {
-                        what: format!("run {}", new.run_id),
-                    }
-                } else {
-                    sqlite_error(self, "create a release", e)
-                }
-            })?;
-            Self::release_in(tx, &new.service, &id, self)?.ok_or_else(|| StoreError::NotFound {
-                what: format!("release {id} of service {}", new.service),
-            })
+        self.write("create a release", |tx| self.create_release_in(tx, new))
+    }
+
+    fn create_releases(&self, new: &[NewRelease]) -> Result<Vec<Release>> {
+        self.write("create releases", |tx| {
+            new.iter().map(|n| self.create_release_in(tx, n)).collect()
         })
     }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cutover_store::{ReleasePhase, ReleaseStore, RunKind};
+use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +92,7 @@ impl Dispatcher {
     pub(super) async fn run(
         mut self,
         request: &RunRequest,
+        mut releases: HashMap<String, Release>,
         cancel: CancellationToken,
         fanout: &Fanout,
     ) -> RunSummary {
@@ -148,17 +149,19 @@ impl Dispatcher {
                 started_at: self.started_at,
                 finished_at: Some(detected_at),
             });
-            let Some(svc) = request.env.service(&planned.name).cloned() else {
+            let (Some(svc), Some(release)) = (
+                request.env.service(&planned.name).cloned(),
+                releases.remove(&planned.name),
+            ) else {
                 continue;
             };
             let executor = Executor {
-                run_id: self.run_id.clone(),
                 kind: self.kind,
                 env: self.env.clone(),
                 project_dir: request.project.dir.clone(),
                 service: svc,
                 planned: planned.clone(),
-                head: request.plan.head.clone(),
+                release,
                 secrets: request.secrets.clone(),
                 agent: request.agent.clone(),
                 env_names: request

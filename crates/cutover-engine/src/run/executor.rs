@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use cutover_config::{EnvValue, ResolvedService};
-use cutover_store::{NewRelease, ReleaseStore, RunKind};
+use cutover_store::{Release, ReleaseStore, RunKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ use cutover_runtime::api::types::{DeployProgress, DeployRequest};
 
 use crate::command::{CommandSpec, run_command};
 use crate::event::{EventKind, Outcome, Stage};
-use crate::plan::{Head, PlannedService};
+use crate::plan::PlannedService;
 use crate::stage::snapshot;
 
 /// What an executor tells the dispatcher.
@@ -68,13 +68,12 @@ impl Stop {
 
 /// One service's run.
 pub(super) struct Executor {
-    pub(super) run_id: String,
     pub(super) kind: RunKind,
     pub(super) env: String,
     pub(super) project_dir: PathBuf,
     pub(super) service: ResolvedService,
     pub(super) planned: PlannedService,
-    pub(super) head: Head,
+    pub(super) release: Release,
     pub(super) secrets: BTreeMap<String, String>,
     pub(super) checks: Arc<Semaphore>,
     pub(super) build: Arc<Semaphore>,
@@ -107,7 +106,7 @@ impl Executor {
     }
 
     async fn stages(&self) -> Result<(), Stop> {
-        let release = self.create_release().await?;
+        let release = self.announce_release();
         let env = self.command_env(&release);
 
         if !self.service.checks.is_empty() {
@@ -355,30 +354,15 @@ impl Executor {
         }
     }
 
-    async fn create_release(&self) -> Result<String, Stop> {
-        let new = NewRelease {
-            service: self.service.name.clone(),
-            env: self.env.clone(),
-            run_id: self.run_id.clone(),
-            sha: self.head.sha.clone(),
-            dirty: self.planned.dirty,
-            branch: self.head.branch.clone(),
-            config_hash: self.planned.config_hash.clone(),
-            commit_at: self.head.commit_at,
-            created_at: Utc::now(),
-        };
-        let store = self.store.clone();
-        let release = tokio::task::spawn_blocking(move || store.create_release(&new))
-            .await
-            .map_err(|e| Stop::failed(format!("recording the release failed: {e}")))?
-            .map_err(|e| Stop::failed(format!("recording the release failed: {e}")))?;
+    /// Tells the dispatcher which release this run makes (recorded before the run began).
+    fn announce_release(&self) -> String {
         self.send(EventKind::ReleaseCreated {
             service: self.service.name.clone(),
-            release: release.id.clone(),
-            sha: release.sha.clone(),
-            dirty: release.dirty,
+            release: self.release.id.clone(),
+            sha: self.release.sha.clone(),
+            dirty: self.release.dirty,
         });
-        Ok(release.id)
+        self.release.id.clone()
     }
 
     async fn set_artifact(&self, release: &str, dir: &Path) {

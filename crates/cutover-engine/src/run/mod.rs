@@ -13,13 +13,13 @@
 mod dispatcher;
 mod executor;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use cutover_config::{Project, ResolvedEnvironment};
-use cutover_store::{ReleaseStore, RunKind};
+use cutover_store::{NewRelease, Release, ReleaseStore, RunKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EngineError;
@@ -82,11 +82,38 @@ pub async fn execute(
         .await
         .map_err(|e| EngineError::Internal(e.to_string()))??
     };
+    // Every affected service's release, recorded in one transaction.
+    let releases = {
+        let store = store.clone();
+        let now = Utc::now();
+        let new: Vec<NewRelease> = request
+            .plan
+            .affected()
+            .map(|p| NewRelease {
+                service: p.name.clone(),
+                env: request.env.name.clone(),
+                run_id: run.id.clone(),
+                sha: request.plan.head.sha.clone(),
+                dirty: p.dirty,
+                branch: request.plan.head.branch.clone(),
+                config_hash: p.config_hash.clone(),
+                commit_at: request.plan.head.commit_at,
+                created_at: now,
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || store.create_releases(&new))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??
+    };
+    let releases: HashMap<String, Release> = releases
+        .into_iter()
+        .map(|r| (r.service.clone(), r))
+        .collect();
     let redactor = Redactor::new(request.secrets.values().cloned());
     let fanout = Fanout::spawn(reporters, redactor.clone());
     let mut summary =
         dispatcher::Dispatcher::new(&request, run.id.clone(), started_at, store.clone())
-            .run(&request, cancel, &fanout)
+            .run(&request, releases, cancel, &fanout)
             .await;
     summary.map_text(&mut |s| redactor.redact_in_place(s));
     let finish = {
