@@ -4,10 +4,9 @@
 //! [`ReleaseCounters`], found once per route swap (never per request) through [`Metrics`].
 //! The hot path is three relaxed atomic additions; readers take a [`ReleaseMetrics`] snapshot.
 //! Canary analysis judges a release on the difference of two snapshots
-//! ([`ReleaseMetrics::since`]), and `GET /metrics` renders them with [`Metrics::render_prometheus`].
+//! ([`ReleaseMetrics::since`]), and `GET /metrics` renders them (`exposition.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -105,82 +104,10 @@ impl Metrics {
         }
     }
 
-    /// Every release's metrics in the Prometheus text format (version 0.0.4).
-    ///
-    /// Families: `cutover_proxy_requests_total{service,release,code}`,
-    /// `cutover_proxy_errors_total{service,release}` and the histogram
-    /// `cutover_proxy_request_duration_seconds{service,release}`.
-    pub fn render_prometheus(&self) -> String {
-        let all = self.all();
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP cutover_proxy_requests_total Requests routed to a release, by status code.\n\
-             # TYPE cutover_proxy_requests_total counter"
-        );
-        for (service, release, m) in &all {
-            let labels = labels(service, release);
-            for (code, n) in &m.by_code {
-                let _ = writeln!(
-                    out,
-                    "cutover_proxy_requests_total{{{labels},code=\"{code}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP cutover_proxy_errors_total 5xx responses, connection errors and upstream timeouts.\n\
-             # TYPE cutover_proxy_errors_total counter"
-        );
-        for (service, release, m) in &all {
-            let labels = labels(service, release);
-            let _ = writeln!(out, "cutover_proxy_errors_total{{{labels}}} {}", m.errors);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP cutover_proxy_request_duration_seconds Time from request start to response head.\n\
-             # TYPE cutover_proxy_request_duration_seconds histogram"
-        );
-        for (service, release, m) in &all {
-            let labels = labels(service, release);
-            let h = &m.latency;
-            for b in &h.buckets {
-                let _ = writeln!(
-                    out,
-                    "cutover_proxy_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {}",
-                    b.le, b.count
-                );
-            }
-            let _ = writeln!(
-                out,
-                "cutover_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
-                 cutover_proxy_request_duration_seconds_sum{{{labels}}} {}\n\
-                 cutover_proxy_request_duration_seconds_count{{{labels}}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        out
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, Arc<ReleaseCounters>>>> {
         // The map stays consistent whatever a panicking holder was doing: every change is one call.
         self.services.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// `service="…",release="…"` with Prometheus label escaping.
-fn labels(service: &str, release: &str) -> String {
-    fn escape(s: &str) -> String {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    }
-    format!(
-        "service=\"{}\",release=\"{}\"",
-        escape(service),
-        escape(release)
-    )
 }
 
 /// The live counters of one release; the proxy holds an `Arc` to them in its route table.
@@ -457,13 +384,6 @@ mod tests {
         let all = metrics.all();
         assert_eq!(all.len(), 2);
         assert_eq!((all[0].0.as_str(), all[0].1.as_str()), ("api", "r1"));
-        let text = metrics.render_prometheus();
-        assert!(text.contains(
-            "cutover_proxy_requests_total{service=\"web\",release=\"r9\",code=\"404\"} 1"
-        ));
-        assert!(text.contains(
-            "cutover_proxy_request_duration_seconds_count{service=\"api\",release=\"r1\"} 1"
-        ));
         metrics.forget("api", "r1");
         assert!(metrics.snapshot("api", "r1").is_none());
         assert_eq!(metrics.all().len(), 1);

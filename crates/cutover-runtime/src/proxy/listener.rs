@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{PortHolder, ProxyError, Shared, forward};
+use super::{CLIENT_HEADER_TIMEOUT, PortHolder, ProxyError, Shared, forward};
 
 /// Pending connections the kernel keeps for us while the accept loop catches up.
 const BACKLOG: u32 = 4096;
@@ -158,6 +158,23 @@ async fn serve_connection(
     _open: OpenConnection,
     stop: Stop,
 ) {
+    // Build hyper's connection (and its read and write buffers, 8 KiB each) only once the
+    // client sends something: until then a pre-connected idle client costs this small task.
+    // A peek, not `readable()`: tokio reports a fresh socket readable before any data came.
+    // A client silent for the header timeout is dropped, as hyper would once it serves it.
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(CLIENT_HEADER_TIMEOUT, stream.peek(&mut first)) => {
+            if !matches!(peeked, Ok(Ok(_))) {
+                return;
+            }
+        }
+        () = stop.graceful.cancelled() => return,
+    }
+    Box::pin(serve_http(stream, peer, shared, stop)).await;
+}
+
+async fn serve_http(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: Stop) {
     // Responses are written whole by hyper; do not let Nagle hold back their last segment.
     let _ = stream.set_nodelay(true);
     let client_ip = client_ip_header(peer.ip());
