@@ -65,6 +65,37 @@ pub enum Command {
     Down,
     /// The local runtime: `cutover agent` runs it in the foreground.
     Agent(AgentArgs),
+    /// Write a CI workflow that plans, builds and deploys with cutover.
+    Ci(CiArgs),
+}
+
+/// `cutover ci`.
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// The CI service to write for.
+    #[command(subcommand)]
+    pub provider: CiProvider,
+}
+
+/// The CI services `cutover ci` writes for.
+#[derive(Debug, Subcommand)]
+pub enum CiProvider {
+    /// A GitHub Actions workflow: detect changes, checks and build per service, a deploy job
+    /// per environment, one summary check.
+    Github(CiGithubArgs),
+}
+
+/// `cutover ci github`.
+#[derive(Debug, Args)]
+pub struct CiGithubArgs {
+    /// Where to write the workflow (default: .github/workflows/cutover.yml at the git
+    /// repository root); `-` prints it.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Overwrite the file when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `cutover releases`.

@@ -3,10 +3,12 @@
 //! # Layout
 //! - `cli.rs`: global options and the verbs (clap).
 //! - `commands/<verb>.rs`: one file per verb: parse, one library call, render.
+//! - `ci/`: the CI workflows `cutover ci` generates.
 //! - `context.rs`: loading the project, its environment, store and secrets.
 //! - `render/`: the live terminal view, plain lines, tables.
 //! - `diagnostics.rs`, `exit.rs`: how failures reach the user, and their exit codes.
 
+mod ci;
 mod cli;
 mod commands;
 mod context;
@@ -45,5 +47,6 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Logs(args) => commands::logs::run(cli, args),
         Command::Down => commands::down::run(cli),
         Command::Agent(args) => commands::agent::run(cli, args),
+        Command::Ci(args) => commands::ci::run(cli, args),
     }
 }
