@@ -225,6 +225,9 @@ pub struct Agent {
     started: Instant,
     services: Mutex<BTreeMap<(String, String), Arc<ServiceRuntime>>>,
     metrics: Arc<Metrics>,
+    /// True while services are being restored after a restart: the desired state on disk is
+    /// not rewritten until every one is back (a crash then must not forget the rest).
+    recovering: std::sync::atomic::AtomicBool,
     /// Fires when the agent should stop (API `stop`, SIGTERM).
     pub shutdown: CancellationToken,
 }
@@ -238,6 +241,7 @@ impl Agent {
             started: Instant::now(),
             services: Mutex::new(BTreeMap::new()),
             metrics: Metrics::new(),
+            recovering: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
         })
     }
@@ -252,8 +256,20 @@ impl Agent {
         spec: ReleaseSpec,
         progress: mpsc::UnboundedSender<DeployProgress>,
     ) {
+        self.deploy_as(spec, progress, false).await;
+    }
+
+    /// A deploy, or (with `restore`) bringing a service back after a restart: a restore never
+    /// replaces a service that already has a live set, so a deploy that came in while the agent
+    /// was recovering is not undone by the older release it had recorded.
+    async fn deploy_as(
+        self: Arc<Self>,
+        spec: ReleaseSpec,
+        progress: mpsc::UnboundedSender<DeployProgress>,
+        restore: bool,
+    ) {
         let name = format!("{}/{} {}", spec.env, spec.service, spec.release);
-        let last = match self.deploy_inner(spec, &progress).await {
+        let last = match self.deploy_inner(spec, &progress, restore).await {
             Ok(()) => {
                 log(&format!("{name}: live"));
                 DeployProgress::Active
@@ -315,9 +331,17 @@ impl Agent {
         self: &Arc<Self>,
         spec: ReleaseSpec,
         progress: &mpsc::UnboundedSender<DeployProgress>,
+        restore: bool,
     ) -> Result<(), String> {
         let rt = self.runtime_for(&spec).await?;
         let mut sets = rt.sets.lock().await;
+        if restore && sets.live.is_some() {
+            log(&format!(
+                "{}/{}: not restoring {}: a newer deploy already serves",
+                spec.env, spec.service, spec.release
+            ));
+            return Ok(());
+        }
         sets.desired = spec.instances;
 
         // A rollback to the warm set is a route flip.
@@ -568,6 +592,9 @@ impl Agent {
     /// Writes the live release of every service to `agent/desired.json` (secret values left
     /// out: they are named, and taken from the agent's environment on recovery).
     async fn persist(&self) -> std::io::Result<()> {
+        if self.recovering.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let runtimes: Vec<Arc<ServiceRuntime>> =
             self.services.lock().await.values().cloned().collect();
         let mut specs = Vec::new();
@@ -606,6 +633,8 @@ impl Agent {
             },
             Err(_) => return,
         };
+        self.recovering.store(true, Ordering::SeqCst);
+        let mut restores = tokio::task::JoinSet::new();
         for mut spec in specs {
             if let Err(missing) = fill_secrets(&mut spec.env_vars) {
                 log(&format!(
@@ -624,12 +653,18 @@ impl Agent {
                 ));
                 continue;
             }
-            let (tx, _rx) = mpsc::unbounded_channel();
             log(&format!(
                 "{}/{}: restoring {}",
                 spec.env, spec.service, spec.release
             ));
-            self.clone().deploy(spec, tx).await;
+            let (tx, _rx) = mpsc::unbounded_channel();
+            // Every service at once: they are independent, and each waits for its probes.
+            restores.spawn(self.clone().deploy_as(spec, tx, true));
+        }
+        while restores.join_next().await.is_some() {}
+        self.recovering.store(false, Ordering::SeqCst);
+        if let Err(e) = self.persist().await {
+            log(&format!("could not record the desired state: {e}"));
         }
     }
 }

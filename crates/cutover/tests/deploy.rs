@@ -494,3 +494,27 @@ fn a_deployed_services_secret_is_in_no_file_and_no_output() {
         }
     }
 }
+
+#[test]
+fn a_deploy_that_starts_the_agent_is_not_undone_by_its_recovery() {
+    let port = free_port();
+    let p = one_service(port, "");
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    // The agent stops; it recorded v1 as what should run.
+    assert_eq!(code(&p.run(&["agent", "stop"])), 0);
+    p.write("svc/api/VERSION", "v2");
+    p.commit("v2");
+    // This deploy starts a new agent, which restores v1 while v2 comes in.
+    let out = p.run(&["deploy"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(version(port).as_deref(), Some("v2"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        version(port).as_deref(),
+        Some("v2"),
+        "recovery swapped the old release back"
+    );
+    let status = json(&p.run(&["status", "--json"]));
+    assert_eq!(status["services"][0]["phase"], "ACTIVE");
+}
