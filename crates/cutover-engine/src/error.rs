@@ -108,7 +108,8 @@ impl EngineError {
                 })
             }
             EngineError::MissingSecret { name, .. } => Some(format!(
-                "export {name} in the environment that runs cutover"
+                "store it with `printf %s VALUE | cutover secrets set {name}`, or export {name} \
+                 in the environment that runs cutover"
             )),
             _ => None,
         }

@@ -4,7 +4,8 @@
 //! - `model.rs`: the plain values stored ([`Run`], [`Release`], [`ReleasePhase`]...).
 //! - `sqlite.rs`: [`SqliteStore`], the default implementation (`.cutover/state.db`, WAL);
 //!   `sqlite/rows.rs` decodes its rows (bad data is [`StoreError::Corrupt`], never a panic).
-//! - `migrations/`: the schema, embedded and applied in order on open.
+//! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
+//!   encrypted secrets; the store never sees a secret's plain value).
 //! - `error.rs`: [`StoreError`].
 //!
 //! # Theory of operation
@@ -109,6 +110,28 @@ pub trait ReleaseStore: Send + Sync {
     /// A run's events in order.
     fn events(&self, run_id: &str) -> Result<Vec<StoredEvent>>;
 
+    /// Stores (or replaces) a secret's encrypted value for one environment (`env = None`: every
+    /// environment). The store only ever sees the nonce and ciphertext.
+    fn put_secret(
+        &self,
+        name: &str,
+        env: Option<&str>,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// A secret's `(nonce, ciphertext)` for exactly this environment (`None`: the value for
+    /// every environment); no fallback from one to the other.
+    fn secret(&self, name: &str, env: Option<&str>) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+
+    /// Every stored secret's name, environment and update time (never its value), by name.
+    fn secrets_list(&self) -> Result<Vec<SecretEntry>>;
+
+    /// Removes a secret of one environment (`None`: the every-environment one); false when
+    /// there was none.
+    fn remove_secret(&self, name: &str, env: Option<&str>) -> Result<bool>;
+
     /// Applies a batch of phase changes and events in order, in one transaction where the
     /// implementation can. A write that fails (an invalid transition, say) does not stop the
     /// others: its error is returned in the list. Reporters use this to write once per batch
@@ -140,6 +163,17 @@ pub trait ReleaseStore: Send + Sync {
         }
         Ok(errors)
     }
+}
+
+/// A stored secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEntry {
+    /// The secret's name.
+    pub name: String,
+    /// The environment it overrides in; None: every environment.
+    pub env: Option<String>,
+    /// When it was last set.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One write of a [`ReleaseStore::record`] batch.

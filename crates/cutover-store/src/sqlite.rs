@@ -14,14 +14,17 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::model::{NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
-use crate::{ReleaseStore, Result, StoreError, StoreWrite};
+use crate::{ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
 
 mod rows;
 
 use rows::{RawRelease, RawRun, parse_timestamp, timestamp};
 
 /// The schema, in order; migration `i` (0-based) moves `PRAGMA user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_secrets.sql"),
+];
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -606,6 +609,79 @@ impl ReleaseStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    fn put_secret(
+        &self,
+        name: &str,
+        env: Option<&str>,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write("store a secret", |tx| {
+            tx.execute(
+                "INSERT INTO secrets (name, env, nonce, ciphertext, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (name, env) DO UPDATE SET nonce = excluded.nonce, \
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+                params![name, env.unwrap_or(""), nonce, ciphertext, timestamp(at)],
+            )
+            .ctx(self, "store a secret")?;
+            Ok(())
+        })
+    }
+
+    fn secret(&self, name: &str, env: Option<&str>) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.lock()
+            .query_row(
+                "SELECT nonce, ciphertext FROM secrets WHERE name = ?1 AND env = ?2",
+                params![name, env.unwrap_or("")],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()
+            .ctx(self, "read a secret")
+    }
+
+    fn secrets_list(&self) -> Result<Vec<SecretEntry>> {
+        let operation = "list secrets";
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT name, env, updated_at FROM secrets ORDER BY name, env")
+            .ctx(self, operation)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .ctx(self, operation)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(self, operation)?;
+        rows.into_iter()
+            .map(|(name, env, at)| {
+                let what = format!("secret {name}");
+                Ok(SecretEntry {
+                    updated_at: parse_timestamp(&at, &what, "updated_at")?,
+                    env: (!env.is_empty()).then_some(env),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    fn remove_secret(&self, name: &str, env: Option<&str>) -> Result<bool> {
+        self.write("remove a secret", |tx| {
+            let changed = tx
+                .execute(
+                    "DELETE FROM secrets WHERE name = ?1 AND env = ?2",
+                    params![name, env.unwrap_or("")],
+                )
+                .ctx(self, "remove a secret")?;
+            Ok(changed > 0)
+        })
     }
 }
 

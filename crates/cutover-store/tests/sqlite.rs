@@ -756,7 +756,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     let run_id = {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.path(), path);
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         let run = s
             .create_run(RunKind::Deploy, "staging", t0(), None)
             .unwrap();
@@ -766,7 +766,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     };
     for _ in 0..3 {
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         assert!(s.run(&run_id).unwrap().is_some());
         assert_eq!(s.releases("api", "staging", 10).unwrap().len(), 1);
     }
@@ -1155,7 +1155,7 @@ fn concurrent_first_opens_migrate_once() {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), 1);
+            assert_eq!(h.join().unwrap().unwrap(), 2);
         }
         assert_eq!(
             SqliteStore::open(&path)
@@ -1211,4 +1211,30 @@ fn a_batch_applies_in_order_and_a_bad_write_does_not_stop_the_rest() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, ["stage.started", "stage.finished"]);
+}
+
+#[test]
+fn secrets_are_stored_per_environment_and_listed_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    assert!(s.secret("K", None).unwrap().is_none());
+    s.put_secret("K", None, b"n1", b"c1", t0()).unwrap();
+    s.put_secret("K", Some("prod"), b"n2", b"c2", t0()).unwrap();
+    s.put_secret("K", None, b"n3", b"c3", t0()).unwrap();
+    assert_eq!(
+        s.secret("K", None).unwrap(),
+        Some((b"n3".to_vec(), b"c3".to_vec()))
+    );
+    assert_eq!(
+        s.secret("K", Some("prod")).unwrap(),
+        Some((b"n2".to_vec(), b"c2".to_vec()))
+    );
+    assert!(s.secret("K", Some("staging")).unwrap().is_none());
+    let list = s.secrets_list().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].env, None);
+    assert_eq!(list[1].env.as_deref(), Some("prod"));
+    assert!(s.remove_secret("K", Some("prod")).unwrap());
+    assert!(!s.remove_secret("K", Some("prod")).unwrap());
+    assert_eq!(s.secrets_list().unwrap().len(), 1);
 }

@@ -67,6 +67,35 @@ pub enum Command {
     Agent(AgentArgs),
     /// Write a CI workflow that plans, builds and deploys with cutover.
     Ci(CiArgs),
+    /// The encrypted secret store: `set NAME` (value on stdin), `list`, `rm NAME`.
+    Secrets(SecretsArgs),
+}
+
+/// `cutover secrets`.
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SecretsAction,
+}
+
+/// `cutover secrets set|list|rm`; with `--env`, the value of that environment only (it
+/// overrides there the one set without `--env`, which serves every environment).
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Store a secret, encrypted; its value is read from stdin (never from the command line):
+    /// `printf %s VALUE | cutover secrets set NAME`.
+    Set {
+        /// The secret's name, as `{ secret = "NAME" }` references it.
+        name: String,
+    },
+    /// The stored secrets' names, environments and update times (never their values).
+    List,
+    /// Remove a stored secret.
+    Rm {
+        /// The secret's name.
+        name: String,
+    },
 }
 
 /// `cutover ci`.

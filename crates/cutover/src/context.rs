@@ -64,8 +64,10 @@ pub fn store(project: &Project, create: bool) -> Result<Option<Arc<dyn ReleaseSt
     Ok(Some(Arc::new(store)))
 }
 
-/// Values of the secrets the environment's services and the webhooks reference, from the
-/// environment cutover runs in. A missing one is an error naming it and who uses it.
+/// Values of the secrets the environment's services and the webhooks reference. Each comes from
+/// the secret store's value for this environment, else its value for every environment, else
+/// the environment variable of the same name in the process running cutover (the way CI exports
+/// secrets). A missing one is an error naming it and who uses it.
 pub fn secrets(
     project: &Project,
     env: &ResolvedEnvironment,
@@ -87,8 +89,43 @@ pub fn secrets(
                 .or_insert_with(|| format!("the webhook {}", n.url));
         }
     }
+    let store = match wanted.is_empty() {
+        true => None,
+        false => store(project, false)?,
+    };
+    let mut key = None;
     let mut values = BTreeMap::new();
     for (name, used_by) in wanted {
+        if let Some(store) = &store {
+            let mut found = None;
+            for scope in [Some(env.name.as_str()), None] {
+                if let Some(sealed) = store.secret(&name, scope)? {
+                    found = Some((scope, sealed));
+                    break;
+                }
+            }
+            if let Some((scope, (nonce, ciphertext))) = found {
+                if key.is_none() {
+                    key = Some(crate::secrets::key(&project.dir, false)?.ok_or_else(|| {
+                        CliError::failed(
+                            format!(
+                                "secret {name} is stored, but there is no key to decrypt it                                  (neither {} nor a key file)",
+                                crate::secrets::KEY_VAR
+                            ),
+                            Some(format!(
+                                "set {} to the key it was set with",
+                                crate::secrets::KEY_VAR
+                            )),
+                        )
+                    })?);
+                }
+                if let Some(k) = &key {
+                    let value = crate::secrets::open(k, &name, scope, &nonce, &ciphertext)?;
+                    values.insert(name, value);
+                    continue;
+                }
+            }
+        }
         match std::env::var(&name) {
             Ok(v) if !v.is_empty() => {
                 values.insert(name, v);

@@ -5,6 +5,7 @@
 //! - `commands/<verb>.rs`: one file per verb: parse, one library call, render.
 //! - `ci/`: the CI workflows `cutover ci` generates.
 //! - `context.rs`: loading the project, its environment, store and secrets.
+//! - `secrets.rs`: the secret key, and encrypting and decrypting stored secrets.
 //! - `render/`: the live terminal view, plain lines, tables.
 //! - `diagnostics.rs`, `exit.rs`: how failures reach the user, and their exit codes.
 
@@ -15,6 +16,7 @@ mod context;
 mod diagnostics;
 mod exit;
 mod render;
+mod secrets;
 
 use clap::Parser;
 
@@ -48,5 +50,6 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Down => commands::down::run(cli),
         Command::Agent(args) => commands::agent::run(cli, args),
         Command::Ci(args) => commands::ci::run(cli, args),
+        Command::Secrets(args) => commands::secrets::run(cli, args),
     }
 }

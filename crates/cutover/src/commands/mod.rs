@@ -11,5 +11,6 @@ pub mod plan;
 pub mod releases;
 pub mod rollback;
 pub mod schema;
+pub mod secrets;
 pub mod status;
 pub mod validate;

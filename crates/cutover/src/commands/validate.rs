@@ -25,12 +25,15 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     let mut envs = Vec::new();
     for name in project.environment_names() {
         let env = project.resolve(name)?;
-        if let Err(CliError::Engine(e)) = context::secrets(&project, &env) {
-            problems.push(Problem {
+        match context::secrets(&project, &env) {
+            Err(CliError::Engine(e)) => problems.push(Problem {
                 environment: env.name.clone(),
                 service: None,
                 message: format!("{e}; {}", e.help().unwrap_or_default()),
-            });
+            }),
+            // A secret that cannot be decrypted, an unusable key: stop here, naming it.
+            Err(other) => return Err(other),
+            Ok(_) => {}
         }
         for svc in &env.services {
             for message in missing_programs(&project, svc) {
