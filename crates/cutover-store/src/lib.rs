@@ -5,7 +5,8 @@
 //! - `sqlite.rs`: [`SqliteStore`], the default implementation (`.cutover/state.db`, WAL);
 //!   `sqlite/rows.rs` decodes its rows (bad data is [`StoreError::Corrupt`], never a panic).
 //! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
-//!   encrypted secrets; the store never sees a secret's plain value).
+//!   encrypted secrets; the store never sees a secret's plain value; `0003_locks.sql`: deploy
+//!   locks, one per environment).
 //! - `error.rs`: [`StoreError`].
 //!
 //! # Theory of operation
@@ -21,7 +22,7 @@ mod model;
 mod sqlite;
 
 pub use error::StoreError;
-pub use model::{NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+pub use model::{Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
 pub use sqlite::SqliteStore;
 
 use chrono::{DateTime, Utc};
@@ -131,6 +132,22 @@ pub trait ReleaseStore: Send + Sync {
     /// Removes a secret of one environment (`None`: the every-environment one); false when
     /// there was none.
     fn remove_secret(&self, name: &str, env: Option<&str>) -> Result<bool>;
+
+    /// Locks an environment for `holder`, atomically: `Ok(Err(existing))` when it is already
+    /// locked (the existing lock is kept).
+    fn lock(
+        &self,
+        env: &str,
+        holder: &str,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<std::result::Result<(), Lock>>;
+
+    /// Removes an environment's lock, returning it (None when there was none).
+    fn unlock(&self, env: &str) -> Result<Option<Lock>>;
+
+    /// The environment's lock, if any.
+    fn current_lock(&self, env: &str) -> Result<Option<Lock>>;
 
     /// Applies a batch of phase changes and events in order, in one transaction where the
     /// implementation can. A write that fails (an invalid transition, say) does not stop the

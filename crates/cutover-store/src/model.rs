@@ -309,6 +309,20 @@ pub struct StoredEvent {
     pub data: serde_json::Value,
 }
 
+/// An explicit deploy lock of one environment (`cutover lock`): deploys and rollbacks of it
+/// are refused (or wait) while it is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The environment locked.
+    pub env: String,
+    /// Who holds it (`user@host`).
+    pub holder: String,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// When it was taken.
+    pub since: DateTime<Utc>,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::model::{NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+use crate::model::{Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
 use crate::{ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
 
 mod rows;
@@ -24,6 +24,7 @@ use rows::{RawRelease, RawRun, parse_timestamp, timestamp};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_secrets.sql"),
+    include_str!("migrations/0003_locks.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -133,7 +134,7 @@ impl SqliteStore {
     /// The schema version (`PRAGMA user_version`): the number of migrations applied.
     pub fn schema_version(&self) -> Result<u32> {
         let version: i64 = self
-            .lock()
+            .connection()
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .ctx(self, "read the schema version")?;
         u32::try_from(version)
@@ -173,7 +174,7 @@ impl SqliteStore {
 
     /// The connection. A panic elsewhere while it was held cannot leave a transaction open
     /// (dropping a `Transaction` rolls it back), so a poisoned lock is still usable.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn connection(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -183,7 +184,7 @@ impl SqliteStore {
         operation: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self.lock();
+        let mut conn = self.connection();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(self, operation)?;
@@ -347,7 +348,7 @@ impl SqliteStore {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Release>> {
-        let conn = self.lock();
+        let conn = self.connection();
         let mut stmt = conn.prepare(sql).ctx(self, operation)?;
         let raws = stmt
             .query_map(params, RawRelease::from_row)
@@ -363,7 +364,7 @@ impl SqliteStore {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Run>> {
-        let conn = self.lock();
+        let conn = self.connection();
         let mut stmt = conn.prepare(sql).ctx(self, operation)?;
         let raws = stmt
             .query_map(params, RawRun::from_row)
@@ -435,7 +436,7 @@ impl ReleaseStore for SqliteStore {
     }
 
     fn run(&self, run_id: &str) -> Result<Option<Run>> {
-        run_in(&self.lock(), run_id, self)
+        run_in(&self.connection(), run_id, self)
     }
 
     fn runs(&self, env: Option<&str>, limit: usize) -> Result<Vec<Run>> {
@@ -498,7 +499,7 @@ impl ReleaseStore for SqliteStore {
     }
 
     fn release(&self, service: &str, release_id: &str) -> Result<Option<Release>> {
-        Self::release_in(&self.lock(), service, release_id, self)
+        Self::release_in(&self.connection(), service, release_id, self)
     }
 
     fn releases(&self, service: &str, env: &str, limit: usize) -> Result<Vec<Release>> {
@@ -573,7 +574,7 @@ impl ReleaseStore for SqliteStore {
 
     fn events(&self, run_id: &str) -> Result<Vec<StoredEvent>> {
         let operation = "read a run's events";
-        let conn = self.lock();
+        let conn = self.connection();
         let mut stmt = conn
             .prepare(
                 "SELECT seq, run_id, at, service, kind, data FROM events WHERE run_id = ?1 \
@@ -633,7 +634,7 @@ impl ReleaseStore for SqliteStore {
     }
 
     fn secret(&self, name: &str, env: Option<&str>) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.lock()
+        self.connection()
             .query_row(
                 "SELECT nonce, ciphertext FROM secrets WHERE name = ?1 AND env = ?2",
                 params![name, env.unwrap_or("")],
@@ -645,7 +646,7 @@ impl ReleaseStore for SqliteStore {
 
     fn secrets_list(&self) -> Result<Vec<SecretEntry>> {
         let operation = "list secrets";
-        let conn = self.lock();
+        let conn = self.connection();
         let mut stmt = conn
             .prepare("SELECT name, env, updated_at FROM secrets ORDER BY name, env")
             .ctx(self, operation)?;
@@ -672,6 +673,41 @@ impl ReleaseStore for SqliteStore {
             .collect()
     }
 
+    fn lock(
+        &self,
+        env: &str,
+        holder: &str,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<std::result::Result<(), Lock>> {
+        self.write("take a lock", |tx| {
+            if let Some(existing) = lock_in(tx, env, self)? {
+                return Ok(Err(existing));
+            }
+            tx.execute(
+                "INSERT INTO locks (env, holder, reason, since) VALUES (?1, ?2, ?3, ?4)",
+                params![env, holder, reason, timestamp(at)],
+            )
+            .ctx(self, "take a lock")?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn unlock(&self, env: &str) -> Result<Option<Lock>> {
+        self.write("release a lock", |tx| {
+            let existing = lock_in(tx, env, self)?;
+            if existing.is_some() {
+                tx.execute("DELETE FROM locks WHERE env = ?1", params![env])
+                    .ctx(self, "release a lock")?;
+            }
+            Ok(existing)
+        })
+    }
+
+    fn current_lock(&self, env: &str) -> Result<Option<Lock>> {
+        lock_in(&self.connection(), env, self)
+    }
+
     fn remove_secret(&self, name: &str, env: Option<&str>) -> Result<bool> {
         self.write("remove a secret", |tx| {
             let changed = tx
@@ -683,6 +719,27 @@ impl ReleaseStore for SqliteStore {
             Ok(changed > 0)
         })
     }
+}
+
+/// The lock of `env`, if any.
+fn lock_in(conn: &Connection, env: &str, store: &SqliteStore) -> Result<Option<Lock>> {
+    let row: Option<(String, Option<String>, String)> = conn
+        .query_row(
+            "SELECT holder, reason, since FROM locks WHERE env = ?1",
+            params![env],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .ctx(store, "read a lock")?;
+    row.map(|(holder, reason, since)| {
+        Ok(Lock {
+            env: env.to_string(),
+            since: parse_timestamp(&since, &format!("lock of {env}"), "since")?,
+            holder,
+            reason,
+        })
+    })
+    .transpose()
 }
 
 fn run_in(conn: &Connection, run_id: &str, store: &SqliteStore) -> Result<Option<Run>> {

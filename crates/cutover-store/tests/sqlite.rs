@@ -756,7 +756,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     let run_id = {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.path(), path);
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         let run = s
             .create_run(RunKind::Deploy, "staging", t0(), None)
             .unwrap();
@@ -766,7 +766,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     };
     for _ in 0..3 {
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         assert!(s.run(&run_id).unwrap().is_some());
         assert_eq!(s.releases("api", "staging", 10).unwrap().len(), 1);
     }
@@ -1155,7 +1155,7 @@ fn concurrent_first_opens_migrate_once() {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), 2);
+            assert_eq!(h.join().unwrap().unwrap(), 3);
         }
         assert_eq!(
             SqliteStore::open(&path)
@@ -1237,4 +1237,31 @@ fn secrets_are_stored_per_environment_and_listed_without_values() {
     assert!(s.remove_secret("K", Some("prod")).unwrap());
     assert!(!s.remove_secret("K", Some("prod")).unwrap());
     assert_eq!(s.secrets_list().unwrap().len(), 1);
+}
+
+#[test]
+fn locks_are_taken_once_per_environment_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(s.current_lock("production").unwrap(), None);
+    assert_eq!(
+        s.lock("production", "ana@build1", Some("migration"), t0())
+            .unwrap(),
+        Ok(())
+    );
+    let held = s
+        .lock("production", "bo@build2", None, t0())
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(held.holder, "ana@build1");
+    assert_eq!(held.reason.as_deref(), Some("migration"));
+    assert_eq!(held.since, t0());
+    assert_eq!(s.current_lock("production").unwrap(), Some(held.clone()));
+    // Other environments are not affected.
+    assert_eq!(s.current_lock("staging").unwrap(), None);
+    assert_eq!(s.lock("staging", "bo@build2", None, t0()).unwrap(), Ok(()));
+    assert_eq!(s.unlock("production").unwrap(), Some(held));
+    assert_eq!(s.unlock("production").unwrap(), None);
+    assert_eq!(s.current_lock("production").unwrap(), None);
+    assert!(s.current_lock("staging").unwrap().is_some());
 }

@@ -52,7 +52,7 @@ pub enum Command {
     /// Detect changes, then run checks and build of the affected services.
     Build(BuildArgs),
     /// The whole pipeline: detect, checks, build, deploy, verify (rolls back on its own).
-    Deploy(BuildArgs),
+    Deploy(DeployArgs),
     /// Every service: release, phase, health, instances, traffic split, URL.
     Status,
     /// A service's release history, newest first.
@@ -69,6 +69,31 @@ pub enum Command {
     Ci(CiArgs),
     /// The encrypted secret store: `set NAME` (value on stdin), `list`, `rm NAME`.
     Secrets(SecretsArgs),
+    /// Lock the environment: its deploys and rollbacks are refused (exit 3) until `unlock`.
+    Lock(LockArgs),
+    /// Remove the environment's lock.
+    Unlock,
+}
+
+/// `cutover lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Why it is locked (shown to whoever is refused).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+}
+
+/// `cutover deploy`: the build arguments, and how long to wait for a lock.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// What to take, as `cutover build` does.
+    #[command(flatten)]
+    pub build: BuildArgs,
+
+    /// Wait up to this long (e.g. 10m) for the environment's lock and any running deploy of it
+    /// to go, instead of exiting 3 at once.
+    #[arg(long, value_name = "DURATION", value_parser = cutover_config::parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// `cutover secrets`.

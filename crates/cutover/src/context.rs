@@ -318,3 +318,80 @@ pub fn known_service<'a>(
         })
     })
 }
+
+/// How a lock is shown: "production is locked by ana@build1 since 2026-11-23 10:15 UTC: why".
+pub fn describe_lock(lock: &cutover_store::Lock) -> String {
+    let mut text = format!(
+        "{} is locked by {} since {}",
+        lock.env,
+        lock.holder,
+        lock.since.format("%Y-%m-%d %H:%M UTC")
+    );
+    if let Some(reason) = &lock.reason {
+        text.push_str(": ");
+        text.push_str(reason);
+    }
+    text
+}
+
+/// The refusal of a deploy or rollback of a locked environment (exit 3).
+fn locked(lock: &cutover_store::Lock) -> CliError {
+    CliError::Blocked {
+        message: describe_lock(lock),
+        help: Some("`cutover unlock` releases it".into()),
+    }
+}
+
+/// Exit 3 when the environment is locked (`cutover lock`).
+pub fn refuse_locked(store: &dyn ReleaseStore, env: &str) -> Result<(), CliError> {
+    match store.current_lock(env)? {
+        Some(lock) => Err(locked(&lock)),
+        None => Ok(()),
+    }
+}
+
+/// How often `--lock-wait` looks at the store again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Before a deploy: refuses (exit 3) while the environment is locked or another deploy of it
+/// runs; with `wait`, polls the store until both are gone, up to `wait`, then exits 3 saying
+/// so.
+pub fn wait_until_unblocked(
+    store: &dyn ReleaseStore,
+    env: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<(), CliError> {
+    let check = || refuse_locked(store, env).and_then(|()| refuse_concurrent_deploy(store, env));
+    let Some(wait) = wait else {
+        return check();
+    };
+    let deadline = std::time::Instant::now() + wait;
+    let mut announced = false;
+    loop {
+        let blocked = match check() {
+            Ok(()) => return Ok(()),
+            Err(CliError::Blocked { message, .. }) => message,
+            Err(e) => return Err(e),
+        };
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(CliError::Blocked {
+                message: format!(
+                    "still blocked after waiting {}: {blocked}",
+                    cutover_config::format_duration(wait)
+                ),
+                help: Some(
+                    "`cutover unlock` releases a lock; a longer --lock-wait waits longer".into(),
+                ),
+            });
+        }
+        if !announced {
+            eprintln!(
+                "waiting up to {}: {blocked}",
+                cutover_config::format_duration(wait)
+            );
+            announced = true;
+        }
+        std::thread::sleep(LOCK_POLL.min(deadline - now));
+    }
+}

@@ -51,5 +51,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Agent(args) => commands::agent::run(cli, args),
         Command::Ci(args) => commands::ci::run(cli, args),
         Command::Secrets(args) => commands::secrets::run(cli, args),
+        Command::Lock(args) => commands::lock::run(cli, args),
+        Command::Unlock => commands::lock::unlock(cli),
     }
 }

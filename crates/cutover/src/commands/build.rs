@@ -22,11 +22,17 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build)
+    pipeline(cli, args, RunKind::Build, None)
 }
 
-/// Runs the pipeline of `kind` and prints its summary.
-pub fn pipeline(cli: &Cli, args: &BuildArgs, kind: RunKind) -> Result<i32, CliError> {
+/// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
+/// for the environment's lock and any running deploy of it (None: refused at once).
+pub fn pipeline(
+    cli: &Cli,
+    args: &BuildArgs,
+    kind: RunKind,
+    lock_wait: Option<std::time::Duration>,
+) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
     let secrets = context::secrets(&project, &env)?;
@@ -35,7 +41,11 @@ pub fn pipeline(cli: &Cli, args: &BuildArgs, kind: RunKind) -> Result<i32, CliEr
     let agent = if kind == RunKind::Deploy {
         context::refuse_unsupported_strategies(&env)?;
         context::settle_interrupted_runs(store.as_ref(), &project)?;
-        context::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
+        context::wait_until_unblocked(store.as_ref(), &env.name, lock_wait)?;
+        if lock_wait.is_some() {
+            // A deploy waited for may have died meanwhile: record it before planning.
+            context::settle_interrupted_runs(store.as_ref(), &project)?;
+        }
         Some(
             context::agent(&project, true)?
                 .ok_or_else(|| CliError::failed("the agent could not be started", None))?,

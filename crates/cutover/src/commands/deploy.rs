@@ -2,10 +2,10 @@
 
 use cutover_store::RunKind;
 
-use crate::cli::{BuildArgs, Cli};
+use crate::cli::{Cli, DeployArgs};
 use crate::exit::CliError;
 
-/// Deploys the affected (or named) services.
-pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    super::build::pipeline(cli, args, RunKind::Deploy)
+/// Deploys the affected (or named) services, waiting up to `--lock-wait` for a lock.
+pub fn run(cli: &Cli, args: &DeployArgs) -> Result<i32, CliError> {
+    super::build::pipeline(cli, &args.build, RunKind::Deploy, args.lock_wait)
 }

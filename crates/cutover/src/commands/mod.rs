@@ -6,6 +6,7 @@ pub mod ci;
 pub mod deploy;
 pub mod down;
 pub mod init;
+pub mod lock;
 pub mod logs;
 pub mod plan;
 pub mod releases;

@@ -33,6 +33,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
     let secrets = context::secrets(&project, &env)?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
+    context::refuse_locked(store.as_ref(), &env.name)?;
     context::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
 
     // What to roll back, and to what; problems are found before anything changes.

@@ -99,8 +99,20 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             .collect(),
         None => Vec::new(),
     };
+    let lock = match &store {
+        Some(s) => s.current_lock(&env.name)?,
+        None => None,
+    };
     if cli.json {
-        let doc = serde_json::json!({ "env": env.name, "services": rows, "runs": runs });
+        let lock_doc = lock.as_ref().map(
+            |l| serde_json::json!({ "holder": l.holder, "reason": l.reason, "since": l.since }),
+        );
+        let doc = serde_json::json!({
+            "env": env.name,
+            "services": rows,
+            "runs": runs,
+            "lock": lock_doc,
+        });
         println!("{doc}");
         return Ok(OK);
     }
@@ -144,6 +156,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         ]);
     }
     print!("{}", t.render());
+    if let Some(lock) = &lock {
+        println!("{}", context::describe_lock(lock));
+    }
     for r in &runs {
         println!("run {} is {}", r.id, r.phase);
     }
