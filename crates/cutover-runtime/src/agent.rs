@@ -613,16 +613,21 @@ impl Agent {
         write_atomic(&self.desired_path(), &body)
     }
 
-    /// After a restart (or `kill -9` of the previous agent): stops whatever instances an
-    /// earlier agent of this project left running, then brings every service back to the
-    /// release it served.
-    pub async fn recover(self: &Arc<Self>) {
+    /// Stops whatever instances an earlier agent of this project left running (after its
+    /// `kill -9`). Must run before the API serves: afterwards, this agent's own new instances
+    /// carry the same mark.
+    pub fn stop_leftovers(&self) {
         let killed = kill_leftovers(&self.socket);
         if killed > 0 {
             log(&format!(
                 "stopped {killed} instance(s) left by a previous agent"
             ));
         }
+    }
+
+    /// After a restart (or `kill -9` of the previous agent, once [`Agent::stop_leftovers`] ran):
+    /// brings every service back to the release it served.
+    pub async fn recover(self: &Arc<Self>) {
         let specs: Vec<ReleaseSpec> = match std::fs::read(self.desired_path()) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(s) => s,

@@ -99,6 +99,7 @@ pub async fn run(state_dir: PathBuf) -> Result<(), AgentError> {
     ));
 
     let agent = Agent::new(state_dir.clone(), socket.clone());
+    agent.stop_leftovers();
     let shutdown = agent.shutdown.clone();
     tokio::spawn(stop_on_signals(shutdown.clone()));
     let server = tokio::spawn(crate::api::server::serve(
