@@ -59,16 +59,6 @@ pub enum EngineError {
     /// The release store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A file operation failed.
-    #[error("{doing} {}: {source}", path.display())]
-    Io {
-        /// What cutover was doing.
-        doing: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// A background task died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,15 +70,6 @@ impl EngineError {
         EngineError::Git {
             doing,
             why: e.message().to_string(),
-        }
-    }
-
-    /// Wraps an I/O error with its path.
-    pub fn io(doing: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io {
-            doing,
-            path: path.into(),
-            source,
         }
     }
 

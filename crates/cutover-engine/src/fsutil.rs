@@ -8,15 +8,6 @@ use std::path::Path;
 /// reader never sees a half-written file. Not fsynced: a crash may lose the newest version,
 /// never leave a torn one (for files rewritten often, like `status.json`).
 pub fn replace(path: &Path, body: &[u8]) -> io::Result<()> {
-    write_via_temp(path, body, false)
-}
-
-/// Like [`replace`], and the data reaches the disk before the rename.
-pub fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
-    write_via_temp(path, body, true)
-}
-
-fn write_via_temp(path: &Path, body: &[u8], sync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
@@ -27,9 +18,6 @@ fn write_via_temp(path: &Path, body: &[u8], sync: bool) -> io::Result<()> {
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(body)?;
-        if sync {
-            f.sync_data()?;
-        }
     }
     fs::rename(&tmp, path)
 }

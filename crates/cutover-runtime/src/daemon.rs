@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::net::UnixListener;
 
@@ -132,6 +131,3 @@ async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
     }
     shutdown.cancel();
 }
-
-/// Keeps `Arc` in the public signature tidy for callers that hold an agent.
-pub type SharedAgent = Arc<Agent>;

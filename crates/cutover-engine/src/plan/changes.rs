@@ -60,11 +60,6 @@ impl GitRepo {
         self.repo.workdir()
     }
 
-    /// The common git directory (shared by linked worktrees).
-    pub fn common_dir(&self) -> PathBuf {
-        self.repo.commondir().to_path_buf()
-    }
-
     /// HEAD's sha, branch and commit time.
     pub fn head(&self) -> Head {
         let Ok(head) = self.repo.head() else {
