@@ -36,10 +36,36 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     let project = context::load(cli)?;
     let env = context::environment(cli, &project)?;
     let store = context::store(&project, false)?;
-    // Services that should be running (the agent recorded them) bring a crashed agent back.
-    let should_run = project.dir.join(".cutover/agent/desired.json").exists();
-    let agent: Option<AgentStatus> = match context::agent(&project, should_run)? {
-        Some(client) => context::runtime()?.block_on(client.status()).ok(),
+    // Services that should be running (the agent recorded them) bring a crashed agent back;
+    // then status waits until the agent has restored them, so it reports them as they are.
+    let desired = project.dir.join(".cutover/agent/desired.json");
+    let expected = std::fs::read(&desired)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .map_or(0, |specs| specs.len());
+    let was_running = context::agent(&project, false)?.is_some();
+    let agent: Option<AgentStatus> = match context::agent(&project, expected > 0)? {
+        Some(client) => {
+            let runtime = context::runtime()?;
+            if !was_running {
+                if !cli.json {
+                    eprintln!(
+                        "the agent was not running: started it; restoring {expected} service(s)"
+                    );
+                }
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while std::time::Instant::now() < deadline {
+                    let restored = runtime.block_on(client.status()).map_or(0, |s| {
+                        s.services.iter().filter(|x| x.release.is_some()).count()
+                    });
+                    if restored >= expected {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            runtime.block_on(client.status()).ok()
+        }
         None => None,
     };
     if let Some(store) = &store {
