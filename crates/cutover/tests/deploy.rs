@@ -7,24 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::runtime::{
-    AgentGuard, Load, app_service, app_toml, free_port, get, version, wait_until,
+    AgentGuard, Load, app_service, app_toml, free_port, get, one_service, version, wait_until,
 };
 use common::{TestProject, code, json, stderr, stdout};
-
-fn one_service(port: u16, extra: &str) -> TestProject {
-    let p = TestProject::git_repo();
-    app_service(&p, "svc/api", "v1");
-    p.write(
-        "cutover.toml",
-        &format!(
-            "[project]\nname = \"rt\"\n\n{}",
-            app_toml("api", "svc/api", port, extra)
-        ),
-    );
-    p.write(".gitignore", ".cutover/\n");
-    p.commit("v1");
-    p
-}
 
 fn agent_status(p: &TestProject) -> serde_json::Value {
     let out = p.run(&["agent", "status", "--json"]);

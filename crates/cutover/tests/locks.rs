@@ -8,23 +8,8 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::runtime::{AgentGuard, app_service, app_toml, free_port, wait_until};
+use common::runtime::{AgentGuard, free_port, one_service, wait_until};
 use common::{TestProject, code, json, stderr, stdout};
-
-fn one_service(port: u16, extra: &str) -> TestProject {
-    let p = TestProject::git_repo();
-    app_service(&p, "svc/api", "v1");
-    p.write(
-        "cutover.toml",
-        &format!(
-            "[project]\nname = \"locks\"\n\n{}",
-            app_toml("api", "svc/api", port, extra)
-        ),
-    );
-    p.write(".gitignore", ".cutover/\n");
-    p.commit("v1");
-    p
-}
 
 fn releases(p: &TestProject) -> Vec<serde_json::Value> {
     let out = p.run(&["releases", "api", "--json"]);

@@ -8,17 +8,6 @@ use common::{TestProject, code, service};
 
 const SECRET: &str = "hunter2-very-secret-value";
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn secret_values_are_masked_in_every_sink() {
     let p = TestProject::git_repo();
@@ -50,7 +39,7 @@ fn secret_values_are_masked_in_every_sink() {
         assert!(all.contains("***"), "{all}");
     }
     let mut files = Vec::new();
-    files_under(&p.path().join(".cutover"), &mut files);
+    common::files_under(&p.path().join(".cutover"), &mut files);
     let logs: Vec<_> = files
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "log"))

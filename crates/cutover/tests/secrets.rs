@@ -64,17 +64,6 @@ fn all_output(o: &Output) -> String {
     format!("{}{}", stdout(o), stderr(o))
 }
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn stored_secrets_are_encrypted_injected_overridden_masked_and_removed() {
     let config = tempfile::tempdir().unwrap();
@@ -148,7 +137,7 @@ fn stored_secrets_are_encrypted_injected_overridden_masked_and_removed() {
     let text = all_output(&o);
     assert!(!text.contains(STAGING) && !text.contains(GLOBAL), "{text}");
     let mut files = Vec::new();
-    files_under(&p.path().join(".cutover"), &mut files);
+    common::files_under(&p.path().join(".cutover"), &mut files);
     let mut saw_mask = false;
     for f in files
         .iter()

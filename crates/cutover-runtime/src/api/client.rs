@@ -100,12 +100,7 @@ impl AgentClient {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.transport(e))?
-            .to_bytes();
+        let bytes = self.body(response).await?;
         let message = serde_json::from_slice::<ApiError>(&bytes)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
@@ -119,13 +114,21 @@ impl AgentClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
         let response = self.send(method, path, body).await?;
-        let bytes = response
+        let bytes = self.body(response).await?;
+        serde_json::from_slice(&bytes).map_err(|e| self.transport(format!("bad answer: {e}")))
+    }
+
+    /// The whole body of an answer.
+    async fn body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(response
             .into_body()
             .collect()
             .await
             .map_err(|e| self.transport(e))?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| self.transport(format!("bad answer: {e}")))
+            .to_bytes())
     }
 
     /// `GET /v1/status`.
@@ -136,12 +139,7 @@ impl AgentClient {
     /// `GET /metrics`: Prometheus text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let response = self.send(Method::GET, "/metrics", None).await?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.transport(e))?
-            .to_bytes();
+        let bytes = self.body(response).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 

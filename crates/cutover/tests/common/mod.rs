@@ -123,3 +123,15 @@ pub fn code(o: &Output) -> i32 {
 pub fn service(name: &str, path: &str, port: u16, extra: &str) -> String {
     format!("[services.{name}]\npath = \"{path}\"\nrun = \"true\"\nport = {port}\n{extra}\n")
 }
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}

@@ -63,6 +63,22 @@ pub fn app_toml(name: &str, dir: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// A git repo with one service `api` (the app at v1, committed) on `port`.
+pub fn one_service(port: u16, extra: &str) -> TestProject {
+    let p = TestProject::git_repo();
+    app_service(&p, "svc/api", "v1");
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"rt\"\n\n{}",
+            app_toml("api", "svc/api", port, extra)
+        ),
+    );
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("v1");
+    p
+}
+
 /// Stops the project's agent (and so every instance) when dropped, even when a test fails.
 pub struct AgentGuard<'a>(pub &'a TestProject);
 
