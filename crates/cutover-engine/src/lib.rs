@@ -9,6 +9,7 @@
 //! - `event.rs`, `summary.rs`: the data reporters consume and `--json` prints.
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
+//! - `smoke.rs`: smoke tests against a service's public URL (`cutover test`, `deploy --smoke`).
 //!
 //! # Theory of operation
 //! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod smoke;
 pub mod stage;
 pub mod summary;
 pub mod target;

@@ -7,6 +7,7 @@
 //! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
 //!   encrypted secrets; the store never sees a secret's plain value; `0003_locks.sql`: deploy
 //!   locks, one per environment).
+//! - `dora.rs`: DORA metrics computed from the release history (a pure function of it).
 //! - `error.rs`: [`StoreError`].
 //!
 //! # Theory of operation
@@ -17,6 +18,7 @@
 //! synchronous; async callers run it under `spawn_blocking`. A PostgreSQL implementation joins
 //! later behind the same trait.
 
+pub mod dora;
 mod error;
 mod model;
 mod sqlite;

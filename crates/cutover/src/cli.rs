@@ -73,6 +73,32 @@ pub enum Command {
     Lock(LockArgs),
     /// Remove the environment's lock.
     Unlock,
+    /// Smoke-test the running services: health, response time, metadata, error handling,
+    /// docs, then each `[[services.S.smoke]]` entry.
+    Test(TestArgs),
+    /// DORA metrics from the release history: deployment frequency, lead time, change
+    /// failure rate, time to restore.
+    Metrics(MetricsArgs),
+}
+
+/// `cutover test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Services to test (default: every service with a port); `a,b` works too.
+    #[arg(value_name = "SERVICES")]
+    pub services: Vec<String>,
+
+    /// Also write the results as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// `cutover metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The window, counted back from now (e.g. 7d, 30d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub since: String,
 }
 
 /// `cutover lock`.
@@ -94,6 +120,11 @@ pub struct DeployArgs {
     /// to go, instead of exiting 3 at once.
     #[arg(long, value_name = "DURATION", value_parser = cutover_config::parse_duration)]
     pub lock_wait: Option<std::time::Duration>,
+
+    /// Run the smoke tests (`cutover test`) against each deployed service once it is ACTIVE,
+    /// as part of verify: a failure fails the service and rolls it back to its previous release.
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 /// `cutover secrets`.

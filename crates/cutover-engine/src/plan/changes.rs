@@ -82,6 +82,14 @@ impl GitRepo {
         }
     }
 
+    /// The committer time of the commit `sha`, None when the repository does not have it
+    /// (for lead-time metrics).
+    pub fn commit_time(&self, sha: &str) -> Option<DateTime<Utc>> {
+        let oid = Oid::from_str(sha).ok()?;
+        let commit = self.repo.find_commit(oid).ok()?;
+        Utc.timestamp_opt(commit.time().seconds(), 0).single()
+    }
+
     /// The commit `rev` names (`main`, `HEAD~3`, a sha...).
     pub fn resolve(&self, rev: &str) -> Result<Oid, EngineError> {
         let obj = self

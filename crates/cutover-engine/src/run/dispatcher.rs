@@ -164,6 +164,7 @@ impl Dispatcher {
                 release,
                 secrets: request.secrets.clone(),
                 agent: request.agent.clone(),
+                smoke: request.smoke,
                 env_names: request
                     .project
                     .environment_names()

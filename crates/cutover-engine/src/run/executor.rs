@@ -79,6 +79,8 @@ pub(super) struct Executor {
     pub(super) build: Arc<Semaphore>,
     pub(super) store: Arc<dyn ReleaseStore>,
     pub(super) agent: Option<AgentClient>,
+    /// `deploy --smoke` (see `smoke_verify.rs`).
+    pub(super) smoke: bool,
     pub(super) env_names: Vec<String>,
     pub(super) keep_releases: usize,
     pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
@@ -240,6 +242,13 @@ impl Executor {
             }
             Ok(_) => Err(Stop::failed("the agent ended the deploy without a verdict")),
             Err(e) => Err(Stop::failed(format!("{}: {e}", stage.as_str()))),
+        };
+        let result = match result {
+            Ok(()) if self.smoke => self
+                .smoke_verify(release, agent)
+                .await
+                .map_err(|why| Stop::failed(format!("{}: {why}", stage.as_str()))),
+            other => other,
         };
         self.send(EventKind::StageFinished {
             service: name,

@@ -12,6 +12,7 @@
 
 mod dispatcher;
 mod executor;
+mod smoke_verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct RunRequest {
     pub secrets: BTreeMap<String, String>,
     /// The agent that deploys releases (deploy runs only).
     pub agent: Option<cutover_runtime::api::client::AgentClient>,
+    /// `deploy --smoke`: smoke-test each service once it is ACTIVE, as part of verify.
+    pub smoke: bool,
 }
 
 /// What a finished run produced.

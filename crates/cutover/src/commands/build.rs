@@ -22,16 +22,18 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build, None)
+    pipeline(cli, args, RunKind::Build, None, false)
 }
 
 /// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
-/// for the environment's lock and any running deploy of it (None: refused at once).
+/// for the environment's lock and any running deploy of it (None: refused at once); with
+/// `smoke`, each deployed service is smoke-tested as part of verify.
 pub fn pipeline(
     cli: &Cli,
     args: &BuildArgs,
     kind: RunKind,
     lock_wait: Option<std::time::Duration>,
+    smoke: bool,
 ) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
@@ -97,6 +99,7 @@ pub fn pipeline(
         max_parallel,
         secrets,
         agent,
+        smoke,
     };
     let outcome = runtime.block_on(async move {
         let cancel = CancellationToken::new();

@@ -1,0 +1,92 @@
+//! `deploy --smoke`: once a release is ACTIVE on the agent, its smoke tests run as part of
+//! verify; a failure fails the service and sends traffic back to the previous ACTIVE release.
+
+use cutover_runtime::api::client::AgentClient;
+use cutover_runtime::api::types::{DeployProgress, DeployRequest};
+
+use super::executor::{ExecMsg, Executor};
+use crate::command::Stream;
+use crate::event::{EventKind, Stage};
+use crate::smoke::{self, Target};
+
+impl Executor {
+    /// Smoke-tests the release just made ACTIVE; Err is the reason the service fails (every
+    /// failed check, and what became of the rollback).
+    pub(super) async fn smoke_verify(
+        &self,
+        release: &str,
+        agent: &AgentClient,
+    ) -> Result<(), String> {
+        let Some(target) = Target::of(&self.service) else {
+            return Ok(());
+        };
+        let report = smoke::run(&target).await;
+        for c in &report.checks {
+            let _ = self.tx.send(ExecMsg::Event(EventKind::Output {
+                service: self.service.name.clone(),
+                stage: Stage::Verify,
+                stream: Stream::Stdout,
+                line: format!(
+                    "smoke {} {} ({}ms): {}",
+                    c.name,
+                    if c.passed { "passed" } else { "FAILED" },
+                    c.duration_ms,
+                    c.message
+                ),
+            }));
+        }
+        if report.passed {
+            return Ok(());
+        }
+        let failures = report.failure_summary();
+        // The store still records the release this one replaces as ACTIVE: the new one only
+        // becomes ACTIVE there when its service succeeds.
+        let (store, svc, env) = (
+            self.store.clone(),
+            self.service.name.clone(),
+            self.env.clone(),
+        );
+        let previous = tokio::task::spawn_blocking(move || store.active_release(&svc, &env))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .filter(|p| p.id != release);
+        let Some(previous) = previous else {
+            return Err(format!(
+                "{failures}; no previous release to roll back to: {release} keeps serving"
+            ));
+        };
+        match self.redeploy(agent, &previous.id).await {
+            Ok(()) => Err(format!("{failures}; rolled back to {}", previous.id)),
+            Err(why) => Err(format!(
+                "{failures}; rolling back to {} failed: {why}",
+                previous.id
+            )),
+        }
+    }
+
+    /// Asks the agent to serve `target` (an earlier release of this service) again, from its
+    /// snapshot: a route flip while its instances are still warm.
+    async fn redeploy(&self, agent: &AgentClient, target: &str) -> Result<(), String> {
+        let svc = &self.service;
+        let dir = super::state_dir_of(&self.project_dir)
+            .join("releases")
+            .join(&svc.name)
+            .join(target);
+        if !dir.is_dir() {
+            return Err(format!("the snapshot {} is gone", dir.display()));
+        }
+        let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+            return Err(format!("{} has no `run` or `port`", svc.name));
+        };
+        let spec =
+            crate::target::release_spec(&self.env, svc, target, &dir, run, port, &self.secrets);
+        match agent.deploy(&DeployRequest { spec }, true, |_| {}).await {
+            Ok(DeployProgress::Active) => Ok(()),
+            Ok(DeployProgress::Failed { reason }) => Err(reason),
+            Ok(_) => Err("the agent ended without a verdict".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

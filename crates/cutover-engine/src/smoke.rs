@@ -1,0 +1,676 @@
+//! Smoke tests: the field notes' five stages, then the service's `[[smoke]]` entries, against
+//! a service's public URL (the agent's proxy listener), as `cutover test` and `deploy --smoke`
+//! run them.
+//!
+//! The stages, per service, in order:
+//! 1. `health`: the health path answers its expected status (and `expect_json` subset);
+//! 2. `response_time`: that request answered within [`MAX_RESPONSE_TIME`];
+//! 3. `metadata`: `GET /` answers 200 with a JSON body;
+//! 4. `error_handling`: an unknown path answers 404 and `POST` on the health path answers 405;
+//! 5. `docs`: `GET /docs` answers 2xx or 3xx (redirects are not followed).
+//!
+//! Every request has its own connection and a [`REQUEST_TIMEOUT`], so a service that does not
+//! run (connection refused) or hangs fails its checks with the reason, never blocks. When the
+//! service does not answer the health request at all, the other checks are not tried: they
+//! fail with that reason.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cutover_config::{ResolvedService, Smoke};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Method;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+/// The response-time bound of stage 2 (the field notes' `<5000ms`).
+pub const MAX_RESPONSE_TIME: Duration = Duration::from_millis(5000);
+
+/// The longest any one request may take (connect, answer and body) before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest response body read.
+const MAX_BODY: usize = 1 << 20;
+
+/// The path used to check that an unknown path answers 404.
+pub const UNKNOWN_PATH: &str = "/cutover-smoke-test-unknown-path";
+
+/// The names of the five stages, in order.
+pub const STAGES: [&str; 5] = [
+    "health",
+    "response_time",
+    "metadata",
+    "error_handling",
+    "docs",
+];
+
+/// What the smoke tests of one service need: where it answers and what it should say.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The service.
+    pub service: String,
+    /// Its public address (the proxy listener).
+    pub addr: SocketAddr,
+    /// The health path.
+    pub health_path: String,
+    /// The health path's expected status.
+    pub expect_status: u16,
+    /// A JSON subset the health body must contain.
+    pub expect_json: Option<serde_json::Value>,
+    /// The `[[services.S.smoke]]` entries.
+    pub smoke: Vec<Smoke>,
+}
+
+impl Target {
+    /// The target of a resolved service: its public `listen:port` (an unspecified listen
+    /// address is reached on loopback). None when the service has no `port`.
+    pub fn of(svc: &ResolvedService) -> Option<Target> {
+        let port = svc.port?;
+        let ip = match svc.listen {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Some(Target {
+            service: svc.name.clone(),
+            addr: SocketAddr::new(ip, port),
+            health_path: svc.health.path.clone(),
+            expect_status: svc.health.expect_status,
+            expect_json: svc.health.expect_json.clone(),
+            smoke: svc.smoke.clone(),
+        })
+    }
+
+    /// `http://host:port`, as `cutover status` shows it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// The stage (`health`...) or, for a smoke entry, `smoke METHOD PATH`.
+    pub name: String,
+    /// The requests it made (`GET /health`; `GET /x, POST /health`).
+    pub request: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How long its requests took, in milliseconds.
+    pub duration_ms: u64,
+    /// What was seen: the reason when it failed, a short detail when it passed.
+    pub message: String,
+}
+
+/// Every check of one service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceReport {
+    /// The service.
+    pub name: String,
+    /// Its public URL.
+    pub url: String,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// The checks, stages first, then smoke entries.
+    pub checks: Vec<Check>,
+}
+
+impl ServiceReport {
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// The failures in one line: "2 of 7 checks failed: health: status 500, expected 200; ...".
+    pub fn failure_summary(&self) -> String {
+        let failed: Vec<String> = self
+            .failures()
+            .map(|c| format!("{}: {}", c.name, c.message))
+            .collect();
+        format!(
+            "{} of {} smoke checks failed: {}",
+            failed.len(),
+            self.checks.len(),
+            failed.join("; ")
+        )
+    }
+}
+
+/// One answer.
+struct Answer {
+    status: u16,
+    body: Bytes,
+    elapsed: Duration,
+}
+
+/// Runs the stages and smoke entries of one service.
+pub async fn run(target: &Target) -> ServiceReport {
+    let mut checks = Vec::new();
+    let get = Method::GET;
+    let health = request(target.addr, &get, &target.health_path).await;
+    let health_req = format!("GET {}", target.health_path);
+
+    // 1. health
+    let (passed, message) = match &health {
+        Ok(a) => judge_health(target, a),
+        Err(why) => (false, why.clone()),
+    };
+    checks.push(Check {
+        name: STAGES[0].into(),
+        request: health_req.clone(),
+        passed,
+        duration_ms: elapsed_ms(&health),
+        message,
+    });
+
+    // 2. response time
+    let (passed, message) = match &health {
+        Ok(a) if a.elapsed < MAX_RESPONSE_TIME => (
+            true,
+            format!(
+                "{}ms < {}ms",
+                a.elapsed.as_millis(),
+                MAX_RESPONSE_TIME.as_millis()
+            ),
+        ),
+        Ok(a) => (
+            false,
+            format!(
+                "took {}ms, more than {}ms",
+                a.elapsed.as_millis(),
+                MAX_RESPONSE_TIME.as_millis()
+            ),
+        ),
+        Err(why) => (false, format!("no answer: {why}")),
+    };
+    checks.push(Check {
+        name: STAGES[1].into(),
+        request: health_req,
+        passed,
+        duration_ms: elapsed_ms(&health),
+        message,
+    });
+
+    let unreachable = health
+        .as_ref()
+        .err()
+        .map(|why| format!("not tried: the service did not answer the health request ({why})"));
+    let not_tried = |name: &str, request: String, why: &str| Check {
+        name: name.to_string(),
+        request,
+        passed: false,
+        duration_ms: 0,
+        message: why.to_string(),
+    };
+
+    // 3. metadata
+    let req = "GET /".to_string();
+    checks.push(match &unreachable {
+        Some(why) => not_tried(STAGES[2], req, why),
+        None => {
+            let answer = request(target.addr, &get, "/").await;
+            let (passed, message) = match &answer {
+                Ok(a) if a.status != 200 => (false, format!("status {}, expected 200", a.status)),
+                Ok(a) => match serde_json::from_slice::<serde_json::Value>(&a.body) {
+                    Ok(_) => (true, "200 with a JSON body".to_string()),
+                    Err(_) => (
+                        false,
+                        format!("200, but the body is not JSON: {}", snippet(&a.body)),
+                    ),
+                },
+                Err(why) => (false, why.clone()),
+            };
+            Check {
+                name: STAGES[2].into(),
+                request: req,
+                passed,
+                duration_ms: elapsed_ms(&answer),
+                message,
+            }
+        }
+    });
+
+    // 4. error handling
+    let req = format!("GET {UNKNOWN_PATH}, POST {}", target.health_path);
+    checks.push(match &unreachable {
+        Some(why) => not_tried(STAGES[3], req, why),
+        None => {
+            let unknown = request(target.addr, &get, UNKNOWN_PATH).await;
+            let post = request(target.addr, &Method::POST, &target.health_path).await;
+            let mut problems = Vec::new();
+            match &unknown {
+                Ok(a) if a.status == 404 => {}
+                Ok(a) => problems.push(format!(
+                    "GET {UNKNOWN_PATH} answered {}, expected 404",
+                    a.status
+                )),
+                Err(why) => problems.push(format!("GET {UNKNOWN_PATH}: {why}")),
+            }
+            match &post {
+                Ok(a) if a.status == 405 => {}
+                Ok(a) => problems.push(format!(
+                    "POST {} answered {}, expected 405",
+                    target.health_path, a.status
+                )),
+                Err(why) => problems.push(format!("POST {}: {why}", target.health_path)),
+            }
+            Check {
+                name: STAGES[3].into(),
+                request: req,
+                passed: problems.is_empty(),
+                duration_ms: elapsed_ms(&unknown) + elapsed_ms(&post),
+                message: if problems.is_empty() {
+                    "404 for an unknown path, 405 for POST on the health path".to_string()
+                } else {
+                    problems.join("; ")
+                },
+            }
+        }
+    });
+
+    // 5. docs
+    let req = "GET /docs".to_string();
+    checks.push(match &unreachable {
+        Some(why) => not_tried(STAGES[4], req, why),
+        None => {
+            let answer = request(target.addr, &get, "/docs").await;
+            let (passed, message) = match &answer {
+                Ok(a) if (200..400).contains(&a.status) => (true, format!("{}", a.status)),
+                Ok(a) => (false, format!("status {}, expected 2xx or 3xx", a.status)),
+                Err(why) => (false, why.clone()),
+            };
+            Check {
+                name: STAGES[4].into(),
+                request: req,
+                passed,
+                duration_ms: elapsed_ms(&answer),
+                message,
+            }
+        }
+    });
+
+    // Then each [[smoke]] entry.
+    for entry in &target.smoke {
+        let name = format!("smoke {} {}", entry.method, entry.path);
+        let req = format!("{} {}", entry.method, entry.path);
+        if let Some(why) = &unreachable {
+            checks.push(not_tried(&name, req, why));
+            continue;
+        }
+        let method = Method::from_bytes(entry.method.as_bytes()).unwrap_or(Method::GET);
+        let answer = request(target.addr, &method, &entry.path).await;
+        let (passed, message) = match &answer {
+            Ok(a) => judge_smoke(entry, a),
+            Err(why) => (false, why.clone()),
+        };
+        checks.push(Check {
+            name,
+            request: req,
+            passed,
+            duration_ms: elapsed_ms(&answer),
+            message,
+        });
+    }
+
+    ServiceReport {
+        name: target.service.clone(),
+        url: target.url(),
+        passed: checks.iter().all(|c| c.passed),
+        checks,
+    }
+}
+
+/// Runs every target's checks concurrently; reports in the targets' order.
+pub async fn run_all(targets: &[Target]) -> Vec<ServiceReport> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let t = t.clone();
+        set.spawn(async move { (i, run(&t).await) });
+    }
+    let mut reports: Vec<Option<ServiceReport>> = vec![None; targets.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, report)) = joined
+            && let Some(slot) = reports.get_mut(i)
+        {
+            *slot = Some(report);
+        }
+    }
+    reports
+        .into_iter()
+        .zip(targets)
+        .map(|(r, t)| {
+            r.unwrap_or_else(|| ServiceReport {
+                name: t.service.clone(),
+                url: t.url(),
+                passed: false,
+                checks: vec![Check {
+                    name: STAGES[0].into(),
+                    request: format!("GET {}", t.health_path),
+                    passed: false,
+                    duration_ms: 0,
+                    message: "internal error: the smoke task ended without a result".into(),
+                }],
+            })
+        })
+        .collect()
+}
+
+fn judge_health(target: &Target, a: &Answer) -> (bool, String) {
+    if a.status != target.expect_status {
+        return (
+            false,
+            format!(
+                "status {}, expected {}: {}",
+                a.status,
+                target.expect_status,
+                snippet(&a.body)
+            ),
+        );
+    }
+    if let Some(expected) = &target.expect_json {
+        let Ok(actual) = serde_json::from_slice::<serde_json::Value>(&a.body) else {
+            return (
+                false,
+                format!(
+                    "the body is not JSON (expected it to contain {expected}): {}",
+                    snippet(&a.body)
+                ),
+            );
+        };
+        if !cutover_runtime::probe::json_contains(&actual, expected) {
+            return (
+                false,
+                format!("the body does not contain {expected}: {}", snippet(&a.body)),
+            );
+        }
+        return (true, format!("{} with {expected}", a.status));
+    }
+    (true, a.status.to_string())
+}
+
+fn judge_smoke(entry: &Smoke, a: &Answer) -> (bool, String) {
+    let ms = a.elapsed.as_millis();
+    let mut problems = Vec::new();
+    if a.status != entry.expect_status {
+        problems.push(format!(
+            "status {}, expected {}",
+            a.status, entry.expect_status
+        ));
+    }
+    if let Some(max) = entry.max_latency
+        && a.elapsed > max
+    {
+        problems.push(format!(
+            "took {ms}ms, more than max_latency {}ms",
+            max.as_millis()
+        ));
+    }
+    match problems.is_empty() {
+        true => (true, format!("{} in {ms}ms", a.status)),
+        false => (false, problems.join("; ")),
+    }
+}
+
+fn elapsed_ms(answer: &Result<Answer, String>) -> u64 {
+    answer
+        .as_ref()
+        .map(|a| u64::try_from(a.elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The start of a body, for messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".to_string();
+    }
+    let mut out: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+/// One request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
+async fn request(addr: SocketAddr, method: &Method, path: &str) -> Result<Answer, String> {
+    let start = Instant::now();
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(addr, method, path)).await {
+        Ok(Ok((status, body))) => Ok(Answer {
+            status,
+            body,
+            elapsed: start.elapsed(),
+        }),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!(
+            "no answer from {addr} within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn exchange(addr: SocketAddr, method: &Method, path: &str) -> Result<(u16, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => format!(
+                "connection refused at {addr}: the service is not running (`cutover status` shows it)"
+            ),
+            _ => format!("cannot connect to {addr}: {e}"),
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
+    let conn = tokio::spawn(async move {
+        // Its errors surface through `send_request` below.
+        let _ = conn.await;
+    });
+    let mut builder = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::USER_AGENT, "cutover-smoke")
+        .header(hyper::header::CONNECTION, "close");
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        builder = builder.header(hyper::header::CONTENT_LENGTH, "0");
+    }
+    let req = builder
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("invalid request {method} {path:?}: {e}"))?;
+    let result = async {
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{method} {path} failed: {e}"))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer to {method} {path} failed: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+/// The reports as JUnit XML: a `<testsuite>` per service, a `<testcase>` per stage or smoke
+/// entry (classname = the service), `<failure>` with the message for each failed check.
+/// Every text passes `redact` first.
+pub fn junit(reports: &[ServiceReport], redact: &dyn Fn(&str) -> String) -> String {
+    let total: usize = reports.iter().map(|r| r.checks.len()).sum();
+    let failed: usize = reports.iter().map(|r| r.failures().count()).sum();
+    let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
+    let all_ms: u64 = reports
+        .iter()
+        .flat_map(|r| &r.checks)
+        .map(|c| c.duration_ms)
+        .sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"cutover test\" tests=\"{total}\" failures=\"{failed}\" errors=\"0\" time=\"{}\">",
+        secs(all_ms)
+    );
+    for r in reports {
+        let ms: u64 = r.checks.iter().map(|c| c.duration_ms).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{}\">",
+            xml_escape(&redact(&r.name)),
+            r.checks.len(),
+            r.failures().count(),
+            secs(ms)
+        );
+        let _ = writeln!(
+            out,
+            "    <properties><property name=\"url\" value=\"{}\"/></properties>",
+            xml_escape(&redact(&r.url))
+        );
+        for c in &r.checks {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
+                xml_escape(&redact(&r.name)),
+                xml_escape(&redact(&c.name)),
+                secs(c.duration_ms)
+            );
+            if c.passed {
+                out.push_str("/>\n");
+            } else {
+                let message = xml_escape(&redact(&c.message));
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{message}\" type=\"smoke\">{}: {message}</failure>\n    </testcase>",
+                    xml_escape(&redact(&c.request))
+                );
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// Escapes text for XML attributes and content; characters XML 1.0 cannot hold are replaced.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c if (c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn report(checks: Vec<(&str, bool, &str)>) -> ServiceReport {
+        ServiceReport {
+            name: "api".into(),
+            url: "http://127.0.0.1:1".into(),
+            passed: checks.iter().all(|c| c.1),
+            checks: checks
+                .into_iter()
+                .map(|(n, p, m)| Check {
+                    name: n.into(),
+                    request: "GET /".into(),
+                    passed: p,
+                    duration_ms: 1500,
+                    message: m.into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn escapes_markup_and_control_characters() {
+        assert_eq!(
+            xml_escape("a<b>&\"c\"'\u{1}\n"),
+            "a&lt;b&gt;&amp;&quot;c&quot;&apos;\u{FFFD}&#10;"
+        );
+    }
+
+    #[test]
+    fn junit_counts_and_failures() {
+        let r = report(vec![
+            ("health", true, "200"),
+            ("docs", false, "status 404 <html>"),
+        ]);
+        let xml = junit(&[r], &|s| s.replace("html", "[redacted]"));
+        assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+        assert!(xml.contains("<testcase classname=\"api\" name=\"health\" time=\"1.500\"/>"));
+        assert!(
+            xml.contains("message=\"status 404 &lt;[redacted]&gt;\""),
+            "{xml}"
+        );
+        assert!(!xml.contains("<html>"));
+    }
+
+    #[test]
+    fn failure_summary_names_each_failed_check() {
+        let r = report(vec![
+            ("health", false, "status 500, expected 200"),
+            ("docs", true, "200"),
+            (
+                "smoke GET /slow",
+                false,
+                "took 900ms, more than max_latency 100ms",
+            ),
+        ]);
+        assert_eq!(
+            r.failure_summary(),
+            "2 of 3 smoke checks failed: health: status 500, expected 200; \
+             smoke GET /slow: took 900ms, more than max_latency 100ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_that_does_not_run_fails_every_check_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = Target {
+            service: "api".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            health_path: "/health".into(),
+            expect_status: 200,
+            expect_json: None,
+            smoke: vec![Smoke {
+                path: "/x".into(),
+                method: "GET".into(),
+                expect_status: 200,
+                max_latency: None,
+            }],
+        };
+        let start = Instant::now();
+        let r = run(&target).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(!r.passed);
+        assert_eq!(r.checks.len(), 6);
+        assert!(r.checks.iter().all(|c| !c.passed));
+        assert!(
+            r.checks[0].message.contains("connection refused"),
+            "{:?}",
+            r.checks[0]
+        );
+        assert!(r.checks[5].message.starts_with("not tried"));
+    }
+}
