@@ -71,8 +71,10 @@ pub fn run(cli: &Cli, args: &MetricsArgs) -> Result<i32, CliError> {
     t.row(vec![
         "deployment frequency".into(),
         format!(
-            "{:.2}/day ({} deployments)",
-            d.deployment_frequency_per_day, d.deployments
+            "{:.2}/day ({} deployment{})",
+            d.deployment_frequency_per_day,
+            d.deployments,
+            if d.deployments == 1 { "" } else { "s" }
         ),
         "releases that became ACTIVE in deploy runs, per day".into(),
     ]);
