@@ -115,8 +115,7 @@ pub fn pipeline(
             .join("logs")
             .join("deployments")
             .join(format!("{}.log", summary.run));
-        summary =
-            super::rollback::atomic(cli, &project, &env, &secrets, store.as_ref(), summary, &log)?;
+        summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
     }
     if cli.json {
         let text = serde_json::to_string(&summary)

@@ -216,7 +216,6 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
 /// `rolled_back` and the run's status is recorded again.
 #[allow(clippy::too_many_arguments)]
 pub fn atomic(
-    cli: &Cli,
     project: &cutover_config::Project,
     env: &cutover_config::ResolvedEnvironment,
     secrets: &std::collections::BTreeMap<String, String>,
@@ -251,9 +250,7 @@ pub fn atomic(
                 Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
             );
         }
-        if !cli.json {
-            eprintln!("{line}");
-        }
+        eprintln!("{line}");
     };
     let why = format!(
         "rolled back by --atomic: {} failed in run {}",
