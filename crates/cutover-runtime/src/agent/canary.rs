@@ -158,7 +158,10 @@ pub(super) async fn run(
                     last = Some(verdict);
                     let pause_over = pause_end.is_some_and(|end| now >= end);
                     match verdict {
-                        Verdict::Fail => return Err(roll_back(rt, &canary, judgement.detail).await),
+                        Verdict::Fail => {
+                            let reason = judgement.detail;
+                            return Err(roll_back_after(rt, &canary, reason, Some(now)).await);
+                        }
                         Verdict::Pass if pause_over => break,
                         Verdict::Pass => {}
                         Verdict::NoVerdict => {
@@ -205,14 +208,33 @@ async fn roll_back(
     canary: &Arc<ReleaseSet>,
     reason: String,
 ) -> DeployError {
-    {
+    roll_back_after(rt, canary, reason, None).await
+}
+
+/// [`roll_back`]; with `judged_at`, the log says how long after the failed judgement the
+/// route read back 100% stable (`scripts/bench-canary` collects it).
+async fn roll_back_after(
+    rt: &Arc<ServiceRuntime>,
+    canary: &Arc<ReleaseSet>,
+    reason: String,
+    judged_at: Option<Instant>,
+) -> DeployError {
+    let confirmed = {
         let mut sets = rt.sets.lock().await;
         sets.next = None;
         sets.canary = None;
-        rt.reroute(&sets);
-    }
+        let generation = rt.reroute(&sets);
+        rt.proxy.route().generation() >= generation
+    };
+    let timing = match judged_at {
+        Some(at) if confirmed => format!(
+            " (100% stable {:.3}ms after the judgement)",
+            at.elapsed().as_secs_f64() * 1000.0
+        ),
+        _ => String::new(),
+    };
     log(&format!(
-        "{}/{} {}: canary rolled back: {reason}",
+        "{}/{} {}: canary rolled back: {reason}{timing}",
         rt.env, rt.service, canary.spec.release
     ));
     let (rt, canary) = (rt.clone(), canary.clone());
