@@ -299,8 +299,10 @@ pub async fn run(target: &Target) -> ServiceReport {
             checks.push(not_tried(&name, req, why));
             continue;
         }
-        let method = Method::from_bytes(entry.method.as_bytes()).unwrap_or(Method::GET);
-        let answer = request(target.addr, &method, &entry.path).await;
+        let answer = match Method::from_bytes(entry.method.as_bytes()) {
+            Ok(method) => request(target.addr, &method, &entry.path).await,
+            Err(_) => Err(format!("{:?} is not an HTTP method", entry.method)),
+        };
         let (passed, message) = match &answer {
             Ok(a) => judge_smoke(entry, a),
             Err(why) => (false, why.clone()),
@@ -620,6 +622,22 @@ mod tests {
             "{xml}"
         );
         assert!(!xml.contains("<html>"));
+    }
+
+    #[test]
+    fn junit_document() {
+        let mut bad = report(vec![
+            ("health", true, "200"),
+            ("docs", false, "status 404, expected 2xx or 3xx"),
+            (
+                "smoke GET /a?b=1&c=2",
+                false,
+                "took 900ms, more than max_latency 100ms",
+            ),
+        ]);
+        bad.name = "bad".into();
+        let good = report(vec![("health", true, "200")]);
+        insta::assert_snapshot!(junit(&[good, bad], &|s| s.to_string()));
     }
 
     #[test]
