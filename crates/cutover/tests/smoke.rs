@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::runtime::{AgentGuard, free_port, version, wait_until};
-use common::{TestProject, code, json, stderr, stdout};
+use common::{TestProject, code, copy_dir, json, stderr, stdout};
 
 /// A Python stdlib service that behaves like the field notes' FastAPI skills: `/health`,
 /// metadata JSON at `/`, `/docs`, 404 for unknown paths, 405 for a wrong method. Files in its
@@ -395,4 +395,37 @@ fn deploy_smoke_fails_a_release_whose_smoke_tests_fail_and_rolls_it_back() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(json(&out)["services"][0]["result"], "succeeded");
     assert_eq!(version(port).as_deref(), Some("v3"));
+}
+
+#[test]
+fn the_fleet_example_passes_its_smoke_tests() {
+    let p = TestProject::git_repo();
+    let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    copy_dir(&fleet, p.path());
+    // Its own free ports instead of 8081-8085.
+    let mut toml = p.read("cutover.toml");
+    for fixed in 8081..=8085 {
+        toml = toml.replace(
+            &format!("port = {fixed}"),
+            &format!("port = {}", free_port()),
+        );
+    }
+    p.write("cutover.toml", &toml);
+    p.write(".gitignore", ".cutover/\n*.xml\n");
+    p.commit("fleet");
+    let _agent = AgentGuard(&p);
+    let out = p.run(&["deploy", "--all", "--smoke", "--json"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let xml = p.path().join("fleet.xml");
+    let out = p.run(&["test", "--junit", xml.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let (_, cases) = junit_cases(&xml);
+    // Five stages for each of the five skills, and design-tokens' smoke entry.
+    assert_eq!(cases.len(), 5 * 5 + 1, "{cases:?}");
+    assert!(cases.iter().all(|c| c.failure.is_none()), "{cases:?}");
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.classname == "design-tokens" && c.name == "smoke GET /api/tokens")
+    );
 }
