@@ -34,7 +34,7 @@ class H(BaseHTTPRequestHandler):
             self.send(200, {"status": "healthy", "version": VERSION})
         elif self.path == "/":
             if os.path.exists("nojson"):
-                self.send(200, '<b>"not json" & more</b>', "text/html")
+                self.send(200, '<b>"not json" & more</b>' + os.environ.get("TOKEN", ""), "text/html")
             else:
                 self.send(200, {"name": "skill", "version": VERSION})
         elif self.path == "/docs":
@@ -428,4 +428,61 @@ fn the_fleet_example_passes_its_smoke_tests() {
             .iter()
             .any(|c| c.classname == "design-tokens" && c.name == "smoke GET /api/tokens")
     );
+}
+
+#[test]
+fn a_secret_a_service_echoes_never_reaches_the_test_output() {
+    const TOKEN: &str = "smoke-canary-5f1e0c9a";
+    let port = free_port();
+    let p = TestProject::git_repo();
+    smoke_service(&p, "svc/api", "v1", &["nojson"]);
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"smoke\"\n\n{}",
+            service_toml(
+                "api",
+                "svc/api",
+                port,
+                "env = { TOKEN = { secret = \"SMOKE_TOKEN\" } }"
+            )
+        ),
+    );
+    p.write(".gitignore", ".cutover/\n*.xml\n");
+    p.commit("v1");
+    let _agent = AgentGuard(&p);
+    let out = p
+        .cutover()
+        .env("SMOKE_TOKEN", TOKEN)
+        .arg("deploy")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    // The service really serves it...
+    let (_, body) = common::runtime::get(port, "/").unwrap();
+    assert!(body.contains(TOKEN));
+    // ...and the failed metadata check quotes the body, masked everywhere.
+    let xml = p.path().join("t.xml");
+    for args in [vec!["test", "--json"], vec!["test"]] {
+        let out = p
+            .cutover()
+            .env("SMOKE_TOKEN", TOKEN)
+            .args(&args)
+            .args(["--junit", xml.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1);
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!all.contains(TOKEN), "{all}");
+        assert!(all.contains("more</b>***"), "{all}");
+        let junit = std::fs::read_to_string(&xml).unwrap();
+        assert!(!junit.contains(TOKEN) && junit.contains("***"), "{junit}");
+    }
+    let mut logs = Vec::new();
+    common::files_under(&p.path().join(".cutover/logs/tests"), &mut logs);
+    assert!(!logs.is_empty());
+    for f in logs {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(!text.contains(TOKEN), "{}: {text}", f.display());
+    }
 }
