@@ -156,3 +156,32 @@ fn human(secs: f64) -> String {
         _ => format!("{d}d {h}h"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human(0.4), "0s");
+        assert_eq!(human(45.0), "45s");
+        assert_eq!(human(725.0), "12m 5s");
+        assert_eq!(human(3.0 * 3600.0 + 20.0 * 60.0 + 7.0), "3h 20m");
+        assert_eq!(human(2.0 * 86_400.0 + 4.0 * 3600.0), "2d 4h");
+    }
+
+    #[test]
+    fn the_window_is_a_positive_duration() {
+        assert_eq!(parse_window("30d").ok(), Some(chrono::TimeDelta::days(30)));
+        assert_eq!(
+            parse_window("1h30m").ok(),
+            Some(chrono::TimeDelta::minutes(90))
+        );
+        for bad in ["", "0", "30", "thirty days", "-1d", "99999999999d"] {
+            assert!(
+                matches!(parse_window(bad), Err(CliError::Usage { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+}
