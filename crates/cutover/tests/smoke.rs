@@ -334,7 +334,7 @@ fn cutover_test_refuses_unknown_services_and_unwritable_junit() {
 fn deploy_smoke_fails_a_release_whose_smoke_tests_fail_and_rolls_it_back() {
     let port = free_port();
     let p = TestProject::git_repo();
-    smoke_service(&p, "svc/api", "v1", &[]);
+    smoke_service(&p, "svc/api", "v0", &["nodocs"]);
     p.write(
         "cutover.toml",
         &format!(
@@ -343,8 +343,24 @@ fn deploy_smoke_fails_a_release_whose_smoke_tests_fail_and_rolls_it_back() {
         ),
     );
     p.write(".gitignore", ".cutover/\n");
-    p.commit("v1");
+    p.commit("v0");
     let _agent = AgentGuard(&p);
+    // A first release has nothing to go back to: it fails, and the reason says it still serves.
+    let out = p.run(&["deploy", "--smoke", "--json"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let reason = json(&out)["services"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("docs: status 404")
+            && reason.contains("no previous release to roll back to"),
+        "{reason}"
+    );
+
+    std::fs::remove_file(p.path().join("svc/api/nodocs")).unwrap();
+    smoke_service(&p, "svc/api", "v1", &[]);
+    p.commit("v1");
     let out = p.run(&["deploy", "--smoke", "--json"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let v1 = json(&out)["services"][0]["release"]
