@@ -312,3 +312,53 @@ fn prometheus_scrapes_metrics_listen_and_promql_reads_the_requests() {
         "{many:?}"
     );
 }
+
+/// Kills a foreground agent when a test fails before stopping it.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_foreground_agent_reads_metrics_listen_too() {
+    let port = free_port();
+    let metrics_port = free_port();
+    let p = deployed(
+        port,
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    let mut agent = ChildGuard(
+        p.cutover()
+            .arg("agent")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _stop = AgentGuard(&p);
+    assert!(
+        wait_until(Duration::from_secs(10), || get(metrics_port, "/metrics")
+            .is_ok_and(
+                |(s, body)| s == 200 && body.contains("# TYPE cutover_agent_uptime_seconds gauge")
+            )),
+        "the foreground agent serves no /metrics on port {metrics_port}"
+    );
+    // The deploy goes through the foreground agent, and its requests show on the TCP endpoint.
+    deploy(&p);
+    send_requests(port);
+    let (_, text) = get(metrics_port, "/metrics").unwrap();
+    promtool_accepts(&text);
+    assert_eq!(
+        sum(&text, "cutover_requests_total", &[r#"service="api""#]),
+        REQUESTS as f64
+    );
+    let out = p.run(&["agent", "stop"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status = agent.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
