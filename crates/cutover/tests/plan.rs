@@ -233,8 +233,9 @@ fn plan_shows_each_strategy_and_its_minimum_time() {
     let review = &plan["services"][0];
     assert_eq!(review["name"], "review");
     assert_eq!(review["strategy"], "canary");
-    // 30m + 15m of timed pauses, one 10s judgement per step (4), the manual pause apart.
-    assert_eq!(review["min_duration_seconds"], 2740.0);
+    // Per step its pause or, when shorter, the first judgement (one 10s interval):
+    // 30m + 10s (manual, counted apart) + 15m + 10s.
+    assert_eq!(review["min_duration_seconds"], 2720.0);
     assert_eq!(review["manual_pauses"], 1);
     let api = &plan["services"][1];
     assert_eq!(api["strategy"], "blue-green");
@@ -253,7 +254,7 @@ fn plan_shows_each_strategy_and_its_minimum_time() {
     };
     let review = row("review");
     assert!(
-        review.contains("canary") && review.contains("45m40s + manual approval"),
+        review.contains("canary") && review.contains("45m20s + manual approval"),
         "{review}"
     );
     let api = row("api");

@@ -466,7 +466,10 @@ fn ctrl_c_during_a_canary_puts_all_traffic_back_on_stable() {
     let port = free_port();
     let p = one_service(
         port,
-        &canary(r#"[{ weight = 50, pause = "manual" }, { weight = 100 }]"#, ""),
+        &canary(
+            r#"[{ weight = 50, pause = "manual" }, { weight = 100 }]"#,
+            "",
+        ),
     );
     let _agent = AgentGuard(&p);
     assert_eq!(code(&p.run(&["deploy"])), 0);
@@ -486,6 +489,10 @@ fn ctrl_c_during_a_canary_puts_all_traffic_back_on_stable() {
     assert!(reason.contains("back on the stable release"), "{reason}");
     assert!(canary_status(&p).is_none());
     let status = json(&p.run(&["status", "--json"]));
-    assert_eq!(status["services"][0]["traffic"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(
+        status["services"][0]["traffic"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
     assert_eq!(version(port).as_deref(), Some("v1"));
 }

@@ -362,3 +362,114 @@ fn a_foreground_agent_reads_metrics_listen_too() {
     let status = agent.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The `canary` object of `api` in `status --json`, if a canary is in progress.
+fn canary_status(p: &TestProject) -> Option<serde_json::Value> {
+    let doc = common::json(&p.run(&["status", "--json"]));
+    let c = doc["services"][0]["canary"].clone();
+    (!c.is_null()).then_some(c)
+}
+
+#[test]
+fn a_canary_in_progress_shows_its_role_weight_and_step_then_the_deploys_by_result() {
+    let port = free_port();
+    let p = common::runtime::one_service(
+        port,
+        "strategy = \"canary\"\n[services.api.canary]\n\
+         steps = [{ weight = 30, pause = \"manual\" }, { weight = 100 }]\ninterval = \"300ms\"\n\
+         max_error_rate = 0.05\nmax_p99_latency = \"1000ms\"\nmin_requests = 5\n",
+    );
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let stable = release_with_role(&p, "live");
+
+    p.write("svc/api/VERSION", "v2");
+    p.commit("v2");
+    let child = p
+        .cutover()
+        .args(["deploy", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || canary_status(&p).is_some()),
+        "no canary in progress"
+    );
+    let canary = canary_status(&p).unwrap()["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = socket_metrics(&p);
+    promtool_accepts(&text);
+    let api = r#"service="api""#;
+    let of = |release: &str| format!(r#"release="{release}""#);
+    assert_eq!(
+        sum(
+            &text,
+            "cutover_release_info",
+            &[api, &of(&canary), r#"role="canary""#]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "cutover_release_info",
+            &[api, &of(&stable), r#"role="live""#]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "cutover_traffic_weight", &[api, &of(&canary)]),
+        30.0
+    );
+    assert_eq!(
+        sum(&text, "cutover_traffic_weight", &[api, &of(&stable)]),
+        70.0
+    );
+    assert_eq!(sum(&text, "cutover_canary_step", &[api, &of(&canary)]), 1.0);
+
+    let out = p.run(&["abort", "api"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+
+    let text = socket_metrics(&p);
+    promtool_accepts(&text);
+    let deploys = |result: &str| {
+        sum(
+            &text,
+            "cutover_deploys_total",
+            &[
+                api,
+                r#"env="development""#,
+                r#"kind="deploy""#,
+                &format!(r#"result="{result}""#),
+            ],
+        )
+    };
+    assert_eq!(deploys("active"), 1.0, "{text}");
+    assert_eq!(deploys("rolled_back"), 1.0, "{text}");
+    assert_eq!(sum(&text, "cutover_canary_step", &[api]), 0.0, "{text}");
+    assert_eq!(
+        sum(&text, "cutover_traffic_weight", &[api, &of(&stable)]),
+        100.0
+    );
+}
+
+/// The release of `api`'s set with `role` in `agent status --json`.
+fn release_with_role(p: &TestProject, role: &str) -> String {
+    let doc = common::json(&p.run(&["agent", "status", "--json"]));
+    doc["services"][0]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} set: {doc}"))["release"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -6,9 +6,11 @@
 //!   periods; with the default threshold 1 that is 0.
 //! - blue-green and immediate: one readiness.
 //! - rolling: one readiness per batch (`ceil(instances / batch)` batches, one after another).
-//! - canary: one readiness for the canary set, then per step its timed `pause` plus one
-//!   `interval` (every step needs a passing judgement, made every `interval`). A manual pause
-//!   counts 0 and is reported apart: it lasts until someone runs `cutover promote`.
+//! - canary: one readiness for the canary set, then per step the longer of its timed `pause`
+//!   and one `interval`: every step needs a passing judgement, the first one comes one
+//!   `interval` after the step began, and judgements go on during the pause (the agent's
+//!   `agent/canary.rs`). A manual pause counts as no pause (one `interval`) and is reported
+//!   apart: it lasts until someone runs `cutover promote`.
 //!
 //! Not counted: `scale_down_delay` and `drain_timeout` (old instances leave after the deploy
 //! is done), builds and checks, and canary steps that wait for `min_requests` of traffic. The
@@ -52,12 +54,15 @@ pub fn min_duration(svc: &ResolvedService) -> MinDuration {
             };
             if let Some(canary) = &svc.canary {
                 for step in &canary.steps {
-                    out.time = out.time.saturating_add(canary.interval);
-                    match step.pause {
-                        Pause::None => {}
-                        Pause::Timed(d) => out.time = out.time.saturating_add(d),
-                        Pause::Manual => out.manual_pauses += 1,
-                    }
+                    let pause = match step.pause {
+                        Pause::None => Duration::ZERO,
+                        Pause::Timed(d) => d,
+                        Pause::Manual => {
+                            out.manual_pauses += 1;
+                            Duration::ZERO
+                        }
+                    };
+                    out.time = out.time.saturating_add(pause.max(canary.interval));
                 }
             }
             out
@@ -112,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn canary_sums_pauses_and_one_interval_per_step() {
+    fn canary_sums_each_steps_pause_or_first_judgement() {
         let mut svc = service(StrategyKind::Canary);
         svc.canary = Some(Canary {
             steps: vec![
@@ -127,6 +132,10 @@ mod tests {
                 CanaryStep {
                     weight: 50,
                     pause: Pause::Timed(secs(900)),
+                },
+                CanaryStep {
+                    weight: 75,
+                    pause: Pause::Timed(secs(3)),
                 },
                 CanaryStep {
                     weight: 100,
@@ -144,7 +153,8 @@ mod tests {
         assert_eq!(
             min_duration(&svc),
             MinDuration {
-                time: secs(1800 + 900 + 4 * 10),
+                // 30m, manual (one judgement), 15m, 3s < interval, none (one judgement).
+                time: secs(1800 + 10 + 900 + 10 + 10),
                 manual_pauses: 1
             }
         );
