@@ -279,7 +279,7 @@ fn releases(out: &mut String, status: &AgentStatus) {
         out,
         "cutover_release_info",
         "gauge",
-        "1 for each release set the agent runs, with its role (live, warm, canary, starting, draining...).",
+        "1 for each release set the agent runs, with its role (live, warm, canary, rolling).",
     );
     for (service, env, release, role) in &roles {
         f.sample(

@@ -83,6 +83,17 @@ pub async fn query_scalar(
     parse_answer(&url, status.as_u16(), &body)
 }
 
+/// `query` with `$service` and `$release` replaced by the canary's (as
+/// `[services.X.canary.prometheus] query` documents), ready for [`query_scalar`].
+///
+/// Service names (`[a-z0-9-]`) and release ids (`YYYYMMDD-HHMMSS-<sha7>`) need no quoting
+/// inside a PromQL string literal.
+pub fn expand_query(query: &str, service: &str, release: &str) -> String {
+    query
+        .replace("$service", service)
+        .replace("$release", release)
+}
+
 /// The text of an error and its sources ("client error (Connect): tcp connect error: ...").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -176,6 +187,18 @@ mod tests {
 
     fn parse(status: u16, body: &str) -> Result<f64, PromError> {
         parse_answer(URL, status, body.as_bytes())
+    }
+
+    #[test]
+    fn expands_service_and_release() {
+        assert_eq!(
+            expand_query(
+                r#"sum(rate(cutover_request_errors_total{service="$service",release="$release"}[1m]))"#,
+                "pr-review",
+                "20261123-101500-abc1234"
+            ),
+            r#"sum(rate(cutover_request_errors_total{service="pr-review",release="20261123-101500-abc1234"}[1m]))"#
+        );
     }
 
     #[test]
