@@ -278,6 +278,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        // Accepts the connection, reads nothing, answers nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hold = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(stream);
+        });
+        let e = query_scalar(&base, "up", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, PromError::Failed(m) if m.contains(&base) && m.contains("no answer within 300ms")),
+            "{e:?}"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
     async fn an_unreachable_server_is_a_failure_naming_it() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

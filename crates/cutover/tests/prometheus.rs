@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::runtime::{AgentGuard, app_service, app_toml, free_port, get, wait_until};
 use common::{TestProject, code, stderr, stdout};
-use cutover_runtime::promql::{PromError, query_scalar};
+use cutover_runtime::promql::{PromError, expand_query, query_scalar};
 
 /// Requests the tests send through the proxy.
 const REQUESTS: u64 = 25;
@@ -278,6 +278,14 @@ fn prometheus_scrapes_metrics_listen_and_promql_reads_the_requests() {
         last == Some(Ok(REQUESTS as f64))
     });
     assert!(counted, "{requests} after {REQUESTS} requests: {last:?}");
+    // A canary's query names its service and release with $service and $release.
+    let live = release_with_role(&p, "live");
+    let per_release = expand_query(
+        r#"sum(cutover_requests_total{service="$service",release="$release",code="200"})"#,
+        "api",
+        &live,
+    );
+    assert_eq!(query(&per_release), Ok(REQUESTS as f64), "{per_release}");
     // The same through a scalar result.
     assert_eq!(
         query(r#"scalar(sum(cutover_requests_total{service="api"}))"#),
