@@ -9,6 +9,7 @@
 //! - `event.rs`, `summary.rs`: the data reporters consume and `--json` prints.
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
+//! - `team/`: a branch and worktree per service, and health-gated merges.
 //!
 //! # Theory of operation
 //! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
@@ -28,5 +29,6 @@ pub mod run;
 pub mod stage;
 pub mod summary;
 pub mod target;
+pub mod team;
 
 pub use error::EngineError;

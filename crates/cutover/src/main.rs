@@ -53,5 +53,8 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Secrets(args) => commands::secrets::run(cli, args),
         Command::Lock(args) => commands::lock::run(cli, args),
         Command::Unlock => commands::lock::unlock(cli),
+        Command::Worktree(args) => commands::worktree::run(cli, args),
+        Command::Merge(args) => commands::merge::run(cli, args),
+        Command::Monitor(args) => commands::monitor::run(cli, args),
     }
 }

@@ -71,6 +71,8 @@ pub(super) struct Executor {
     pub(super) kind: RunKind,
     pub(super) env: String,
     pub(super) project_dir: PathBuf,
+    /// The project's `.cutover/` (in the main worktree when run from a linked one).
+    pub(super) state_dir: PathBuf,
     pub(super) service: ResolvedService,
     pub(super) planned: PlannedService,
     pub(super) release: Release,
@@ -124,7 +126,7 @@ impl Executor {
             self.wait_for_dependencies().await?;
         }
 
-        let dest = crate::run::state_dir_of(&self.project_dir)
+        let dest = self.state_dir
             .join("releases")
             .join(&self.service.name)
             .join(&release);
@@ -158,7 +160,7 @@ impl Executor {
         let service = self.service.name.clone();
         let envs = self.env_names.clone();
         let keep = self.keep_releases;
-        let dir = crate::run::state_dir_of(&self.project_dir)
+        let dir = self.state_dir
             .join("releases")
             .join(&service);
         let mut protected = vec![release.to_string()];
