@@ -574,6 +574,8 @@ impl Agent {
                 traffic,
                 url: format!("http://{host}:{}", addr.port()),
                 sets: set_status,
+                numbers: None,
+                canary: None,
             });
         }
         AgentStatus {
@@ -581,6 +583,7 @@ impl Agent {
             socket: self.socket.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
             services,
+            deploys: Vec::new(),
         }
     }
 
