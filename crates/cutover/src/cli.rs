@@ -101,7 +101,7 @@ pub enum WorktreeAction {
         services: Vec<String>,
         /// Put the worktrees at DIR/<service> (default: ../<project>-worktrees/<service>
         /// beside the repository root).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long = "dir", id = "worktree_dir", value_name = "DIR")]
         dir: Option<PathBuf>,
         /// The branch to start from (default: the main worktree's current branch).
         #[arg(long, value_name = "BRANCH")]

@@ -97,7 +97,7 @@ impl Team {
             .worktrees()
             .map_err(|e| EngineError::git("listing worktrees", e))?;
         let mut out = Vec::new();
-        for name in names.iter().flatten() {
+        for name in names.iter().flatten().flatten() {
             let Ok(wt) = self.repo.find_worktree(name) else {
                 continue;
             };
@@ -214,15 +214,19 @@ impl Team {
         let mut result = SetupResult::Created;
         let reference = match self.repo.find_branch(&branch, BranchType::Local) {
             Ok(existing) => {
+                // Ours when cutover made it from this base, or when it is the base's head
+                // or built on it; anything else is someone else's branch.
                 let head = existing.get().target();
-                let based = head.is_some_and(|h| {
-                    h == base_oid
-                        || self.repo.graph_descendant_of(h, base_oid).unwrap_or(false)
-                });
+                let made_here = self.recorded_base(&branch).as_deref() == Some(base);
+                let based = made_here
+                    || head.is_some_and(|h| {
+                        h == base_oid
+                            || self.repo.graph_descendant_of(h, base_oid).unwrap_or(false)
+                    });
                 if !based {
                     return Err(refused(
                         format!(
-                            "branch {branch} already exists and points at {}, which is not based on {base}",
+                            "branch {branch} already exists and points at {}, which is neither {base}'s head nor built on it",
                             head.map(|h| short(&h.to_string())).unwrap_or_default()
                         ),
                         format!(
