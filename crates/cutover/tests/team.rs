@@ -169,9 +169,10 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     // The state is the main worktree's: store, agent, status file.
     assert!(r.proj().join(".cutover/state.db").is_file());
     assert!(!wt_proj.join(".cutover").exists());
-    let status: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(r.proj().join(".cutover/status.json")).unwrap())
-            .unwrap();
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.proj().join(".cutover/status.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(status["services"]["api"]["branch"], "service/api");
     let wt_path = status["services"]["api"]["worktree"].as_str().unwrap();
     assert_eq!(
@@ -181,6 +182,7 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     let releases = json(&r.run(&["releases", "api", "--json"]));
     let release = releases["releases"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(releases["releases"][0]["sha"], head.as_str());
+    assert_eq!(releases["releases"][0]["branch"], "service/api");
     // The same agent answers from the main worktree, and list shows the release.
     let listing = json(&r.run(&["worktree", "list", "--json"]));
     let api = service_entry(&listing, "worktrees", "api");
@@ -197,12 +199,21 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     let api = service_entry(&doc, "services", "api");
     assert_eq!(api["result"], "skipped");
     assert!(
-        api["reason"].as_str().unwrap().contains("not from service/api's head"),
+        api["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not from service/api's head"),
         "{api}"
     );
     let web = service_entry(&doc, "services", "web");
     assert_eq!(web["result"], "skipped");
-    assert!(web["reason"].as_str().unwrap().contains("no ACTIVE release"), "{web}");
+    assert!(
+        web["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no ACTIVE release"),
+        "{web}"
+    );
     assert_eq!(r.git(&["rev-parse", "HEAD"]), main_before);
 
     // Deploy the head; make it unhealthy: still skipped.
@@ -210,7 +221,11 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     let releases = json(&r.run(&["releases", "api", "--json"]));
     let release = releases["releases"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(releases["releases"][0]["sha"], head3.as_str());
-    let sick = r.proj().join(".cutover/releases/api").join(&release).join("unhealthy");
+    let sick = r
+        .proj()
+        .join(".cutover/releases/api")
+        .join(&release)
+        .join("unhealthy");
     write(&sick, "");
     let health = || {
         let s = json(&r.run(&["status", "--json"]));
@@ -225,7 +240,10 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     let doc = json(&out);
     let api = service_entry(&doc, "services", "api");
     assert_eq!(api["result"], "skipped");
-    assert!(api["reason"].as_str().unwrap().contains("unhealthy"), "{api}");
+    assert!(
+        api["reason"].as_str().unwrap().contains("unhealthy"),
+        "{api}"
+    );
     assert_eq!(r.git(&["rev-parse", "HEAD"]), main_before);
 
     // Healthy again: merged with a merge commit recording service, release and health.
@@ -241,7 +259,10 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
     );
     let message = r.git(&["log", "-1", "--format=%B"]);
     assert!(message.contains("Cutover-Service: api"), "{message}");
-    assert!(message.contains(&format!("Cutover-Release: {release}")), "{message}");
+    assert!(
+        message.contains(&format!("Cutover-Release: {release}")),
+        "{message}"
+    );
     assert!(message.contains("Cutover-Health: healthy"), "{message}");
     assert_eq!(r.git(&["status", "--porcelain"]), "");
     assert_eq!(
@@ -257,7 +278,9 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        logs.iter().all(|n| n.starts_with("merge-") && n.ends_with(".log")) && !logs.is_empty(),
+        logs.iter()
+            .all(|n| n.starts_with("merge-") && n.ends_with(".log"))
+            && !logs.is_empty(),
         "{logs:?}"
     );
 }
@@ -292,12 +315,20 @@ fn a_conflicting_merge_leaves_the_repository_as_it_was() {
     r.write("proj/svc/web/VERSION", "uncommitted");
     let out = r.run(&["merge", "api"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("uncommitted changes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uncommitted changes"),
+        "{}",
+        stderr(&out)
+    );
     r.git(&["checkout", "-q", "--", "proj/svc/web/VERSION"]);
     r.git(&["switch", "-q", "-c", "elsewhere"]);
     let out = r.run(&["merge", "api"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("not on the base branch main"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not on the base branch main"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -310,7 +341,11 @@ fn worktree_bad_input_is_refused_with_the_fix() {
     r.write("proj/svc/api/VERSION", "uncommitted");
     let out = r.run(&["worktree", "setup", "api", "--dir", dir]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("uncommitted changes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uncommitted changes"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("commit or stash"), "{}", stderr(&out));
     assert!(!wts.join("api").exists());
     r.git(&["checkout", "-q", "--", "proj/svc/api/VERSION"]);
@@ -330,7 +365,14 @@ fn worktree_bad_input_is_refused_with_the_fix() {
     r.git(&["branch", "-D", "service/api"]);
 
     // A worktree of another branch where the service's should go.
-    r.git(&["worktree", "add", "-q", "-b", "other", &format!("{dir}/web")]);
+    r.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "-b",
+        "other",
+        &format!("{dir}/web"),
+    ]);
     let out = r.run(&["worktree", "setup", "web", "--dir", dir]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
@@ -350,7 +392,11 @@ fn worktree_bad_input_is_refused_with_the_fix() {
     write(&api_wt.join("proj/svc/api/scratch.txt"), "work in progress");
     let out = r.run(&["worktree", "remove", "api"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("uncommitted changes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uncommitted changes"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     assert!(api_wt.join("proj/svc/api/scratch.txt").exists());
 
@@ -358,7 +404,11 @@ fn worktree_bad_input_is_refused_with_the_fix() {
     r.commit_all(&api_wt, "scratch");
     let out = r.run(&["worktree", "remove", "api", "--delete-branch"]);
     ok(&out);
-    assert!(stdout(&out).contains("not merged into main"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("not merged into main"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!api_wt.exists());
     assert_eq!(r.git(&["branch", "--list", "service/api"]), "service/api");
 

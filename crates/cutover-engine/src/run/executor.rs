@@ -126,7 +126,8 @@ impl Executor {
             self.wait_for_dependencies().await?;
         }
 
-        let dest = self.state_dir
+        let dest = self
+            .state_dir
             .join("releases")
             .join(&self.service.name)
             .join(&release);
@@ -160,9 +161,7 @@ impl Executor {
         let service = self.service.name.clone();
         let envs = self.env_names.clone();
         let keep = self.keep_releases;
-        let dir = self.state_dir
-            .join("releases")
-            .join(&service);
+        let dir = self.state_dir.join("releases").join(&service);
         let mut protected = vec![release.to_string()];
         let keep_activated = if self.kind == RunKind::Deploy { 1 } else { 2 };
         let _ = tokio::task::spawn_blocking(move || {

@@ -71,10 +71,7 @@ pub fn gate(
         ));
     }
     if health != "healthy" {
-        return Some(format!(
-            "release {} is {health} right now",
-            active.release
-        ));
+        return Some(format!("release {} is {health} right now", active.release));
     }
     None
 }
@@ -109,7 +106,10 @@ impl Team {
                         self.root.display(),
                         other.unwrap_or_else(|| "a detached HEAD".into())
                     ),
-                    format!("switch it to {base} first (`git -C {} switch {base}`)", self.root.display()),
+                    format!(
+                        "switch it to {base} first (`git -C {} switch {base}`)",
+                        self.root.display()
+                    ),
                 ));
             }
         }
@@ -141,7 +141,10 @@ impl Team {
                 "`cutover worktree setup` creates it",
             )
         })?;
-        if theirs_oid == ours.id() || repo.graph_descendant_of(ours.id(), theirs_oid).unwrap_or(false)
+        if theirs_oid == ours.id()
+            || repo
+                .graph_descendant_of(ours.id(), theirs_oid)
+                .unwrap_or(false)
         {
             return Ok(MergeResult::UpToDate);
         }
@@ -206,7 +209,13 @@ mod tests {
     fn healthy_release_of_the_head_passes() {
         let d = deployed(Some(HEAD), false);
         assert_eq!(
-            gate("dev", "service/api", HEAD, Some(&d), Some((Some("r1"), "healthy"))),
+            gate(
+                "dev",
+                "service/api",
+                HEAD,
+                Some(&d),
+                Some((Some("r1"), "healthy"))
+            ),
             None
         );
     }
@@ -220,7 +229,10 @@ mod tests {
             gate("dev", "service/api", HEAD, a, live).unwrap_or_default()
         };
         assert!(reason(None, None).contains("no ACTIVE release"));
-        assert!(reason(Some(&old), Some((Some("r1"), "healthy"))).contains("not from service/api's head"));
+        assert!(
+            reason(Some(&old), Some((Some("r1"), "healthy")))
+                .contains("not from service/api's head")
+        );
         assert!(reason(Some(&dirty), Some((Some("r1"), "healthy"))).contains("uncommitted"));
         assert!(reason(Some(&ok), None).contains("agent is not running"));
         assert!(reason(Some(&ok), Some((Some("r1"), "unhealthy"))).contains("unhealthy"));

@@ -31,7 +31,10 @@ pub fn state_root(project_dir: &Path) -> Option<PathBuf> {
         return None;
     }
     let linked = canonical(repo.workdir()?);
-    let rel = canonical(project_dir).strip_prefix(&linked).ok()?.to_path_buf();
+    let rel = canonical(project_dir)
+        .strip_prefix(&linked)
+        .ok()?
+        .to_path_buf();
     let main = Repository::open(repo.commondir()).ok()?;
     let main_root = canonical(main.workdir()?);
     Some(main_root.join(rel))
@@ -145,8 +148,7 @@ impl Team {
     /// The base `branch` is compared and merged with: the recorded one, else the main
     /// worktree's branch.
     pub fn base_of(&self, branch: &str) -> Option<String> {
-        self.recorded_base(branch)
-            .or_else(|| self.current_branch())
+        self.recorded_base(branch).or_else(|| self.current_branch())
     }
 
     /// The commit a local branch points at.

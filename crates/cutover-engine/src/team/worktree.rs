@@ -142,10 +142,7 @@ impl Team {
             result,
         };
         // The branch already checked out somewhere.
-        if let Some(l) = linked
-            .iter()
-            .find(|l| l.branch.as_deref() == Some(&branch))
-        {
+        if let Some(l) = linked.iter().find(|l| l.branch.as_deref() == Some(&branch)) {
             if l.path == canonical(&path) {
                 return Ok(outcome(SetupResult::Exists, l.path.clone()));
             }
@@ -180,15 +177,19 @@ impl Team {
                         l.path.display(),
                         l.branch.as_deref().unwrap_or("a detached HEAD")
                     ),
-                    format!("remove it (`git worktree remove {}`) first", l.path.display()),
+                    format!(
+                        "remove it (`git worktree remove {}`) first",
+                        l.path.display()
+                    ),
                 ));
             }
         }
-        if path.exists()
-            && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some())
-        {
+        if path.exists() && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some()) {
             return Err(refused(
-                format!("{} already exists and is not {branch}'s worktree", path.display()),
+                format!(
+                    "{} already exists and is not {branch}'s worktree",
+                    path.display()
+                ),
                 "move it away, or pass --dir to put the worktrees elsewhere".to_string(),
             ));
         }
@@ -220,8 +221,7 @@ impl Team {
                 let made_here = self.recorded_base(&branch).as_deref() == Some(base);
                 let based = made_here
                     || head.is_some_and(|h| {
-                        h == base_oid
-                            || self.repo.graph_descendant_of(h, base_oid).unwrap_or(false)
+                        h == base_oid || self.repo.graph_descendant_of(h, base_oid).unwrap_or(false)
                     });
                 if !based {
                     return Err(refused(
@@ -276,15 +276,12 @@ impl Team {
         for service in services {
             let branch = self.branch_name(service);
             let head = self.branch_head(&branch);
-            let wt = linked
-                .iter()
-                .find(|l| l.branch.as_deref() == Some(&branch));
+            let wt = linked.iter().find(|l| l.branch.as_deref() == Some(&branch));
             if head.is_none() && wt.is_none() {
                 continue;
             }
             let base = self.base_of(&branch);
-            let (ahead, behind) = match (head, base.as_deref().and_then(|b| self.branch_head(b)))
-            {
+            let (ahead, behind) = match (head, base.as_deref().and_then(|b| self.branch_head(b))) {
                 (Some(h), Some(b)) => match self.repo.graph_ahead_behind(h, b) {
                     Ok((a, b)) => (Some(a), Some(b)),
                     Err(_) => (None, None),

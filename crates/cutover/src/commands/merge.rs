@@ -105,7 +105,10 @@ pub fn run(cli: &Cli, args: &MergeArgs) -> Result<i32, CliError> {
             row.reason = Some(format!(
                 "branch {branch} does not exist: `cutover worktree setup {service}` creates it"
             ));
-            note(&format!("{service}: skipped: {}", row.reason.as_deref().unwrap_or("")));
+            note(&format!(
+                "{service}: skipped: {}",
+                row.reason.as_deref().unwrap_or("")
+            ));
             rows.push(row);
             continue;
         };

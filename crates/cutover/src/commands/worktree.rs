@@ -19,7 +19,14 @@ pub fn run(cli: &Cli, args: &WorktreeArgs) -> Result<i32, CliError> {
             services,
             dir,
             base,
-        } => setup(cli, &project, &team, services, dir.as_deref(), base.as_deref()),
+        } => setup(
+            cli,
+            &project,
+            &team,
+            services,
+            dir.as_deref(),
+            base.as_deref(),
+        ),
         WorktreeAction::List => list(cli, &project, &team),
         WorktreeAction::Remove {
             services,

@@ -51,9 +51,7 @@ impl Sources {
     fn agent_status(&self) -> Option<AgentStatus> {
         // Connecting fails at once when no agent listens; nothing is started.
         self.runtime
-            .block_on(async {
-                tokio::time::timeout(AGENT_TIMEOUT, self.agent.status()).await
-            })
+            .block_on(async { tokio::time::timeout(AGENT_TIMEOUT, self.agent.status()).await })
             .ok()
             .and_then(Result::ok)
     }
@@ -62,12 +60,7 @@ impl Sources {
     pub fn snapshot(&self) -> model::Snapshot {
         let store = self.store();
         let agent = self.agent_status();
-        model::gather(
-            &self.project,
-            &self.env,
-            store.as_deref(),
-            agent.as_ref(),
-        )
+        model::gather(&self.project, &self.env, store.as_deref(), agent.as_ref())
     }
 
     fn detail(&self, row: &model::ServiceRow) -> view::Detail {
@@ -92,8 +85,12 @@ impl TerminalGuard {
         terminal::enable_raw_mode()
             .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}"), None))?;
         let guard = TerminalGuard;
-        execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
-            .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}"), None))?;
+        execute!(
+            std::io::stdout(),
+            terminal::EnterAlternateScreen,
+            cursor::Hide
+        )
+        .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}"), None))?;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore();
@@ -173,10 +170,10 @@ pub fn run(sources: &Sources, interval: Duration) -> Result<(), CliError> {
             KeyCode::Up | KeyCode::Char('k') if detail.is_none() => {
                 selected = selected.saturating_sub(1);
             }
-            KeyCode::Down | KeyCode::Char('j') if detail.is_none() => {
-                if selected + 1 < snapshot.rows.len() {
-                    selected += 1;
-                }
+            KeyCode::Down | KeyCode::Char('j')
+                if detail.is_none() && selected + 1 < snapshot.rows.len() =>
+            {
+                selected += 1;
             }
             KeyCode::Enter => {
                 if let Some(row) = snapshot.rows.get(selected) {

@@ -221,7 +221,12 @@ pub fn recent_events(
 }
 
 /// The last `limit` lines of a release's instance log.
-pub fn log_tail(state_dir: &std::path::Path, service: &str, release: &str, limit: usize) -> Vec<String> {
+pub fn log_tail(
+    state_dir: &std::path::Path,
+    service: &str,
+    release: &str,
+    limit: usize,
+) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     let path = state_dir
         .join("logs")
@@ -238,7 +243,12 @@ pub fn log_tail(state_dir: &std::path::Path, service: &str, release: &str, limit
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<String> = text
         .lines()
-        .map(|l| l.replace('\t', "    ").chars().filter(|c| !c.is_control()).collect())
+        .map(|l| {
+            l.replace('\t', "    ")
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect()
+        })
         .collect();
     let skip = lines.len().saturating_sub(limit);
     lines[skip..].to_vec()

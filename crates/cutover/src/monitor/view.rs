@@ -109,7 +109,11 @@ fn health_text(h: &str, words: bool) -> String {
         "stopped" => "-",
         _ => "?",
     };
-    if words { format!("{sym} {h}") } else { sym.to_string() }
+    if words {
+        format!("{sym} {h}")
+    } else {
+        sym.to_string()
+    }
 }
 
 fn cells(r: &ServiceRow, fit: Fit, now: DateTime<Utc>) -> Vec<String> {
@@ -197,10 +201,7 @@ pub fn draw(frame: &mut Frame<'_>, view: &View<'_>) {
     let snap = view.snapshot;
     frame.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled(
-                "cutover monitor",
-                Style::new().add_modifier(Modifier::BOLD),
-            ),
+            Span::styled("cutover monitor", Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!(
                 " · {} · {} · {}",
                 snap.project,
@@ -286,7 +287,10 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, d: &Detail) {
     let tail = |lines: &[String], room: u16| -> Vec<Line<'static>> {
         let room = usize::from(room.saturating_sub(2));
         let skip = lines.len().saturating_sub(room);
-        lines[skip..].iter().map(|l| Line::from(l.clone())).collect()
+        lines[skip..]
+            .iter()
+            .map(|l| Line::from(l.clone()))
+            .collect()
     };
     frame.render_widget(
         Paragraph::new(tail(&d.events, events.height)).block(
@@ -313,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_narrow_table_fits_80_columns() {
-        assert!(NARROW_WIDTH <= 80);
+        const { assert!(NARROW_WIDTH <= 80) };
         let fit = Fit::for_width(80);
         assert!(!fit.url && !fit.full_release);
         let wide = Fit::for_width(200);
