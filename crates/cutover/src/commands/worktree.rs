@@ -38,11 +38,16 @@ pub fn run(cli: &Cli, args: &WorktreeArgs) -> Result<i32, CliError> {
 
 /// The project's team view of its repository.
 pub fn open(project: &Project) -> Result<Team, CliError> {
-    Ok(Team::open(
-        &project.dir,
-        &project.name,
-        &project.settings.branch_prefix,
-    )?)
+    Team::open(&project.dir, &project.name, &project.settings.branch_prefix).map_err(|e| match e {
+        EngineError::NotGit { dir } => CliError::usage(
+            format!(
+                "{} is not inside a git repository: worktrees and merges need one",
+                dir.display()
+            ),
+            Some("run `git init` and commit the project first".into()),
+        ),
+        other => CliError::Engine(other),
+    })
 }
 
 /// The services named (checked against the configuration), or every service.
