@@ -205,6 +205,15 @@ pub enum EventKind {
         /// Last output lines of the failed command.
         tail: Vec<String>,
     },
+    /// A step of a deploy the agent reports: a canary step and its judgements, a rolling batch.
+    Progress {
+        /// Service.
+        service: String,
+        /// deploy or verify.
+        stage: Stage,
+        /// What happened, in words ("canary step 2/4 at 25%").
+        message: String,
+    },
     /// Cancellation began (Ctrl-C).
     RunCanceling {
         /// Why.
@@ -232,6 +241,7 @@ impl EventKind {
             EventKind::StageFinished { .. } => "stage.finished",
             EventKind::PhaseChanged { .. } => "phase.changed",
             EventKind::ServiceFinished { .. } => "service.finished",
+            EventKind::Progress { .. } => "progress",
             EventKind::RunCanceling { .. } => "run.canceling",
             EventKind::RunFinished { .. } => "run.finished",
         }
@@ -244,6 +254,7 @@ impl EventKind {
             | EventKind::StageStarted { service, .. }
             | EventKind::CommandStarted { service, .. }
             | EventKind::Output { service, .. }
+            | EventKind::Progress { service, .. }
             | EventKind::CommandFinished { service, .. }
             | EventKind::StageFinished { service, .. }
             | EventKind::PhaseChanged { service, .. }
@@ -263,6 +274,7 @@ impl EventKind {
             }
             EventKind::CommandStarted { command, .. } => f(command),
             EventKind::Output { line, .. } => f(line),
+            EventKind::Progress { message, .. } => f(message),
             EventKind::CommandFinished {
                 command,
                 description,

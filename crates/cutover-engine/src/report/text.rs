@@ -74,6 +74,9 @@ pub fn line(kind: &EventKind) -> Option<String> {
             Some(r) => format!("{service}: {} ({r})", result.as_str()),
             None => format!("{service}: {}", result.as_str()),
         },
+        EventKind::Progress {
+            service, message, ..
+        } => format!("{service}: {message}"),
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
         EventKind::RunFinished { status, summary } => format!(
             "run {} {}: {}",

@@ -232,6 +232,13 @@ impl Executor {
                     });
                     stage = Stage::Verify;
                 }
+                if let Some(message) = progress_message(step) {
+                    self.send(EventKind::Progress {
+                        service: name.clone(),
+                        stage,
+                        message,
+                    });
+                }
             })
             .await;
         let result = match outcome {
@@ -239,16 +246,20 @@ impl Executor {
             Ok(DeployProgress::Failed { reason }) => {
                 Err(Stop::failed(format!("{}: {reason}", stage.as_str())))
             }
+            Ok(DeployProgress::RolledBack { reason }) => Err(Stop {
+                result: Outcome::RolledBack,
+                reason: format!("canary: {reason}"),
+                tail: Vec::new(),
+            }),
             Ok(_) => Err(Stop::failed("the agent ended the deploy without a verdict")),
             Err(e) => Err(Stop::failed(format!("{}: {e}", stage.as_str()))),
         };
         self.send(EventKind::StageFinished {
             service: name,
             stage,
-            result: if result.is_ok() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
+            result: match &result {
+                Ok(()) => Outcome::Succeeded,
+                Err(stop) => stop.result,
             },
             reason: result.as_ref().err().map(|s| s.reason.clone()),
         });
@@ -392,5 +403,27 @@ impl Executor {
         env.push(("CUTOVER_RELEASE".into(), release.to_string()));
         env.push(("CUTOVER_ENV".into(), self.env.clone()));
         env
+    }
+}
+
+/// What a deploy step says in the run's events, for the steps worth a line.
+fn progress_message(step: &DeployProgress) -> Option<String> {
+    match step {
+        DeployProgress::Step {
+            number,
+            steps,
+            weight,
+        } => Some(format!(
+            "canary step {number}/{steps}: {weight}% of traffic"
+        )),
+        DeployProgress::Judgement { number, judgement } => Some(format!(
+            "canary step {number}: {}: {}",
+            judgement.verdict.replace('_', " "),
+            judgement.detail
+        )),
+        DeployProgress::Batch { replaced, total } => {
+            Some(format!("{replaced}/{total} instances replaced"))
+        }
+        _ => None,
     }
 }

@@ -22,7 +22,7 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build, None)
+    pipeline(cli, args, RunKind::Build, None, false)
 }
 
 /// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
@@ -32,6 +32,7 @@ pub fn pipeline(
     args: &BuildArgs,
     kind: RunKind,
     lock_wait: Option<std::time::Duration>,
+    atomic: bool,
 ) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
@@ -39,7 +40,6 @@ pub fn pipeline(
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
     let agent = if kind == RunKind::Deploy {
-        context::refuse_unsupported_strategies(&env)?;
         context::settle_interrupted_runs(store.as_ref(), &project)?;
         context::wait_until_unblocked(store.as_ref(), &env.name, lock_wait)?;
         if lock_wait.is_some() {
@@ -89,6 +89,7 @@ pub fn pipeline(
         reporters.push(Box::new(Plain));
     }
 
+    let atomic_inputs = atomic.then(|| (secrets.clone(), store.clone()));
     let request = RunRequest {
         kind,
         project: project.clone(),
@@ -106,7 +107,16 @@ pub fn pipeline(
     for e in &outcome.reporter_errors {
         diagnostics::warn(e);
     }
-    let summary = outcome.summary;
+    let mut summary = outcome.summary;
+    // Leave no runtime threads blocking the exit on a still-running background task.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Some((secrets, store)) = atomic_inputs {
+        let log = state
+            .join("logs")
+            .join("deployments")
+            .join(format!("{}.log", summary.run));
+        summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
+    }
     if cli.json {
         let text = serde_json::to_string(&summary)
             .map_err(|e| CliError::failed(format!("encoding the summary: {e}"), None))?;
@@ -114,8 +124,6 @@ pub fn pipeline(
     } else {
         print!("{}", render_summary(&summary, &state));
     }
-    // Leave no runtime threads blocking the exit on a still-running background task.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(summary.exit_code())
 }
 

@@ -7,5 +7,11 @@ use crate::exit::CliError;
 
 /// Deploys the affected (or named) services, waiting up to `--lock-wait` for a lock.
 pub fn run(cli: &Cli, args: &DeployArgs) -> Result<i32, CliError> {
-    super::build::pipeline(cli, &args.build, RunKind::Deploy, args.lock_wait)
+    super::build::pipeline(
+        cli,
+        &args.build,
+        RunKind::Deploy,
+        args.lock_wait,
+        args.atomic,
+    )
 }

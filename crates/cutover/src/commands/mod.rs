@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod build;
+pub mod canary;
 pub mod ci;
 pub mod deploy;
 pub mod down;
