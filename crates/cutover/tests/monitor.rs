@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::runtime::{AgentGuard, app_service, app_toml, free_port, wait_until};
+use common::runtime::{AgentGuard, app_service, app_toml, free_port, get, wait_until};
 use common::{TestProject, bin, code, stderr, stdout};
 
 /// Two services, `api` deployed (its agent running), `web` never deployed.
@@ -206,6 +206,32 @@ fn once_prints_one_plain_frame() {
     );
     assert!(api.contains("100%"), "{text}");
     assert!(text.contains("2 services: 1 healthy"), "{text}");
+
+    // Live numbers from the agent's proxy: requests/s, error rate and p99 once traffic flows.
+    let port: u16 = api
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cell = |text: &str, col: &str| -> String {
+        let header = text.lines().nth(1).unwrap();
+        let at = header[..header.find(col).unwrap()].chars().count();
+        let line = text.lines().find(|l| l.starts_with("api")).unwrap();
+        line.chars().skip(at).take_while(|c| *c != ' ').collect()
+    };
+    let mut last = String::new();
+    let flowing = wait_until(Duration::from_secs(20), || {
+        for _ in 0..20 {
+            let _ = get(port, "/");
+        }
+        last = stdout(&p.run(&["monitor", "--once"]));
+        cell(&last, "REQ/S").parse::<f64>().is_ok_and(|r| r > 0.0)
+    });
+    assert!(flowing, "no requests/s shown:\n{last}");
+    assert_eq!(cell(&last, "ERR%"), "0.0", "{last}");
+    assert!(cell(&last, "P99").ends_with("ms"), "{last}");
 
     // No agent: services are stopped, not a failure, and monitor does not start one.
     drop(agent);

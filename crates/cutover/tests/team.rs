@@ -329,6 +329,24 @@ fn a_conflicting_merge_leaves_the_repository_as_it_was() {
         "{}",
         stderr(&out)
     );
+
+    // Without an agent, health is unknown: skipped with that reason, and no agent is started.
+    r.git(&["switch", "-q", "main"]);
+    ok(&r.run(&["agent", "stop"]));
+    let out = r.run(&["merge", "api", "--json"]);
+    ok(&out);
+    let doc = json(&out);
+    let api = service_entry(&doc, "services", "api");
+    assert_eq!(api["result"], "skipped");
+    assert!(
+        api["reason"]
+            .as_str()
+            .unwrap()
+            .contains("agent is not running"),
+        "{api}"
+    );
+    assert!(stdout(&r.run(&["agent", "status"])).contains("no agent runs"));
+    assert_eq!(r.git(&["rev-parse", "HEAD"]), main_head);
 }
 
 #[test]
