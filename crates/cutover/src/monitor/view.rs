@@ -325,6 +325,48 @@ mod tests {
     }
 
     #[test]
+    fn plain_frame() {
+        use chrono::TimeZone;
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 10, 20, 0).unwrap();
+        let snapshot = Snapshot {
+            project: "odoobo".into(),
+            env: "production".into(),
+            agent_running: true,
+            agent_uptime: Some(3700),
+            rows: vec![
+                ServiceRow {
+                    name: "api".into(),
+                    release: Some("20261123-101500-abc1234".into()),
+                    phase: Some("ACTIVE".into()),
+                    health: "healthy".into(),
+                    ready: 2,
+                    desired: 2,
+                    traffic: "can 25%".into(),
+                    url: "http://127.0.0.1:8080".into(),
+                    rps: Some(12.34),
+                    error_rate: Some(0.012),
+                    p99_ms: Some(87.6),
+                    deployed_at: Some(now - chrono::Duration::minutes(5)),
+                },
+                ServiceRow {
+                    name: "pr-review".into(),
+                    release: None,
+                    phase: None,
+                    health: "stopped".into(),
+                    ready: 0,
+                    desired: 1,
+                    traffic: "-".into(),
+                    url: "http://127.0.0.1:8081".into(),
+                    ..ServiceRow::default()
+                },
+            ],
+            taken_at: now,
+            problem: None,
+        };
+        insta::assert_snapshot!(plain(&snapshot, now));
+    }
+
+    #[test]
     fn short_release_drops_the_date() {
         let r = ServiceRow {
             release: Some("20261123-101500-abc1234".into()),
