@@ -439,3 +439,28 @@ fn worktree_bad_input_is_refused_with_the_fix() {
     assert!(!api_wt.exists());
     assert!(!r.git(&["worktree", "list"]).contains("service/api"));
 }
+
+#[test]
+fn worktrees_inside_the_repository_do_not_make_it_dirty() {
+    let r = Repo::new();
+    let inside = r.root().join("wts");
+    let dir = inside.to_str().unwrap();
+    // Two services one after the other: the first worktree must not make the base "dirty".
+    ok(&r.run(&["worktree", "setup", "--dir", dir]));
+    assert!(inside.join("web/proj/cutover.toml").is_file());
+    ok(&r.run(&["worktree", "setup", "--dir", dir]));
+    // Merge is not refused over them (nothing is deployed: both skipped, exit 0).
+    let out = r.run(&["merge", "--json"]);
+    ok(&out);
+    let doc = json(&out);
+    assert_eq!(service_entry(&doc, "services", "api")["result"], "skipped");
+    // Cutover-made directories are not counted, but a real change still is.
+    r.write("proj/svc/web/VERSION", "uncommitted");
+    let out = r.run(&["merge"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("proj/svc/web/VERSION"),
+        "{}",
+        stderr(&out)
+    );
+}

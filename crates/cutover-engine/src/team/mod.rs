@@ -160,9 +160,36 @@ impl Team {
             .target()
     }
 
-    /// Whether the main worktree has changes (tracked or untracked, ignoring `.cutover/`).
+    /// The main worktree's uncommitted changes (tracked or untracked), leaving out cutover's
+    /// `.cutover/` and linked worktrees placed inside it (`--dir` within the repository).
     pub fn main_dirty(&self) -> Result<Vec<String>, EngineError> {
-        dirty_paths(&self.repo)
+        let inside: Vec<String> = self
+            .repo
+            .worktrees()
+            .map(|names| {
+                names
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|n| self.repo.find_worktree(n).ok())
+                    .filter_map(|w| {
+                        canonical(w.path())
+                            .strip_prefix(&self.root)
+                            .ok()
+                            .map(|p| p.to_string_lossy().into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(dirty_paths(&self.repo)?
+            .into_iter()
+            .filter(|p| {
+                let p = p.trim_end_matches('/');
+                !inside.iter().any(|w| {
+                    w == p || w.starts_with(&format!("{p}/")) || p.starts_with(&format!("{w}/"))
+                })
+            })
+            .collect())
     }
 }
 
