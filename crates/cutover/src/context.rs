@@ -263,8 +263,10 @@ pub fn agent(
         .map_err(|e| CliError::failed(format!("cannot find the cutover binary: {e}"), None))?;
     std::process::Command::new(exe)
         .arg("-C")
-        .arg(&project.state_root)
+        .arg(&project.dir)
         .arg("agent")
+        // Not the caller's directory: a linked worktree may be removed while the agent runs.
+        .current_dir(&state)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err)
