@@ -182,6 +182,14 @@ fn dashboard_in_a_real_terminal() {
         !s.contains("SERVICE") && s.trim_end().ends_with("test-prompt$")
     });
     assert!(!screen.contains("recent events"), "{screen}");
+
+    // Ctrl-C quits as well (raw mode turns it into a key the dashboard handles).
+    t.keys(&[&cmd, "Enter"]);
+    t.wait_for("the table again", |s| s.contains("SERVICE"));
+    t.keys(&["C-c"]);
+    t.wait_for("the prompt after Ctrl-C", |s| {
+        !s.contains("SERVICE") && s.trim_end().ends_with("test-prompt$")
+    });
 }
 
 #[test]
