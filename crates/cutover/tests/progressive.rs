@@ -460,3 +460,39 @@ fn atomic_returns_every_service_of_the_run_to_its_previous_release() {
         .to_string();
     assert_eq!(phase_of(&p, "db", &db_v2), "ROLLED_BACK");
 }
+
+#[test]
+fn ctrl_c_during_a_canary_puts_all_traffic_back_on_stable() {
+    let port = free_port();
+    let p = one_service(
+        port,
+        &canary(
+            r#"[{ weight = 50, pause = "manual" }, { weight = 100 }]"#,
+            "",
+        ),
+    );
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    p.write("svc/api/VERSION", "v2");
+    p.commit("v2");
+    let child = deploy_in_background(&p, &[]);
+    assert!(wait_until(Duration::from_secs(30), || canary_status(&p).is_some()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (exit, doc, err) = finish(child);
+    assert_eq!(exit, 130, "{doc}\n{err}");
+    let (result, reason) = service_result(&doc, "api");
+    assert_eq!(result, "canceled", "{doc}");
+    assert!(reason.contains("back on the stable release"), "{reason}");
+    assert!(canary_status(&p).is_none());
+    let status = json(&p.run(&["status", "--json"]));
+    assert_eq!(
+        status["services"][0]["traffic"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+    assert_eq!(version(port).as_deref(), Some("v1"));
+}

@@ -217,8 +217,9 @@ impl Executor {
             stage: Stage::Deploy,
         });
         let mut stage = Stage::Deploy;
-        let outcome = agent
-            .deploy(&request, false, |step| {
+        let canary = request.spec.canary.is_some();
+        let (outcome, canceled) = {
+            let deploy = agent.deploy(&request, false, |step| {
                 if matches!(step, DeployProgress::Verifying) && stage == Stage::Deploy {
                     self.send(EventKind::StageFinished {
                         service: name.clone(),
@@ -239,13 +240,31 @@ impl Executor {
                         message,
                     });
                 }
-            })
-            .await;
+            });
+            tokio::pin!(deploy);
+            // Ctrl-C during a canary aborts it (traffic back on stable); other deploys are short
+            // and finish their switch (the agent would finish it anyway).
+            let mut canceled = false;
+            let outcome = tokio::select! {
+                o = &mut deploy => o,
+                () = self.cancel.cancelled() => {
+                    canceled = true;
+                    if canary {
+                        let _ = agent.abort(&self.env, &svc.name).await;
+                    }
+                    deploy.await
+                }
+            };
+            (outcome, canceled)
+        };
         let result = match outcome {
             Ok(DeployProgress::Active) => Ok(()),
             Ok(DeployProgress::Failed { reason }) => {
                 Err(Stop::failed(format!("{}: {reason}", stage.as_str())))
             }
+            Ok(DeployProgress::RolledBack { reason }) if canceled => Err(Stop::canceled(format!(
+                "canceled during the canary; all traffic is back on the stable release ({reason})"
+            ))),
             Ok(DeployProgress::RolledBack { reason }) => Err(Stop {
                 result: Outcome::RolledBack,
                 reason: format!("canary: {reason}"),
