@@ -134,16 +134,17 @@ fn dashboard_in_a_real_terminal() {
     );
     t.keys(&[&cmd, "Enter"]);
     // The table: both services, api's release healthy, web stopped.
-    let screen = t.wait_for("the table", |s| s.contains("SERVICE") && s.contains("web"));
-    let api = screen.lines().find(|l| l.starts_with("api")).unwrap();
-    assert!(api.contains(&release), "{screen}");
-    assert!(api.contains("ACTIVE") && api.contains("✓"), "{screen}");
-    let web = screen.lines().find(|l| l.starts_with("web")).unwrap();
-    assert!(web.contains("stopped"), "{screen}");
-    assert!(
-        screen.contains("2 services: 1 healthy, 0 unhealthy, 1 stopped"),
-        "{screen}"
-    );
+    // (A capture may catch a frame half written: wait for all of it.)
+    t.wait_for("the table", |s| {
+        let line = |name: &str| s.lines().find(|l| l.starts_with(name)).unwrap_or("");
+        let api = line("api");
+        s.contains("SERVICE")
+            && api.contains(&release)
+            && api.contains("ACTIVE")
+            && api.contains("✓")
+            && line("web").contains("stopped")
+            && s.contains("2 services: 1 healthy, 0 unhealthy, 1 stopped")
+    });
 
     // 80x24: still every service, no line wider than the terminal, the release shortened.
     t.resize(80, 24);
@@ -151,8 +152,8 @@ fn dashboard_in_a_real_terminal() {
     let screen = t.wait_for("the 80x24 table", |s| {
         s.lines()
             .any(|l| l.starts_with("api") && l.contains(&short) && !l.contains(&release))
+            && s.lines().any(|l| l.starts_with("web"))
     });
-    assert!(screen.lines().any(|l| l.starts_with("web")), "{screen}");
     assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
 
     // Too small: a message, no panic; back to a good size: the table again.
@@ -165,10 +166,13 @@ fn dashboard_in_a_real_terminal() {
 
     // Enter shows the selected service's events and log; Esc goes back; j selects web.
     t.keys(&["Enter"]);
-    let screen = t.wait_for("api's detail", |s| s.contains("api: recent events"));
-    assert!(screen.contains("phase.changed ACTIVE"), "{screen}");
-    assert!(screen.contains(&format!("log of {release}")), "{screen}");
-    assert!(screen.contains("listening on"), "{screen}");
+    // (A capture may catch a frame half written: wait for all of it.)
+    t.wait_for("api's events and log", |s| {
+        s.contains("api: recent events")
+            && s.contains("phase.changed ACTIVE")
+            && s.contains(&format!("log of {release}"))
+            && s.contains("listening on")
+    });
     t.keys(&["Escape"]);
     t.wait_for("the table after Esc", |s| s.contains("SERVICE"));
     t.keys(&["j", "Enter"]);
