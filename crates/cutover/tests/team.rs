@@ -311,6 +311,30 @@ fn a_conflicting_merge_leaves_the_repository_as_it_was() {
     );
     assert!(!r.root().join(".git/MERGE_HEAD").exists());
 
+    // One conflict does not stop the others: web merges, api conflicts again, exit 1.
+    ok(&r.run(&["worktree", "setup", "web", "--dir", wts.to_str().unwrap()]));
+    let web_wt = wts.join("web");
+    write(&web_wt.join("proj/svc/web/VERSION"), "web v2");
+    let web_head = r.commit_all(&web_wt, "web v2");
+    ok(&r.run_in(&web_wt.join("proj"), &["deploy", "web"]));
+    let out = r.run(&["merge", "--json"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let doc = json(&out);
+    assert_eq!(service_entry(&doc, "services", "api")["result"], "conflict");
+    assert_eq!(service_entry(&doc, "services", "web")["result"], "merged");
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
+    let parents = r.git(&["log", "-1", "--format=%P"]);
+    assert_eq!(parents, format!("{main_head} {web_head}"));
+    assert_eq!(
+        std::fs::read_to_string(r.proj().join("svc/web/VERSION")).unwrap(),
+        "web v2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.proj().join("svc/api/VERSION")).unwrap(),
+        "main side"
+    );
+    let main_head = r.git(&["rev-parse", "HEAD"]);
+
     // Merge runs only in a clean main worktree on the base branch.
     r.write("proj/svc/web/VERSION", "uncommitted");
     let out = r.run(&["merge", "api"]);
