@@ -116,6 +116,9 @@ impl Team {
 
     /// The project directory inside a worktree rooted at `worktree`.
     pub fn project_dir_in(&self, worktree: &Path) -> PathBuf {
+        if self.project_rel.as_os_str().is_empty() {
+            return worktree.to_path_buf();
+        }
         worktree.join(&self.project_rel)
     }
 
