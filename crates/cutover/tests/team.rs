@@ -430,6 +430,13 @@ fn worktree_bad_input_is_refused_with_the_fix() {
 
     // Remove refuses uncommitted changes without --force.
     ok(&r.run(&["worktree", "setup", "api", "--dir", dir]));
+    // (list never starts an agent: without one, services are stopped.)
+    let listing = json(&r.run(&["worktree", "list", "--json"]));
+    assert_eq!(
+        service_entry(&listing, "worktrees", "api")["health"],
+        "stopped"
+    );
+    assert!(stdout(&r.run(&["agent", "status"])).contains("no agent runs"));
     let api_wt = wts.join("api");
     write(&api_wt.join("proj/svc/api/scratch.txt"), "work in progress");
     let out = r.run(&["worktree", "remove", "api"]);
