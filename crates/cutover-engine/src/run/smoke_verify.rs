@@ -70,10 +70,7 @@ impl Executor {
     /// snapshot: a route flip while its instances are still warm.
     async fn redeploy(&self, agent: &AgentClient, target: &str) -> Result<(), String> {
         let svc = &self.service;
-        let dir = super::state_dir_of(&self.project_dir)
-            .join("releases")
-            .join(&svc.name)
-            .join(target);
+        let dir = self.state_dir.join("releases").join(&svc.name).join(target);
         if !dir.is_dir() {
             return Err(format!("the snapshot {} is gone", dir.display()));
         }

@@ -109,7 +109,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         started_at,
         Some(std::process::id()),
     )?;
-    let log_dir = project.dir.join(".cutover/logs/rollbacks");
+    let log_dir = project.state_dir().join("logs/rollbacks");
     let log_path = log_dir.join(format!(
         "rollback-{}.log",
         started_at.format("%Y%m%d-%H%M%S")
@@ -347,8 +347,8 @@ fn roll_one(
 ) -> Result<(), String> {
     let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
     let dir = project
-        .dir
-        .join(".cutover/releases")
+        .state_dir()
+        .join("releases")
         .join(name)
         .join(&target.id);
     if !dir.is_dir() {
