@@ -9,6 +9,7 @@
 //! - `event.rs`, `summary.rs`: the data reporters consume and `--json` prints.
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
+//! - `rollback.rs`: going back to an earlier release (`cutover rollback`, failed hooks).
 //!
 //! # Theory of operation
 //! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
@@ -24,6 +25,7 @@ pub mod fsutil;
 pub mod plan;
 pub mod redact;
 pub mod report;
+pub mod rollback;
 pub mod run;
 pub mod stage;
 pub mod summary;

@@ -73,6 +73,8 @@ pub enum Command {
     Lock(LockArgs),
     /// Remove the environment's lock.
     Unlock,
+    /// Let a deploy waiting for approval go on (`--reject --reason R` ends it instead).
+    Approve(ApproveArgs),
 }
 
 /// `cutover lock`.
@@ -94,6 +96,26 @@ pub struct DeployArgs {
     /// to go, instead of exiting 3 at once.
     #[arg(long, value_name = "DURATION", value_parser = cutover_config::parse_duration)]
     pub lock_wait: Option<std::time::Duration>,
+
+    /// In an environment with `require_approval = true`: how long the run waits for
+    /// `cutover approve RUN` before it ends (exit 3).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cutover_config::parse_duration)]
+    pub approval_timeout: std::time::Duration,
+}
+
+/// `cutover approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The waiting run's id (`cutover status` shows it), e.g. deploy-20261123-101500.
+    pub run: String,
+
+    /// Refuse it instead: the waiting deploy ends (exit 3) and nothing is deployed.
+    #[arg(long)]
+    pub reject: bool,
+
+    /// Why (recorded with the decision and shown to the waiting deploy).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
 }
 
 /// `cutover secrets`.

@@ -53,5 +53,6 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Secrets(args) => commands::secrets::run(cli, args),
         Command::Lock(args) => commands::lock::run(cli, args),
         Command::Unlock => commands::lock::unlock(cli),
+        Command::Approve(args) => commands::approve::run(cli, args),
     }
 }

@@ -1,6 +1,8 @@
 //! One line of plain text per event: shared by the log files and the plain terminal reporter.
 
 use crate::command::Stream;
+use cutover_store::ApprovalState;
+
 use crate::event::{EventKind, Outcome};
 
 /// The line for an event, without timestamp, or None for events a reader does not need
@@ -74,6 +76,37 @@ pub fn line(kind: &EventKind) -> Option<String> {
             Some(r) => format!("{service}: {} ({r})", result.as_str()),
             None => format!("{service}: {}", result.as_str()),
         },
+        EventKind::ApprovalRequested {
+            run,
+            env,
+            waiting,
+            timeout_ms,
+        } => {
+            let what = waiting
+                .iter()
+                .map(|w| format!("{} {}", w.service, w.release))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "awaiting approval to deploy to {env}: {what}; approve with `cutover approve {run}` \
+                 or stop it with `cutover approve {run} --reject --reason R` (gives up in {})",
+                cutover_config::format_duration(std::time::Duration::from_millis(*timeout_ms)),
+            )
+        }
+        EventKind::ApprovalDecided { state, by, reason } => {
+            let mut s = match (state, by) {
+                (ApprovalState::Approved, Some(by)) => format!("approved by {by}"),
+                (ApprovalState::Rejected, Some(by)) => format!("rejected by {by}"),
+                (ApprovalState::TimedOut, _) => "approval timed out".to_string(),
+                (ApprovalState::Canceled, _) => "approval wait canceled".to_string(),
+                (other, _) => format!("approval {}", other.as_str()),
+            };
+            if let Some(r) = reason {
+                s.push_str(": ");
+                s.push_str(r);
+            }
+            s
+        }
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
         EventKind::RunFinished { status, summary } => format!(
             "run {} {}: {}",

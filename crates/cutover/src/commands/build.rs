@@ -22,16 +22,18 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build, None)
+    pipeline(cli, args, RunKind::Build, None, std::time::Duration::ZERO)
 }
 
 /// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
-/// for the environment's lock and any running deploy of it (None: refused at once).
+/// for the environment's lock and any running deploy of it (None: refused at once), and up to
+/// `approval_timeout` for `cutover approve` where the environment requires approval.
 pub fn pipeline(
     cli: &Cli,
     args: &BuildArgs,
     kind: RunKind,
     lock_wait: Option<std::time::Duration>,
+    approval_timeout: std::time::Duration,
 ) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
@@ -83,6 +85,13 @@ pub fn pipeline(
             workdir,
         )),
     ];
+    let notifier = match kind {
+        RunKind::Deploy => context::notifier(&project, &secrets),
+        _ => None,
+    };
+    if let Some(n) = &notifier {
+        reporters.push(Box::new(n.reporter()));
+    }
     if std::io::stderr().is_terminal() {
         reporters.push(Box::new(Live::new()));
     } else {
@@ -97,6 +106,7 @@ pub fn pipeline(
         max_parallel,
         secrets,
         agent,
+        approval_timeout,
     };
     let outcome = runtime.block_on(async move {
         let cancel = CancellationToken::new();
@@ -113,6 +123,12 @@ pub fn pipeline(
         println!("{text}");
     } else {
         print!("{}", render_summary(&summary, &state));
+    }
+    // Webhooks still being delivered get a short, bounded grace; a dead receiver is a warning.
+    if let Some(n) = notifier {
+        for e in n.finish(cutover_engine::report::webhook::FINISH_GRACE) {
+            diagnostics::warn(&e);
+        }
     }
     // Leave no runtime threads blocking the exit on a still-running background task.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
