@@ -94,10 +94,9 @@ impl RunSummary {
     pub fn exit_code(&self) -> i32 {
         // Refused or timed-out approval: blocked (the run itself is `canceled`).
         if self.status == RunStatus::Canceled
-            && self
-                .approval
-                .as_ref()
-                .is_some_and(|a| matches!(a.state, ApprovalState::Rejected | ApprovalState::TimedOut))
+            && self.approval.as_ref().is_some_and(|a| {
+                matches!(a.state, ApprovalState::Rejected | ApprovalState::TimedOut)
+            })
         {
             return 3;
         }

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::model::{Approval, ApprovalState, Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+use crate::model::{
+    Approval, ApprovalState, Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus,
+    StoredEvent,
+};
 use crate::{ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
 
 mod rows;

@@ -110,7 +110,10 @@ fn a_failing_pre_deploy_keeps_the_old_release_serving() {
     let summary = json(&out);
     assert_eq!(summary["services"][0]["result"], "failed");
     let reason = summary["services"][0]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("pre_deploy: `sh migrate.sh`"), "{reason}");
+    assert!(
+        reason.starts_with("pre_deploy: `sh migrate.sh`"),
+        "{reason}"
+    );
     assert!(reason.contains("migration 0042 failed"), "{reason}");
     assert_eq!(version(port).as_deref(), Some("v1"));
     let list = releases(&p);

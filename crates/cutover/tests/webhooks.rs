@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::receiver::{Receiver, Received};
+use common::receiver::{Received, Receiver};
 use common::runtime::{AgentGuard, free_port, one_service, version, wait_until};
 use common::{TestProject, code, json, stderr, stdout};
 use hmac::{Hmac, Mac};
@@ -190,7 +190,9 @@ fn a_dead_or_slow_receiver_neither_fails_nor_holds_the_deploy() {
     );
     assert!(err.contains("not delivered after 3 tries"), "{err}");
     // The slow receiver did get the request; only its answer was late.
-    assert!(wait_until(Duration::from_secs(5), || !slow.all().is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || !slow
+        .all()
+        .is_empty()));
 }
 
 #[test]

@@ -171,9 +171,7 @@ impl Notification {
         match format {
             NotifyFormat::Json => serde_json::to_value(self).unwrap_or_default(),
             NotifyFormat::Slack => {
-                let field = |name: &str, value: &str| {
-                    serde_json::json!({ "type": "mrkdwn", "text": format!("*{name}*\n{value}") })
-                };
+                let field = |name: &str, value: &str| serde_json::json!({ "type": "mrkdwn", "text": format!("*{name}*\n{value}") });
                 let mut fields = vec![
                     field("event", &self.event),
                     field("run", &self.run),
@@ -242,7 +240,7 @@ impl Queues {
     fn send(&self, mut n: Notification) {
         n.redact(&self.redactor);
         for (hook, tx) in &self.hooks {
-            if !hook.on.iter().any(|e| *e == n.event) {
+            if !hook.on.contains(&n.event) {
                 continue;
             }
             let text = serde_json::to_string(&n.body(hook.format)).unwrap_or_default();
@@ -327,12 +325,8 @@ impl Notifier {
         while Instant::now() < deadline && !self.threads.iter().all(JoinHandle::is_finished) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let mut failures = std::mem::take(
-            &mut *self
-                .failures
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let mut failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(PoisonError::into_inner));
         if !self.threads.iter().all(JoinHandle::is_finished) {
             failures.push(format!(
                 "webhook deliveries still under way after {} were abandoned",
@@ -554,7 +548,9 @@ impl Reporter for WebhookReporter {
             } => {
                 self.releases.insert(service.clone(), release.clone());
             }
-            EventKind::ApprovalRequested { run, env, waiting, .. } if self.deploy => {
+            EventKind::ApprovalRequested {
+                run, env, waiting, ..
+            } if self.deploy => {
                 let services = waiting
                     .iter()
                     .map(|w| NotifiedService {

@@ -451,7 +451,10 @@ impl Executor {
             phase: ReleasePhase::Active,
             reason: None,
         });
-        let Err(stop) = self.hooks(Stage::PostDeploy, &svc.post_deploy, dir, env).await else {
+        let Err(stop) = self
+            .hooks(Stage::PostDeploy, &svc.post_deploy, dir, env)
+            .await
+        else {
             return Ok(());
         };
         if stop.result == Outcome::Canceled {
@@ -522,10 +525,7 @@ impl Executor {
                     reason: Some(format!("rollback to it failed: {why}")),
                 });
                 Err(Stop {
-                    reason: format!(
-                        "{}; rollback to {} failed: {why}",
-                        stop.reason, previous.id
-                    ),
+                    reason: format!("{}; rollback to {} failed: {why}", stop.reason, previous.id),
                     ..stop
                 })
             }

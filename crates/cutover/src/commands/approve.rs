@@ -39,12 +39,19 @@ pub fn run(cli: &Cli, args: &ApproveArgs) -> Result<i32, CliError> {
                     "is not deployed by it"
                 }
             ),
-            Some(a) => format!("run {} is not waiting for approval: {}", run.id, describe(&a)),
+            Some(a) => format!(
+                "run {} is not waiting for approval: {}",
+                run.id,
+                describe(&a)
+            ),
         };
         CliError::failed(why, Some(waiting_help(store.as_ref())))
     };
     let current = store.approval(&run.id)?;
-    if current.as_ref().is_none_or(|a| a.state != ApprovalState::Waiting) {
+    if current
+        .as_ref()
+        .is_none_or(|a| a.state != ApprovalState::Waiting)
+    {
         return Err(not_waiting(current));
     }
     let state = if args.reject {
@@ -66,7 +73,12 @@ pub fn run(cli: &Cli, args: &ApproveArgs) -> Result<i32, CliError> {
             .map_err(|e| CliError::failed(format!("encoding the approval: {e}"), None))?;
         println!("{text}");
     } else {
-        println!("{} ({}: {})", describe(&approval), approval.env, approval.waiting);
+        println!(
+            "{} ({}: {})",
+            describe(&approval),
+            approval.env,
+            approval.waiting
+        );
     }
     Ok(OK)
 }
