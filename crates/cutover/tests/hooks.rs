@@ -177,4 +177,11 @@ fn a_failing_post_deploy_rolls_back_when_asked() {
     assert_eq!(list[1]["phase"], "ACTIVE", "{list:?}");
     let status = json(&p.run(&["status", "--json"]));
     assert_eq!(status["services"][0]["release"], list[1]["id"], "{status}");
+    let file: serde_json::Value = serde_json::from_str(&p.read(".cutover/status.json")).unwrap();
+    assert_eq!(file["status"], "rolled_back", "{file}");
+    assert_eq!(file["services"]["api"]["release"], list[0]["id"], "{file}");
+    assert_eq!(
+        file["services"]["api"]["deployment_status"], "ROLLED_BACK",
+        "{file}"
+    );
 }
