@@ -207,6 +207,26 @@ fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
             out.push_str(&format!("  | {line}\n"));
         }
     }
+    if let Some(a) = &summary.approval {
+        let by = a
+            .decided_by
+            .as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let at = a
+            .decided_at
+            .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        let why = a
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "approval: {}{by}{at}{why}\n",
+            a.state.as_str().replace('_', " ")
+        ));
+    }
     let log = state
         .join("logs")
         .join("deployments")
