@@ -240,6 +240,15 @@ pub enum EventKind {
         /// Why (`--reason`, or what ended the wait).
         reason: Option<String>,
     },
+    /// A step of a deploy the agent reports: a canary step and its judgements, a rolling batch.
+    Progress {
+        /// Service.
+        service: String,
+        /// deploy or verify.
+        stage: Stage,
+        /// What happened, in words ("canary step 2/4 at 25%").
+        message: String,
+    },
     /// Cancellation began (Ctrl-C).
     RunCanceling {
         /// Why.
@@ -269,6 +278,7 @@ impl EventKind {
             EventKind::ServiceFinished { .. } => "service.finished",
             EventKind::ApprovalRequested { .. } => "approval.requested",
             EventKind::ApprovalDecided { .. } => "approval.decided",
+            EventKind::Progress { .. } => "progress",
             EventKind::RunCanceling { .. } => "run.canceling",
             EventKind::RunFinished { .. } => "run.finished",
         }
@@ -281,6 +291,7 @@ impl EventKind {
             | EventKind::StageStarted { service, .. }
             | EventKind::CommandStarted { service, .. }
             | EventKind::Output { service, .. }
+            | EventKind::Progress { service, .. }
             | EventKind::CommandFinished { service, .. }
             | EventKind::StageFinished { service, .. }
             | EventKind::PhaseChanged { service, .. }
@@ -302,6 +313,7 @@ impl EventKind {
             }
             EventKind::CommandStarted { command, .. } => f(command),
             EventKind::Output { line, .. } => f(line),
+            EventKind::Progress { message, .. } => f(message),
             EventKind::CommandFinished {
                 command,
                 description,

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cutover_config::{EnvValue, ResolvedService, StrategyKind};
-use cutover_runtime::api::types::{EnvVar, ReleaseSpec, Strategy};
+use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind};
+use cutover_runtime::api::types::{
+    CanarySpec, CanaryStepSpec, EnvVar, PauseSpec, PrometheusCheck, ReleaseSpec, Strategy,
+};
 
 /// The agent's description of `release` of `svc` (snapshot in `dir`), with secret values from
 /// `secrets` (a secret missing there is left out; callers check secrets before a run starts).
@@ -46,11 +48,48 @@ pub fn release_spec(
         health: svc.health.clone(),
         strategy: match svc.strategy {
             StrategyKind::Immediate => Strategy::Immediate,
-            _ => Strategy::BlueGreen,
+            StrategyKind::BlueGreen => Strategy::BlueGreen,
+            StrategyKind::Rolling => Strategy::Rolling,
+            StrategyKind::Canary => Strategy::Canary,
         },
         scale_down_delay_ms: millis(svc.scale_down_delay),
         drain_timeout_ms: millis(svc.drain_timeout),
+        batch: svc.batch.max(1),
+        canary: canary_spec(svc),
     }
+}
+
+/// The canary table of a canary service, as the agent runs it.
+fn canary_spec(svc: &ResolvedService) -> Option<CanarySpec> {
+    if svc.strategy != StrategyKind::Canary {
+        return None;
+    }
+    let c = svc.canary.as_ref()?;
+    Some(CanarySpec {
+        steps: c
+            .steps
+            .iter()
+            .map(|s| CanaryStepSpec {
+                weight: s.weight,
+                pause: match s.pause {
+                    Pause::None => PauseSpec::None,
+                    Pause::Timed(d) => PauseSpec::Timed { ms: millis(d) },
+                    Pause::Manual => PauseSpec::Manual,
+                },
+            })
+            .collect(),
+        interval_ms: millis(c.interval),
+        max_error_rate: c.max_error_rate,
+        max_p99_ms: c.max_p99_latency.as_secs_f64() * 1000.0,
+        min_requests: c.min_requests,
+        verdict_timeout_ms: millis(c.verdict_timeout),
+        sticky: c.sticky,
+        prometheus: c.prometheus.as_ref().map(|p| PrometheusCheck {
+            url: p.url.clone(),
+            query: p.query.clone(),
+            max: p.max,
+        }),
+    })
 }
 
 fn millis(d: std::time::Duration) -> u64 {

@@ -1,7 +1,9 @@
 //! One cutover [`Proxy`] in front of one upstream, for `scripts/bench-proxy`.
 //!
-//! `cargo run --release --example bench_proxy -- LISTEN UPSTREAM` runs on a current-thread
-//! runtime (one core, to compare with one nginx worker) until SIGINT or SIGTERM.
+//! `cargo run --release --example bench_proxy -- LISTEN UPSTREAM [single|weighted|sticky]` runs
+//! on a current-thread runtime (one core, to compare with one nginx worker) until SIGINT or
+//! SIGTERM. `weighted` splits the traffic 10/90 between two releases (both served by UPSTREAM),
+//! as during a canary step; `sticky` does the same with the sticky-session cookie on.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -12,26 +14,33 @@ use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench_proxy LISTEN UPSTREAM";
+    let usage = "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let mode = args.next().unwrap_or_else(|| "single".into());
+    if !matches!(mode.as_str(), "single" | "weighted" | "sticky") {
+        return Err(usage.into());
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(listen, upstream))
+        .block_on(run(listen, upstream, &mode))
 }
 
-async fn run(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Box<dyn Error>> {
+async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(), Box<dyn Error>> {
     let metrics = Metrics::new();
     let proxy = Proxy::bind("bench", listen, metrics.clone()).await?;
-    proxy.set_route(RouteTable::new(
-        1,
-        vec![RouteRelease {
-            release: "r1".into(),
-            weight: 100,
-            backends: vec![upstream],
-        }],
-    ));
+    let release = |name: &str, weight| RouteRelease {
+        release: name.into(),
+        weight,
+        backends: vec![upstream],
+    };
+    let table = match mode {
+        "single" => RouteTable::new(1, vec![release("r1", 100)]),
+        _ => RouteTable::new(1, vec![release("r1", 90), release("r2", 10)])
+            .with_sticky(mode == "sticky"),
+    };
+    proxy.set_route(table);
     println!(
         "bench_proxy listening on {} (pid {})",
         proxy.addr(),
@@ -43,9 +52,9 @@ async fn run(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Box<dyn Err
         _ = term.recv() => {}
     }
     proxy.shutdown().await;
-    if let Some(m) = metrics.snapshot("bench", "r1") {
+    for (_, release, m) in metrics.all() {
         println!(
-            "bench_proxy served {} requests, {} errors, p99 {:?}",
+            "bench_proxy {release} served {} requests, {} errors, p99 {:?}",
             m.requests,
             m.errors,
             m.quantile(0.99)

@@ -7,32 +7,34 @@
 //! until the probes call every instance ready (an exit fails at once), swap the route in one
 //! store and read it back, then drain the old set and stop it later.
 
-use std::collections::BTreeMap;
+mod canary;
+mod rolling;
+mod set;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{
-    AgentStatus, DeployProgress, EnvVar, InstanceStatus, ReleaseSetStatus, ReleaseSpec,
-    ServiceStatus, Strategy, Traffic,
+    AgentStatus, CanaryStatus, DeployCount, DeployProgress, EnvVar, InstanceStatus, LiveNumbers,
+    ReleaseSetStatus, ReleaseSpec, ServiceStatus, Strategy, Traffic,
 };
-use crate::metrics::Metrics;
-use crate::probe::Probe;
+use crate::metrics::{Metrics, ReleaseMetrics};
 use crate::proxy::{Proxy, RouteRelease, RouteTable};
-use crate::supervisor::{Instance, InstanceSpec, InstanceState, RestartPolicy, free_port};
+use crate::supervisor::InstanceState;
+use set::{Member, ReleaseSet, SpawnContext};
 
-/// How long an instance gets between SIGTERM and SIGKILL when it is stopped.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How often a live set's readiness is looked at to keep its route current.
+/// How often a service's sets are looked at to keep its route current (and its numbers sampled
+/// every fifth time).
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-/// The longest a deploy waits between two looks at its new instances (it is woken by their
-/// watch channels first).
-const WAIT_EVERY: Duration = Duration::from_millis(500);
+/// The window of a service's live numbers (`status`, `monitor`).
+const NUMBERS_WINDOW: Duration = Duration::from_secs(10);
 /// The environment variable that marks an instance as this agent's (used after a crash to find
 /// instances the previous agent left behind).
 pub const AGENT_MARK: &str = "CUTOVER_AGENT";
@@ -45,158 +47,83 @@ pub fn log(message: &str) {
     );
 }
 
-/// One running instance with its probe.
-struct Member {
-    index: u32,
-    port: u16,
-    instance: Instance,
-    probe: Probe,
-}
-
-impl Member {
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-/// The instances of one release of one service.
-struct ReleaseSet {
-    spec: ReleaseSpec,
-    members: Vec<Member>,
-    /// Stops the set's route/liveness watcher.
-    watcher: CancellationToken,
-}
-
-impl ReleaseSet {
-    fn ready_addrs(&self) -> Vec<SocketAddr> {
-        self.members
-            .iter()
-            .filter(|m| m.probe.status().ready && m.instance.state().is_running())
-            .map(Member::addr)
-            .collect()
-    }
-
-    fn all_ready(&self) -> bool {
-        self.ready_addrs().len() == self.members.len()
-    }
-
-    async fn stop(&self) {
-        self.watcher.cancel();
-        for m in &self.members {
-            m.probe.stop();
-        }
-        let stops = self.members.iter().map(|m| m.instance.stop(STOP_GRACE));
-        for stop in stops {
-            stop.await;
-        }
-    }
-
-    /// Waits until every member is ready, or says why one never will be. Woken by the probes'
-    /// and instances' watch channels, so a flip is seen at once (an exit fails at once).
-    async fn wait_ready(&self) -> Result<(), String> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let mut forwarders = Vec::new();
-        for m in &self.members {
-            let mut probe = m.probe.watch();
-            let mut instance = m.instance.watch();
-            let tx = tx.clone();
-            forwarders.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = probe.changed() => if r.is_err() { return },
-                        r = instance.changed() => if r.is_err() { return },
-                    }
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        let verdict = loop {
-            match self.readiness() {
-                Some(v) => break v,
-                None => {
-                    // A missed notification cannot stall the wait: look again at least every
-                    // half second.
-                    let _ = tokio::time::timeout(WAIT_EVERY, rx.recv()).await;
-                }
-            }
-        };
-        for f in forwarders {
-            f.abort();
-        }
-        verdict
-    }
-
-    /// `Some(Ok)` when every member is ready, `Some(Err(why))` when one never will be, `None`
-    /// while undecided.
-    fn readiness(&self) -> Option<Result<(), String>> {
-        let mut ready = 0;
-        for m in &self.members {
-            match m.instance.state() {
-                InstanceState::Exited { code, signal, .. } => {
-                    let how = match (code, signal) {
-                        (Some(c), _) => format!("exited with code {c}"),
-                        (_, Some(s)) => format!("was killed by signal {s}"),
-                        _ => "exited".to_string(),
-                    };
-                    return Some(Err(self.reason(m, &format!("{how} before it became ready"))));
-                }
-                InstanceState::Stopped => {
-                    return Some(Err(self.reason(m, "was stopped before it became ready")));
-                }
-                _ => {}
-            }
-            let probe = m.probe.status();
-            if probe.ready {
-                ready += 1;
-            } else if !probe.live {
-                return Some(Err(self.reason(m, "never became healthy")));
-            }
-        }
-        (ready == self.members.len()).then_some(Ok(()))
-    }
-
-    /// "instance 0 of api (release R, port P) exited with code 1 ...; last probes: ...; last log
-    /// lines: ..."
-    fn reason(&self, m: &Member, what: &str) -> String {
-        let mut out = format!(
-            "instance {} of {} (release {}, port {}) {what}",
-            m.index, self.spec.service, self.spec.release, m.port
-        );
-        let history = m.probe.status().history;
-        if !history.is_empty() {
-            out.push_str("\nlast probes:");
-            for r in history.iter().rev().take(5).rev() {
-                out.push_str(&format!("\n  {} {}", r.at.format("%H:%M:%S%.3f"), r.detail));
-            }
-        }
-        let lines = m.instance.last_lines(20);
-        if !lines.is_empty() {
-            out.push_str("\nlast log lines:");
-            for l in lines {
-                out.push_str(&format!("\n  {l}"));
-            }
-        }
-        out
-    }
-}
-
 /// What the agent runs for one (environment, service).
-struct ServiceRuntime {
+pub(crate) struct ServiceRuntime {
     env: String,
     service: String,
     proxy: Proxy,
     generation: AtomicU64,
+    /// Held for a whole deploy: deploys of one service go one at a time.
+    deploying: Mutex<()>,
+    /// The sets; held only for short looks and changes, never across a wait.
     sets: Mutex<Sets>,
+    /// The control channel of the canary in progress (`promote`, `abort`).
+    control: std::sync::Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    /// The service's traffic totals, sampled every second for its live numbers.
+    samples: std::sync::Mutex<VecDeque<(Instant, ReleaseMetrics)>>,
+    /// Stops the service's watcher.
+    watcher: CancellationToken,
 }
 
+/// The release sets of one service.
 #[derive(Default)]
-struct Sets {
+pub(crate) struct Sets {
+    /// Receives traffic.
     live: Option<Arc<ReleaseSet>>,
+    /// The previous live set, kept for `scale_down_delay` (rollback is a route flip).
     warm: Option<Arc<ReleaseSet>>,
+    /// A set joining the live one: a canary, or a rolling update's new instances.
+    next: Option<Next>,
+    /// Instances asked for.
     desired: u32,
+    /// The canary in progress, for `status`.
+    canary: Option<CanaryStatus>,
+}
+
+/// A set beside the live one, and its share of the traffic.
+pub(crate) struct Next {
+    set: Arc<ReleaseSet>,
+    weighting: Weighting,
+    sticky: bool,
+}
+
+/// How traffic is split between the live set and the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Weighting {
+    /// The next set gets this percent (a canary step).
+    Percent(u8),
+    /// Each set in proportion to its ready instances (a rolling update).
+    ByInstances,
+}
+
+/// What `promote` and `abort` send to a canary in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// End the current and every later pause.
+    Promote,
+    /// Go to 100% now, without further judgement.
+    PromoteFull,
+    /// Roll back now.
+    Abort,
+}
+
+/// Why a deploy did not end live.
+#[derive(Debug)]
+pub(crate) enum DeployError {
+    /// It never served: traffic stayed on the previous release.
+    Failed(String),
+    /// It served some traffic and was taken back (a canary judgement or abort).
+    RolledBack(String),
+}
+
+/// What a deploy request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Deploy,
+    /// Back to an earlier release: never steps or analysis.
+    Rollback,
+    /// Bringing a service back after a restart.
+    Restore,
 }
 
 impl ServiceRuntime {
@@ -204,17 +131,98 @@ impl ServiceRuntime {
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    fn route_to(&self, set: &ReleaseSet, backends: Vec<SocketAddr>) -> u64 {
-        let generation = self.next_generation();
-        self.proxy.set_route(RouteTable::new(
-            generation,
-            vec![RouteRelease {
-                release: set.spec.release.clone(),
-                weight: 100,
+    /// The releases the route should have for `sets`.
+    fn route_releases(sets: &Sets) -> (Vec<RouteRelease>, bool) {
+        let live = sets.live.as_ref().map(|s| (s, s.ready_addrs()));
+        let Some(next) = &sets.next else {
+            return (
+                live.map(|(s, backends)| RouteRelease {
+                    release: s.spec.release.clone(),
+                    weight: 100,
+                    backends,
+                })
+                .into_iter()
+                .collect(),
+                false,
+            );
+        };
+        let next_backends = next.set.ready_addrs();
+        let (live_weight, next_weight) = match next.weighting {
+            Weighting::Percent(w) => (100 - w.min(100), w.min(100)),
+            Weighting::ByInstances => (
+                u8::try_from(live.as_ref().map_or(0, |(_, b)| b.len())).unwrap_or(u8::MAX),
+                u8::try_from(next_backends.len()).unwrap_or(u8::MAX),
+            ),
+        };
+        let mut releases = Vec::new();
+        if let Some((s, backends)) = live {
+            releases.push(RouteRelease {
+                release: s.spec.release.clone(),
+                weight: live_weight,
                 backends,
-            }],
-        ));
+            });
+        }
+        releases.push(RouteRelease {
+            release: next.set.spec.release.clone(),
+            weight: next_weight,
+            backends: next_backends,
+        });
+        (releases, next.sticky)
+    }
+
+    /// Routes by `sets` now, in one store; returns the generation applied.
+    fn reroute(&self, sets: &Sets) -> u64 {
+        let (releases, sticky) = Self::route_releases(sets);
+        let generation = self.next_generation();
+        self.proxy
+            .set_route(RouteTable::new(generation, releases).with_sticky(sticky));
         generation
+    }
+
+    fn set_control(&self, tx: Option<mpsc::UnboundedSender<Control>>) {
+        *self.control.lock().unwrap_or_else(PoisonError::into_inner) = tx;
+    }
+
+    /// Sends `c` to the canary in progress; `false` when there is none.
+    fn send_control(&self, c: Control) -> bool {
+        self.control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|tx| tx.send(c).is_ok())
+    }
+
+    /// Adds a sample of the service's totals, keeping [`NUMBERS_WINDOW`] of them.
+    fn sample(&self, metrics: &Metrics) {
+        let totals = metrics.service_totals(&self.service);
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.push_back((now, totals));
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > NUMBERS_WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// Requests per second, error rate and p99 over the sampled window.
+    fn numbers(&self) -> Option<LiveNumbers> {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let (first_at, first) = samples.front()?;
+        let (last_at, last) = samples.back()?;
+        let seconds = last_at.duration_since(*first_at).as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let window = last.since(first);
+        Some(LiveNumbers {
+            requests_per_second: window.requests as f64 / seconds,
+            error_rate: window.error_rate().unwrap_or(0.0),
+            p99_ms: window.quantile(0.99).map(|d| d.as_secs_f64() * 1000.0),
+            requests: window.requests,
+            window_seconds: seconds,
+        })
     }
 }
 
@@ -224,7 +232,9 @@ pub struct Agent {
     socket: PathBuf,
     started: Instant,
     services: Mutex<BTreeMap<(String, String), Arc<ServiceRuntime>>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Deploys handled, by (env, service, kind, result).
+    deploys: std::sync::Mutex<BTreeMap<(String, String, String, String), u64>>,
     /// True while services are being restored after a restart: the desired state on disk is
     /// not rewritten until every one is back (a crash then must not forget the rest).
     recovering: std::sync::atomic::AtomicBool,
@@ -241,6 +251,7 @@ impl Agent {
             started: Instant::now(),
             services: Mutex::new(BTreeMap::new()),
             metrics: Metrics::new(),
+            deploys: std::sync::Mutex::new(BTreeMap::new()),
             recovering: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
         })
@@ -250,38 +261,100 @@ impl Agent {
         self.state_dir.join("agent").join("desired.json")
     }
 
-    /// Deploys `spec`, reporting progress on `progress`; ends with `Active` or `Failed`.
+    pub(crate) fn spawn_context(&self) -> SpawnContext {
+        SpawnContext {
+            state_dir: self.state_dir.clone(),
+            socket: self.socket.clone(),
+        }
+    }
+
+    /// Deploys `spec` with its strategy, reporting progress on `progress`; ends with `Active`,
+    /// `Failed` or `RolledBack`.
     pub async fn deploy(
         self: Arc<Self>,
         spec: ReleaseSpec,
         progress: mpsc::UnboundedSender<DeployProgress>,
     ) {
-        self.deploy_as(spec, progress, false).await;
+        self.deploy_as(spec, progress, Mode::Deploy).await;
     }
 
-    /// A deploy, or (with `restore`) bringing a service back after a restart: a restore never
-    /// replaces a service that already has a live set, so a deploy that came in while the agent
-    /// was recovering is not undone by the older release it had recorded.
+    /// Brings `spec` back: a route flip to warm instances, or blue-green (immediate for an
+    /// immediate service), never canary steps or analysis. A canary in progress is aborted
+    /// first.
+    pub async fn rollback(
+        self: Arc<Self>,
+        spec: ReleaseSpec,
+        progress: mpsc::UnboundedSender<DeployProgress>,
+    ) {
+        self.deploy_as(spec, progress, Mode::Rollback).await;
+    }
+
+    /// `promote` (`full`: 100% now) or `abort` of the canary of `service` in `env`.
+    pub async fn canary_control(
+        &self,
+        env: &str,
+        service: &str,
+        control: Control,
+    ) -> Result<(), String> {
+        let rt = self
+            .services
+            .lock()
+            .await
+            .get(&(env.to_string(), service.to_string()))
+            .cloned();
+        let sent = rt.is_some_and(|rt| rt.send_control(control));
+        if sent {
+            log(&format!("{env}/{service}: {control:?} asked"));
+            Ok(())
+        } else {
+            Err(format!(
+                "no canary of {service} is in progress in {env}: `cutover status` shows what runs"
+            ))
+        }
+    }
+
+    /// A deploy, a rollback, or (with [`Mode::Restore`]) bringing a service back after a
+    /// restart: a restore never replaces a service that already has a live set, so a deploy
+    /// that came in while the agent was recovering is not undone by the older release it had
+    /// recorded.
     async fn deploy_as(
         self: Arc<Self>,
         spec: ReleaseSpec,
         progress: mpsc::UnboundedSender<DeployProgress>,
-        restore: bool,
+        mode: Mode,
     ) {
         let name = format!("{}/{} {}", spec.env, spec.service, spec.release);
-        let last = match self.deploy_inner(spec, &progress, restore).await {
+        let (env, service) = (spec.env.clone(), spec.service.clone());
+        let (last, result) = match self.deploy_inner(spec, &progress, mode).await {
             Ok(()) => {
                 log(&format!("{name}: live"));
-                DeployProgress::Active
+                (DeployProgress::Active, "active")
             }
-            Err(reason) => {
+            Err(DeployError::Failed(reason)) => {
                 log(&format!(
                     "{name}: failed: {}",
                     reason.lines().next().unwrap_or("")
                 ));
-                DeployProgress::Failed { reason }
+                (DeployProgress::Failed { reason }, "failed")
+            }
+            Err(DeployError::RolledBack(reason)) => {
+                log(&format!("{name}: rolled back: {reason}"));
+                (DeployProgress::RolledBack { reason }, "rolled_back")
             }
         };
+        if mode != Mode::Restore {
+            let kind = if mode == Mode::Rollback {
+                "rollback"
+            } else {
+                "deploy"
+            };
+            *self
+                .deploys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((env, service, kind.to_string(), result.to_string()))
+                .or_default() += 1;
+        }
         let _ = progress.send(last);
         if let Err(e) = self.persist().await {
             log(&format!("could not record the desired state: {e}"));
@@ -321,8 +394,13 @@ impl Agent {
             service: spec.service.clone(),
             proxy,
             generation: AtomicU64::new(0),
+            deploying: Mutex::new(()),
             sets: Mutex::new(Sets::default()),
+            control: std::sync::Mutex::new(None),
+            samples: std::sync::Mutex::new(VecDeque::new()),
+            watcher: CancellationToken::new(),
         });
+        tokio::spawn(watch(rt.clone(), self.metrics.clone()));
         services.insert(key, rt.clone());
         Ok(rt)
     }
@@ -331,149 +409,139 @@ impl Agent {
         self: &Arc<Self>,
         spec: ReleaseSpec,
         progress: &mpsc::UnboundedSender<DeployProgress>,
-        restore: bool,
-    ) -> Result<(), String> {
-        let rt = self.runtime_for(&spec).await?;
-        let mut sets = rt.sets.lock().await;
-        if restore && sets.live.is_some() {
+        mode: Mode,
+    ) -> Result<(), DeployError> {
+        let rt = self.runtime_for(&spec).await.map_err(DeployError::Failed)?;
+        if mode == Mode::Rollback && rt.send_control(Control::Abort) {
             log(&format!(
-                "{}/{}: not restoring {}: a newer deploy already serves",
-                spec.env, spec.service, spec.release
+                "{}/{}: rollback asked: aborting the canary in progress",
+                spec.env, spec.service
             ));
-            return Ok(());
         }
-        sets.desired = spec.instances;
-
-        // A rollback to the warm set is a route flip.
-        if let Some(warm) = sets
-            .warm
-            .clone()
-            .filter(|w| w.spec.release == spec.release && w.all_ready())
-        {
-            sets.warm = None;
-            let _ = progress.send(DeployProgress::Verifying);
-            self.switch(&rt, &mut sets, warm, progress);
-            return Ok(());
-        }
-        if let Some(live) = sets.live.clone()
-            && live.spec == spec
-            && live.all_ready()
-        {
-            let _ = progress.send(DeployProgress::Verifying);
-            return Ok(());
-        }
-
-        if spec.strategy == Strategy::Immediate {
-            if let Some(old) = sets.live.take() {
-                rt.proxy
-                    .set_route(RouteTable::new(rt.next_generation(), Vec::new()));
-                old.stop().await;
+        let _deploying = rt.deploying.lock().await;
+        let live = {
+            let mut sets = rt.sets.lock().await;
+            if mode == Mode::Restore && sets.live.is_some() {
+                log(&format!(
+                    "{}/{}: not restoring {}: a newer deploy already serves",
+                    spec.env, spec.service, spec.release
+                ));
+                return Ok(());
             }
-            if let Some(warm) = sets.warm.take() {
-                warm.stop().await;
-            }
-        }
+            sets.desired = spec.instances;
 
-        let _ = progress.send(DeployProgress::Starting {
-            instances: spec.instances,
-        });
-        let set = Arc::new(self.start_set(&spec)?);
-        let _ = progress.send(DeployProgress::Verifying);
-        if let Err(reason) = set.wait_ready().await {
-            set.stop().await;
-            return Err(reason);
+            // A rollback to the warm set is a route flip.
+            if let Some(warm) = sets
+                .warm
+                .clone()
+                .filter(|w| w.spec.release == spec.release && w.all_ready())
+            {
+                sets.warm = None;
+                let _ = progress.send(DeployProgress::Verifying);
+                self.switch(&rt, &mut sets, warm, progress);
+                return Ok(());
+            }
+            if let Some(live) = sets.live.clone()
+                && live.spec == spec
+                && live.all_ready()
+            {
+                let _ = progress.send(DeployProgress::Verifying);
+                return Ok(());
+            }
+            sets.live.clone().filter(|l| l.len() > 0)
+        };
+
+        let strategy = match (mode, spec.strategy) {
+            (_, Strategy::Immediate) => Strategy::Immediate,
+            (Mode::Deploy, s) => s,
+            _ => Strategy::BlueGreen,
+        };
+        match (strategy, live, spec.canary.clone()) {
+            (Strategy::Rolling, Some(live), _) => {
+                rolling::run(self, &rt, live, spec, progress).await
+            }
+            (Strategy::Canary, Some(live), Some(canary)) => {
+                canary::run(self, &rt, live, spec, canary, progress).await
+            }
+            (Strategy::Immediate, _, _) => {
+                {
+                    let mut sets = rt.sets.lock().await;
+                    let old = [sets.live.take(), sets.warm.take()];
+                    rt.reroute(&sets);
+                    drop(sets);
+                    for set in old.into_iter().flatten() {
+                        set.stop().await;
+                    }
+                }
+                self.blue_green(&rt, spec, progress).await
+            }
+            _ => self.blue_green(&rt, spec, progress).await,
         }
-        self.switch(&rt, &mut sets, set, progress);
+    }
+
+    /// Starts every instance of `spec`, waits until each is ready, then switches to it.
+    async fn blue_green(
+        self: &Arc<Self>,
+        rt: &Arc<ServiceRuntime>,
+        spec: ReleaseSpec,
+        progress: &mpsc::UnboundedSender<DeployProgress>,
+    ) -> Result<(), DeployError> {
+        let set = Arc::new(self.start_verified(spec, progress).await?);
+        let mut sets = rt.sets.lock().await;
+        self.switch(rt, &mut sets, set, progress);
         Ok(())
     }
 
-    /// Starts the instances of `spec`, restarts off until the deploy is verified.
-    fn start_set(&self, spec: &ReleaseSpec) -> Result<ReleaseSet, String> {
-        let log = self
-            .state_dir
-            .join("logs")
-            .join("services")
-            .join(&spec.service)
-            .join(format!("{}.log", spec.release));
-        let mut members = Vec::new();
-        for index in 0..spec.instances.max(1) {
-            let port = free_port().map_err(|e| format!("no free port for an instance: {e}"))?;
-            let mut env: Vec<(String, String)> = spec
-                .env_vars
-                .iter()
-                .map(|v| (v.name.clone(), v.value.clone()))
-                .collect();
-            env.push(("PORT".into(), port.to_string()));
-            env.push(("CUTOVER_SERVICE".into(), spec.service.clone()));
-            env.push(("CUTOVER_RELEASE".into(), spec.release.clone()));
-            env.push(("CUTOVER_ENV".into(), spec.env.clone()));
-            env.push((AGENT_MARK.into(), self.socket.display().to_string()));
-            let instance = Instance::spawn(
-                InstanceSpec {
-                    service: spec.service.clone(),
-                    release: spec.release.clone(),
-                    index,
-                    command: spec.run.clone(),
-                    dir: spec.dir.clone(),
-                    env,
-                    port,
-                    log: log.clone(),
-                    redact: spec
-                        .env_vars
-                        .iter()
-                        .filter(|v| v.secret.is_some())
-                        .map(|v| v.value.clone())
-                        .collect(),
-                },
-                RestartPolicy {
-                    restart: false,
-                    ..RestartPolicy::default()
-                },
-            );
-            let probe = Probe::spawn(
-                spec.health.clone(),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            );
-            members.push(Member {
-                index,
-                port,
-                instance,
-                probe,
-            });
+    /// Starts a set of `spec.instances` instances and waits until every one is ready (stopping
+    /// them and saying why when one never will be).
+    pub(crate) async fn start_verified(
+        &self,
+        spec: ReleaseSpec,
+        progress: &mpsc::UnboundedSender<DeployProgress>,
+    ) -> Result<ReleaseSet, DeployError> {
+        let _ = progress.send(DeployProgress::Starting {
+            instances: spec.instances,
+        });
+        let set = ReleaseSet::new(spec);
+        let started = set.start(set.spec.instances.max(1), &self.spawn_context());
+        let members = match started {
+            Ok(m) => m,
+            Err(e) => {
+                set.stop().await;
+                return Err(DeployError::Failed(e));
+            }
+        };
+        let _ = progress.send(DeployProgress::Verifying);
+        if let Err(reason) = set.wait_ready(&members).await {
+            set.stop().await;
+            return Err(DeployError::Failed(reason));
         }
-        Ok(ReleaseSet {
-            spec: spec.clone(),
-            members,
-            watcher: CancellationToken::new(),
-        })
+        Ok(set)
     }
 
     /// Sends all traffic to `new`, confirms it, keeps the previous live set warm and schedules
     /// its drain and stop.
-    fn switch(
+    pub(crate) fn switch(
         self: &Arc<Self>,
         rt: &Arc<ServiceRuntime>,
         sets: &mut Sets,
         new: Arc<ReleaseSet>,
         progress: &mpsc::UnboundedSender<DeployProgress>,
     ) {
-        for m in &new.members {
-            m.instance.set_restart(true);
-        }
-        let generation = rt.route_to(&new, new.ready_addrs());
-        if rt.proxy.route().generation() == generation {
-            let _ = progress.send(DeployProgress::Switched { generation });
-        }
-        tokio::spawn(watch_live(rt.clone(), new.clone()));
+        new.set_restart(true);
         if let Some(stale) = sets.warm.take() {
             tokio::spawn(async move { stale.stop().await });
         }
-        if let Some(old) = sets.live.replace(new) {
-            old.watcher.cancel();
-            for m in &old.members {
-                m.instance.set_restart(false);
-            }
+        let old = sets.live.replace(new);
+        if let Some(old) = &old {
+            old.set_restart(false);
             sets.warm = Some(old.clone());
+        }
+        let generation = rt.reroute(sets);
+        if rt.proxy.route().generation() == generation {
+            let _ = progress.send(DeployProgress::Switched { generation });
+        }
+        if let Some(old) = old {
             let rt = rt.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -538,23 +606,37 @@ impl Agent {
                 .into_iter()
                 .map(|(release, weight)| Traffic { release, weight })
                 .collect();
+            let next_role = match sets.next.as_ref().map(|n| n.weighting) {
+                Some(Weighting::Percent(_)) => "canary",
+                _ => "rolling",
+            };
             let mut set_status = Vec::new();
-            for (role, set) in [("live", &sets.live), ("warm", &sets.warm)] {
+            for (role, set) in [
+                ("live", sets.live.as_ref()),
+                ("warm", sets.warm.as_ref()),
+                (next_role, sets.next.as_ref().map(|n| &n.set)),
+            ] {
                 if let Some(set) = set {
                     set_status.push(ReleaseSetStatus {
                         release: set.spec.release.clone(),
                         role: role.to_string(),
-                        instances: set.members.iter().map(instance_status).collect(),
+                        instances: set.members().iter().map(|m| instance_status(m)).collect(),
                     });
                 }
             }
-            let ready = sets.live.as_ref().map_or(0, |s| {
-                u32::try_from(s.ready_addrs().len()).unwrap_or(u32::MAX)
-            });
+            let live_ready = sets.live.as_ref().map_or(0, |s| s.ready_addrs().len());
+            let rolling_ready = sets
+                .next
+                .as_ref()
+                .filter(|n| n.weighting == Weighting::ByInstances)
+                .map_or(0, |n| n.set.ready_addrs().len());
+            let ready = u32::try_from(live_ready + rolling_ready).unwrap_or(u32::MAX);
+            let crash_looping =
+                |s: &Arc<ReleaseSet>| s.members().iter().any(|m| m.instance.crash_looping());
             let health = match &sets.live {
                 None => "stopped",
                 Some(_) if ready == 0 => "unhealthy",
-                Some(s) if s.members.iter().any(|m| m.instance.crash_looping()) => "unhealthy",
+                Some(s) if crash_looping(s) => "unhealthy",
                 Some(_) if ready < sets.desired => "unhealthy",
                 Some(_) => "healthy",
             };
@@ -574,13 +656,29 @@ impl Agent {
                 traffic,
                 url: format!("http://{host}:{}", addr.port()),
                 sets: set_status,
+                numbers: rt.numbers(),
+                canary: sets.canary.clone(),
             });
         }
+        let deploys = self
+            .deploys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((env, service, kind, result), count)| DeployCount {
+                env: env.clone(),
+                service: service.clone(),
+                kind: kind.clone(),
+                result: result.clone(),
+                count: *count,
+            })
+            .collect();
         AgentStatus {
             pid: std::process::id(),
             socket: self.socket.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
             services,
+            deploys,
         }
     }
 
@@ -664,7 +762,7 @@ impl Agent {
             ));
             let (tx, _rx) = mpsc::unbounded_channel();
             // Every service at once: they are independent, and each waits for its probes.
-            restores.spawn(self.clone().deploy_as(spec, tx, true));
+            restores.spawn(self.clone().deploy_as(spec, tx, Mode::Restore));
         }
         while restores.join_next().await.is_some() {}
         self.recovering.store(false, Ordering::SeqCst);
@@ -675,9 +773,16 @@ impl Agent {
 }
 
 async fn stop_runtime(rt: &ServiceRuntime) {
+    rt.send_control(Control::Abort);
+    rt.watcher.cancel();
     let mut sets = rt.sets.lock().await;
     rt.proxy.set_route(RouteTable::empty());
-    for set in [sets.live.take(), sets.warm.take()].into_iter().flatten() {
+    let next = sets.next.take().map(|n| n.set);
+    sets.canary = None;
+    for set in [sets.live.take(), sets.warm.take(), next]
+        .into_iter()
+        .flatten()
+    {
         set.stop().await;
     }
     rt.proxy.shutdown().await;
@@ -701,34 +806,46 @@ fn instance_status(m: &Member) -> InstanceStatus {
     }
 }
 
-/// Keeps a live set's route equal to its ready instances, and restarts an instance whose
-/// probe says it is no longer live.
-async fn watch_live(rt: Arc<ServiceRuntime>, set: Arc<ReleaseSet>) {
-    let mut routed = set.ready_addrs();
-    let mut restarted: BTreeMap<u32, Instant> = BTreeMap::new();
+/// Keeps a service's route equal to its sets' ready instances, restarts an instance whose
+/// probe says it is no longer live (once its release serves), and samples its numbers.
+async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>) {
+    let mut restarted: BTreeMap<u16, Instant> = BTreeMap::new();
+    let mut tick: u64 = 0;
     loop {
         tokio::select! {
-            () = set.watcher.cancelled() => return,
+            () = rt.watcher.cancelled() => return,
             () = tokio::time::sleep(WATCH_EVERY) => {}
         }
-        for m in &set.members {
-            let probe = m.probe.status();
-            let recently = restarted
-                .get(&m.index)
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
-            if !probe.live && m.instance.state().is_running() && !recently {
-                log(&format!(
-                    "{}/{} {}: instance {} failed its liveness probe; restarting it",
-                    rt.env, rt.service, set.spec.release, m.index
-                ));
-                m.instance.restart();
-                restarted.insert(m.index, Instant::now());
+        tick += 1;
+        if tick.is_multiple_of(5) {
+            rt.sample(&metrics);
+        }
+        let sets = rt.sets.lock().await;
+        let serving = [sets.live.as_ref(), sets.next.as_ref().map(|n| &n.set)];
+        for set in serving.into_iter().flatten() {
+            for m in set.members() {
+                let recently = restarted
+                    .get(&m.port)
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+                if m.instance.restart_enabled()
+                    && !m.probe.status().live
+                    && m.instance.state().is_running()
+                    && !recently
+                {
+                    log(&format!(
+                        "{}/{} {}: instance {} failed its liveness probe; restarting it",
+                        rt.env, rt.service, set.spec.release, m.index
+                    ));
+                    m.instance.restart();
+                    restarted.insert(m.port, Instant::now());
+                }
             }
         }
-        let ready = set.ready_addrs();
-        if ready != routed && !set.watcher.is_cancelled() {
-            rt.route_to(&set, ready.clone());
-            routed = ready;
+        restarted.retain(|_, at| at.elapsed() < Duration::from_secs(10));
+        let (want, sticky) = ServiceRuntime::route_releases(&sets);
+        let route = rt.proxy.route();
+        if route.releases() != want.as_slice() || route.sticky() != sticky {
+            rt.reroute(&sets);
         }
     }
 }

@@ -18,6 +18,7 @@
 //! a request sees either the old table or the new one, never a mix.
 
 pub mod agent;
+pub mod analysis;
 pub mod api;
 pub mod daemon;
 pub mod exposition;

@@ -90,6 +90,16 @@ impl Metrics {
         out
     }
 
+    /// Every release of `service` added together (its proxy's totals, for live numbers).
+    pub fn service_totals(&self, service: &str) -> ReleaseMetrics {
+        let services = self.lock();
+        let mut total = ReleaseMetrics::default();
+        for c in services.get(service).into_iter().flat_map(|r| r.values()) {
+            total.add(&c.snapshot());
+        }
+        total
+    }
+
     /// Drops the counters of `release` of `service` (a release that was stopped for good).
     ///
     /// A proxy still routing to it keeps counting into counters nobody reads until its next
@@ -215,6 +225,29 @@ impl ReleaseMetrics {
     /// `errors / requests`, or `None` without requests.
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    /// Adds `other`'s counts to these (buckets matched by bound).
+    pub fn add(&mut self, other: &ReleaseMetrics) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (code, n) in &other.by_code {
+            *self.by_code.entry(*code).or_default() += n;
+        }
+        if self.latency.buckets.is_empty() {
+            self.latency.buckets = other.latency.buckets.clone();
+        } else {
+            for b in &mut self.latency.buckets {
+                b.count += other
+                    .latency
+                    .buckets
+                    .iter()
+                    .find(|o| o.le == b.le)
+                    .map_or(0, |o| o.count);
+            }
+        }
+        self.latency.count += other.latency.count;
+        self.latency.sum += other.latency.sum;
     }
 
     /// What was counted after `earlier` (a snapshot of the same release): the window a canary

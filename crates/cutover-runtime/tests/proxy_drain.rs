@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cutover_runtime::proxy::RouteTable;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::*;
@@ -184,5 +185,107 @@ async fn metrics_count_codes_and_latency_per_release() {
 
     metrics.forget("api", "a");
     assert!(metrics.snapshot("api", "a").is_none());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_instance_drains_while_the_rest_of_its_release_keeps_serving() {
+    // Two instances of release a: a rolling update takes out the first one.
+    let first = Upstream::start("a").await;
+    let second = Upstream::start("a").await;
+    let (proxy, _) = proxy().await;
+    proxy.set_route(RouteTable::new(
+        1,
+        vec![release("a", 100, &[&first, &second])],
+    ));
+
+    // Round-robin: the first request goes to the first instance; its body is held.
+    let resp = client()
+        .request(
+            Request::get(format!("http://{}/slow", proxy.addr()))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.hits(), 1);
+
+    proxy.set_route(RouteTable::new(2, vec![release("a", 100, &[&second])]));
+    let draining = tokio::spawn({
+        let (proxy, addr) = (proxy.clone(), first.addr);
+        async move { proxy.drain_backend(addr, Duration::from_secs(10)).await }
+    });
+    // The release still serves from its other instance, which never counts for the first.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client(), proxy.addr(), "/").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(first.hits(), 1);
+    assert_eq!(second.hits(), 3);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !draining.is_finished(),
+        "the instance drained with a body in flight"
+    );
+
+    first.release_slow(1);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "start\nend\n");
+    assert!(draining.await.unwrap());
+    assert!(proxy.drain_backend(first.addr, Duration::ZERO).await);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sticky_route_keeps_each_client_on_its_release() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let (proxy, _) = proxy().await;
+    proxy.set_route(
+        RouteTable::new(1, vec![release("a", 50, &[&a]), release("b", 50, &[&b])])
+            .with_sticky(true),
+    );
+    let client = client();
+    let ask = |cookie: Option<String>| {
+        let client = client.clone();
+        let addr = proxy.addr();
+        async move {
+            let mut req = Request::get(format!("http://{addr}/"));
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            read(client.request(req.body(empty()).unwrap()).await.unwrap()).await
+        }
+    };
+    // A new client is placed by weight and told where it went.
+    let first = ask(None).await;
+    let cookie = first.header("set-cookie").to_string();
+    assert!(
+        cookie.starts_with(&format!("cutover-api={}", first.body)),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    // With its cookie (among others), it stays there, and is not told again.
+    for _ in 0..20 {
+        let again = ask(Some(format!("theme=dark; {pair}"))).await;
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.header("set-cookie"), "");
+    }
+    // Without cookies, clients still split by weight.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        *seen.entry(ask(None).await.body).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // A release that no longer gets traffic sends its clients elsewhere, with a new cookie.
+    proxy.set_route(
+        RouteTable::new(2, vec![release("a", 0, &[&a]), release("b", 100, &[&b])])
+            .with_sticky(true),
+    );
+    let moved = ask(Some("cutover-api=a".into())).await;
+    assert_eq!(moved.body, "b");
+    assert!(moved.header("set-cookie").starts_with("cutover-api=b"));
     proxy.shutdown().await;
 }

@@ -61,6 +61,10 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// A service's instance output.
     Logs(LogsArgs),
+    /// Canary: end the current and every later pause (`--full`: 100% now, no more judgement).
+    Promote(PromoteArgs),
+    /// Canary: roll back now; all traffic goes back to the stable release.
+    Abort(AbortArgs),
     /// Stop the environment's instances.
     Down,
     /// The local runtime: `cutover agent` runs it in the foreground.
@@ -96,6 +100,11 @@ pub struct DeployArgs {
     /// to go, instead of exiting 3 at once.
     #[arg(long, value_name = "DURATION", value_parser = cutover_config::parse_duration)]
     pub lock_wait: Option<std::time::Duration>,
+
+    /// If any service of the run fails, every service of the run goes back to its previous
+    /// release (in reverse dependency order).
+    #[arg(long)]
+    pub atomic: bool,
 
     /// In an environment with `require_approval = true`: how long the run waits for
     /// `cutover approve RUN` before it ends (exit 3).
@@ -172,6 +181,23 @@ pub struct CiGithubArgs {
     /// Overwrite the file when it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `cutover promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The service whose canary is in progress.
+    pub service: String,
+    /// Go to 100% now, without further judgement.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `cutover abort`.
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The service whose canary is in progress.
+    pub service: String,
 }
 
 /// `cutover releases`.

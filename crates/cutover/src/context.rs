@@ -141,24 +141,6 @@ pub fn secrets(
     Ok(values)
 }
 
-/// Strategies this version cannot deploy yet are refused before anything runs.
-pub fn refuse_unsupported_strategies(env: &ResolvedEnvironment) -> Result<(), CliError> {
-    use cutover_config::StrategyKind;
-    for svc in &env.services {
-        if matches!(svc.strategy, StrategyKind::Canary | StrategyKind::Rolling) {
-            return Err(CliError::usage(
-                format!(
-                    "service `{}` uses strategy `{}`, which this version of cutover cannot deploy yet",
-                    svc.name,
-                    svc.strategy.as_str()
-                ),
-                Some("use strategy = \"blue-green\" (the default) or \"immediate\" for now".into()),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Whether a process with this pid is alive (a zombie is not).
 pub fn pid_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -47,6 +47,8 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Releases(args) => commands::releases::run(cli, args),
         Command::Rollback(args) => commands::rollback::run(cli, args),
         Command::Logs(args) => commands::logs::run(cli, args),
+        Command::Promote(args) => commands::canary::promote(cli, args),
+        Command::Abort(args) => commands::canary::abort(cli, args),
         Command::Down => commands::down::run(cli),
         Command::Agent(args) => commands::agent::run(cli, args),
         Command::Ci(args) => commands::ci::run(cli, args),

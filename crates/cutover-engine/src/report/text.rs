@@ -107,6 +107,9 @@ pub fn line(kind: &EventKind) -> Option<String> {
             }
             s
         }
+        EventKind::Progress {
+            service, message, ..
+        } => format!("{service}: {message}"),
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
         EventKind::RunFinished { status, summary } => format!(
             "run {} {}: {}",

@@ -28,7 +28,7 @@ use sha2::Sha256;
 use super::Reporter;
 use crate::event::{Event, EventKind, Outcome};
 use crate::redact::Redactor;
-use crate::summary::RunSummary;
+use crate::summary::{RunSummary, ServiceSummary};
 
 /// Tries per delivery.
 pub const TRIES: u32 = 3;
@@ -483,34 +483,48 @@ impl WebhookReporter {
                 reason
             },
         ));
-        let rolled: Vec<_> = summary
+        let rolled: Vec<&ServiceSummary> = summary
             .services
             .iter()
             .filter(|s| s.result == Outcome::RolledBack)
             .collect();
-        if !rolled.is_empty() {
-            let reason = rolled
-                .iter()
-                .filter_map(|s| s.reason.as_ref().map(|r| format!("{}: {r}", s.name)))
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.send(Notification::new(
-                "rollback",
-                &event.run,
-                &summary.env,
-                rolled
-                    .iter()
-                    .map(|s| NotifiedService {
-                        name: s.name.clone(),
-                        release: s.release.clone(),
-                        result: s.result.as_str().to_string(),
-                    })
-                    .collect(),
-                event.at,
-                (!reason.is_empty()).then_some(reason),
-            ));
+        if let Some(n) = rollback_notification(&event.run, &summary.env, &rolled, event.at) {
+            self.send(n);
         }
     }
+}
+
+/// The `rollback` notification for services of run `run` that ended `rolled_back` (a canary
+/// judgement, `--atomic`, a failed post_deploy hook); None when there are none.
+pub fn rollback_notification(
+    run: &str,
+    env: &str,
+    rolled: &[&ServiceSummary],
+    at: DateTime<Utc>,
+) -> Option<Notification> {
+    if rolled.is_empty() {
+        return None;
+    }
+    let reason = rolled
+        .iter()
+        .filter_map(|s| s.reason.as_ref().map(|r| format!("{}: {r}", s.name)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Notification::new(
+        "rollback",
+        run,
+        env,
+        rolled
+            .iter()
+            .map(|s| NotifiedService {
+                name: s.name.clone(),
+                release: s.release.clone(),
+                result: s.result.as_str().to_string(),
+            })
+            .collect(),
+        at,
+        (!reason.is_empty()).then_some(reason),
+    ))
 }
 
 impl Reporter for WebhookReporter {

@@ -254,8 +254,9 @@ impl Executor {
             stage: Stage::Deploy,
         });
         let mut stage = Stage::Deploy;
-        let outcome = agent
-            .deploy(&request, false, |step| {
+        let canary = request.spec.canary.is_some();
+        let (outcome, canceled) = {
+            let deploy = agent.deploy(&request, false, |step| {
                 if matches!(step, DeployProgress::Verifying) && stage == Stage::Deploy {
                     self.send(EventKind::StageFinished {
                         service: name.clone(),
@@ -269,23 +270,52 @@ impl Executor {
                     });
                     stage = Stage::Verify;
                 }
-            })
-            .await;
+                if let Some(message) = progress_message(step) {
+                    self.send(EventKind::Progress {
+                        service: name.clone(),
+                        stage,
+                        message,
+                    });
+                }
+            });
+            tokio::pin!(deploy);
+            // Ctrl-C during a canary aborts it (traffic back on stable); other deploys are short
+            // and finish their switch (the agent would finish it anyway).
+            let mut canceled = false;
+            let outcome = tokio::select! {
+                o = &mut deploy => o,
+                () = self.cancel.cancelled() => {
+                    canceled = true;
+                    if canary {
+                        let _ = agent.abort(&self.env, &svc.name).await;
+                    }
+                    deploy.await
+                }
+            };
+            (outcome, canceled)
+        };
         let result = match outcome {
             Ok(DeployProgress::Active) => Ok(()),
             Ok(DeployProgress::Failed { reason }) => {
                 Err(Stop::failed(format!("{}: {reason}", stage.as_str())))
             }
+            Ok(DeployProgress::RolledBack { reason }) if canceled => Err(Stop::canceled(format!(
+                "canceled during the canary; all traffic is back on the stable release ({reason})"
+            ))),
+            Ok(DeployProgress::RolledBack { reason }) => Err(Stop {
+                result: Outcome::RolledBack,
+                reason: format!("canary: {reason}"),
+                tail: Vec::new(),
+            }),
             Ok(_) => Err(Stop::failed("the agent ended the deploy without a verdict")),
             Err(e) => Err(Stop::failed(format!("{}: {e}", stage.as_str()))),
         };
         self.send(EventKind::StageFinished {
             service: name,
             stage,
-            result: if result.is_ok() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
+            result: match &result {
+                Ok(()) => Outcome::Succeeded,
+                Err(stop) => stop.result,
             },
             reason: result.as_ref().err().map(|s| s.reason.clone()),
         });
@@ -590,5 +620,27 @@ impl Executor {
         env.push(("CUTOVER_RELEASE".into(), release.to_string()));
         env.push(("CUTOVER_ENV".into(), self.env.clone()));
         env
+    }
+}
+
+/// What a deploy step says in the run's events, for the steps worth a line.
+fn progress_message(step: &DeployProgress) -> Option<String> {
+    match step {
+        DeployProgress::Step {
+            number,
+            steps,
+            weight,
+        } => Some(format!(
+            "canary step {number}/{steps}: {weight}% of traffic"
+        )),
+        DeployProgress::Judgement { number, judgement } => Some(format!(
+            "canary step {number}: {}: {}",
+            judgement.verdict.replace('_', " "),
+            judgement.detail
+        )),
+        DeployProgress::Batch { replaced, total } => {
+            Some(format!("{replaced}/{total} instances replaced"))
+        }
+        _ => None,
     }
 }

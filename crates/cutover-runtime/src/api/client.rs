@@ -9,7 +9,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::types::{AgentStatus, ApiError, DeployProgress, DeployRequest, DownRequest};
+use super::types::{
+    AgentStatus, ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest,
+};
 
 /// What can go wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +180,41 @@ impl AgentClient {
             }
         }
         match last {
-            Some(step @ (DeployProgress::Active | DeployProgress::Failed { .. })) => Ok(step),
+            Some(
+                step @ (DeployProgress::Active
+                | DeployProgress::Failed { .. }
+                | DeployProgress::RolledBack { .. }),
+            ) => Ok(step),
             _ => Err(self.transport("the agent closed the deploy before it ended")),
         }
+    }
+
+    /// `POST /v1/promote` (`full`: 100% now, without further judgement): ends the current and
+    /// every later pause of the canary of `service` in `env`.
+    pub async fn promote(&self, env: &str, service: &str, full: bool) -> Result<(), ClientError> {
+        self.canary_control("/v1/promote", env, service, full).await
+    }
+
+    /// `POST /v1/abort`: rolls the canary of `service` in `env` back now.
+    pub async fn abort(&self, env: &str, service: &str) -> Result<(), ClientError> {
+        self.canary_control("/v1/abort", env, service, false).await
+    }
+
+    async fn canary_control(
+        &self,
+        path: &str,
+        env: &str,
+        service: &str,
+        full: bool,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&CanaryControlRequest {
+            env: env.to_string(),
+            service: service.to_string(),
+            full,
+        })
+        .map_err(|e| self.transport(e))?;
+        let _: serde_json::Value = self.json(Method::POST, path, Some(body)).await?;
+        Ok(())
     }
 
     /// `POST /v1/down`: stops every instance of an environment.

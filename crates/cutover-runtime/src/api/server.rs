@@ -16,8 +16,8 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::types::{ApiError, DeployProgress, DeployRequest, DownRequest};
-use crate::agent::Agent;
+use super::types::{ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest};
+use crate::agent::{Agent, Control};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -63,6 +63,24 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             agent.metrics_text().await.into_bytes(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
+        (Method::POST, "/v1/promote" | "/v1/abort") => {
+            let request: CanaryControlRequest = match read_json(req).await {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let control = match (path.as_str(), request.full) {
+                ("/v1/abort", _) => Control::Abort,
+                (_, true) => Control::PromoteFull,
+                _ => Control::Promote,
+            };
+            match agent
+                .canary_control(&request.env, &request.service, control)
+                .await
+            {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
         (Method::POST, "/v1/deploy" | "/v1/rollback") => {
             let request: DeployRequest = match read_json(req).await {
                 Ok(r) => r,
@@ -72,7 +90,11 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             // The deploy runs on its own task: it finishes (or undoes its switch) even when
             // the client goes away mid-way.
             let a = agent.clone();
-            tokio::spawn(async move { a.deploy(request.spec, tx).await });
+            if path == "/v1/rollback" {
+                tokio::spawn(async move { a.rollback(request.spec, tx).await });
+            } else {
+                tokio::spawn(async move { a.deploy(request.spec, tx).await });
+            }
             let mut r = Response::new(ProgressBody { rx }.boxed());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

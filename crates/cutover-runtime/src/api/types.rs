@@ -28,6 +28,67 @@ pub enum Strategy {
     BlueGreen,
     /// Stop old, start new.
     Immediate,
+    /// Replace `batch` instances at a time; each new one is ready before an old one leaves.
+    Rolling,
+    /// A canary set beside the stable set, weighted steps judged on the canary's own numbers.
+    Canary,
+}
+
+/// A canary's steps and analysis, as the agent runs them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CanarySpec {
+    /// The steps, in order.
+    pub steps: Vec<CanaryStepSpec>,
+    /// How often the canary is judged, in milliseconds.
+    pub interval_ms: u64,
+    /// Highest error rate that passes (0..=1).
+    pub max_error_rate: f64,
+    /// Highest p99 latency that passes, in milliseconds.
+    pub max_p99_ms: f64,
+    /// Requests needed before a verdict.
+    pub min_requests: u64,
+    /// How long a step may go without a verdict after its pause, in milliseconds.
+    pub verdict_timeout_ms: u64,
+    /// Keep a client on one version with a cookie.
+    pub sticky: bool,
+    /// An extra judgement from a Prometheus query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusCheck>,
+}
+
+/// One canary step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CanaryStepSpec {
+    /// Percent of the traffic sent to the canary.
+    pub weight: u8,
+    /// What ends the step's pause.
+    pub pause: PauseSpec,
+}
+
+/// A step's pause.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PauseSpec {
+    /// No pause: the step advances after its first passing judgement.
+    None,
+    /// A timed pause, in milliseconds.
+    Timed {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Wait for `cutover promote`.
+    Manual,
+}
+
+/// `[services.X.canary.prometheus]`: a PromQL query whose scalar result must be <= `max`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PrometheusCheck {
+    /// Prometheus base URL (`http://127.0.0.1:9090`).
+    pub url: String,
+    /// The PromQL query (`$release` and `$service` are replaced by the canary's).
+    pub query: String,
+    /// Highest value that passes.
+    pub max: f64,
 }
 
 /// Everything the agent needs to run one release of one service.
@@ -60,6 +121,16 @@ pub struct ReleaseSpec {
     pub scale_down_delay_ms: u64,
     /// How long in-flight requests may take to finish on old instances, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Rolling: instances replaced at a time.
+    #[serde(default = "one")]
+    pub batch: u32,
+    /// Canary: steps and analysis (required when `strategy` is canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `POST /v1/deploy` and `POST /v1/rollback` body.
@@ -92,6 +163,49 @@ pub enum DeployProgress {
         /// Plain-words reason: which probe, last results, last log lines.
         reason: String,
     },
+    /// Rolling: a batch of new instances is ready and old ones left.
+    Batch {
+        /// New instances serving so far.
+        replaced: u32,
+        /// Instances in all.
+        total: u32,
+    },
+    /// Canary: a step began (its weight is applied).
+    Step {
+        /// Step number, from 1.
+        number: u32,
+        /// Steps in all.
+        steps: u32,
+        /// Percent of the traffic to the canary.
+        weight: u8,
+    },
+    /// Canary: a judgement.
+    Judgement {
+        /// Step number, from 1.
+        number: u32,
+        /// The verdict and its numbers.
+        judgement: Judgement,
+    },
+    /// The end: the canary was judged bad (or aborted); all traffic is back on the stable release.
+    RolledBack {
+        /// Why, with the numbers.
+        reason: String,
+    },
+}
+
+/// A canary judgement with the numbers it was made on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Judgement {
+    /// pass | fail | no_verdict.
+    pub verdict: String,
+    /// Requests the canary served in the window.
+    pub requests: u64,
+    /// Their error rate (0..=1).
+    pub error_rate: f64,
+    /// Their p99 latency in milliseconds (None without requests).
+    pub p99_ms: Option<f64>,
+    /// What decided, in words ("error rate 0.31 > 0.05 over 212 requests at 25%").
+    pub detail: String,
 }
 
 /// `POST /v1/down` body.
@@ -150,6 +264,74 @@ pub struct ServiceStatus {
     pub url: String,
     /// Every release set it runs.
     pub sets: Vec<ReleaseSetStatus>,
+    /// The proxy's numbers over the last seconds, over all releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbers: Option<LiveNumbers>,
+    /// The canary in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// A service's recent traffic, from the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveNumbers {
+    /// Requests per second over the window.
+    pub requests_per_second: f64,
+    /// Error rate over the window (0..=1; 0 without requests).
+    pub error_rate: f64,
+    /// p99 latency over the window in milliseconds (None without requests).
+    pub p99_ms: Option<f64>,
+    /// Requests in the window.
+    pub requests: u64,
+    /// The window, in seconds.
+    pub window_seconds: f64,
+}
+
+/// A canary in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CanaryStatus {
+    /// The canary release.
+    pub release: String,
+    /// The stable release.
+    pub stable: String,
+    /// Current step, from 1.
+    pub step: u32,
+    /// Steps in all.
+    pub steps: u32,
+    /// Percent of the traffic to the canary.
+    pub weight: u8,
+    /// waiting_for_promote | paused | judging.
+    pub state: String,
+    /// The latest judgement of this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+}
+
+/// Deploys the agent handled since it started, by service and result (for `/metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployCount {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// deploy | rollback.
+    pub kind: String,
+    /// active | failed | rolled_back.
+    pub result: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// `POST /v1/promote` and `POST /v1/abort` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryControlRequest {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// `promote --full`: 100% now, no further judgement.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A route weight.
@@ -172,6 +354,9 @@ pub struct AgentStatus {
     pub uptime_seconds: u64,
     /// Every service it runs.
     pub services: Vec<ServiceStatus>,
+    /// Deploys and rollbacks handled since it started.
+    #[serde(default)]
+    pub deploys: Vec<DeployCount>,
 }
 
 /// An error answer.

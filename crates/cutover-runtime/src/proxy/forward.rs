@@ -51,7 +51,7 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let Some(pass) = Pass::begin(&shared) else {
+    let Some(pass) = Pass::begin(&shared, req.headers()) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             shared.no_route_body.clone(),
@@ -64,6 +64,9 @@ pub(crate) async fn serve(
                 .counters
                 .record(resp.status().as_u16(), started.elapsed());
             strip_hop_by_hop(resp.headers_mut());
+            if pass.set_cookie {
+                set_sticky_cookie(&shared, resp.headers_mut(), pass.release());
+            }
             Ok(resp.map(|body| ProxyBody::Upstream {
                 body,
                 pass: Some(pass),
@@ -176,6 +179,30 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds `Set-Cookie: cutover-SERVICE=RELEASE` so the client stays on `release`.
+fn set_sticky_cookie(shared: &Shared, headers: &mut HeaderMap, release: &str) {
+    let cookie = format!(
+        "{}={release}; Path=/; HttpOnly; SameSite=Lax",
+        shared.cookie
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        headers.append(http::header::SET_COOKIE, value);
+    }
+}
+
+/// The release a sticky client was sent to before, from its `Cookie` headers.
+fn sticky_release<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
 /// `err` and its sources, `: `-separated (hyper's errors put the cause in the source).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -205,29 +232,52 @@ pub(crate) struct Pass {
     table: Arc<RouteTable>,
     lane: usize,
     backend: usize,
+    /// A sticky route sent this client to a release it had no cookie for.
+    set_cookie: bool,
 }
 
 impl Pass {
     /// Picks a release and a backend from the current route, or `None` when it routes nowhere.
+    /// A sticky route keeps a client with a cookie on its release while that release gets
+    /// traffic.
     #[inline]
-    fn begin(shared: &Shared) -> Option<Pass> {
+    fn begin(shared: &Shared, headers: &HeaderMap) -> Option<Pass> {
         loop {
             let table = shared.route.load_full();
-            let lane = table.pick_lane()?;
+            let mut set_cookie = false;
+            let lane = if table.sticky() {
+                match sticky_release(headers, &shared.cookie).and_then(|r| table.routable_lane(r)) {
+                    Some(lane) => lane,
+                    None => {
+                        set_cookie = true;
+                        table.pick_lane()?
+                    }
+                }
+            } else {
+                table.pick_lane()?
+            };
+            let backend = table.lanes[lane].pick_backend();
             table.lanes[lane].flight.enter();
+            if let Some(b) = table.lanes[lane].backends.get(backend) {
+                b.flight.enter();
+            }
             // Count first, then confirm the table is still current. If a swap happened in
-            // between, start over on the new table: a drain that starts after the swap either
-            // sees this count or this request never routes to the drained release.
+            // between, start over on the new table: a drain (of a release or of one instance)
+            // that starts after the swap either sees this count or this request never routes
+            // to what it drains.
             fence(Ordering::SeqCst);
             if Arc::ptr_eq(&shared.route.load(), &table) {
-                let backend = table.lanes[lane].pick_backend();
                 return Some(Pass {
                     table,
                     lane,
                     backend,
+                    set_cookie,
                 });
             }
             table.lanes[lane].flight.leave();
+            if let Some(b) = table.lanes[lane].backends.get(backend) {
+                b.flight.leave();
+            }
         }
     }
 
@@ -247,6 +297,7 @@ impl Pass {
 impl Drop for Pass {
     fn drop(&mut self) {
         self.lane().flight.leave();
+        self.backend().flight.leave();
     }
 }
 

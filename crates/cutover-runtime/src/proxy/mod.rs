@@ -118,6 +118,10 @@ pub(crate) struct Shared {
     route: ArcSwap<RouteTable>,
     /// Each release's in-flight counter, outliving the route tables that route to it.
     flights: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Each instance's in-flight counter, likewise.
+    backend_flights: Mutex<HashMap<SocketAddr, Arc<Flight>>>,
+    /// The sticky-session cookie's name, `cutover-SERVICE`.
+    cookie: String,
     metrics: Arc<Metrics>,
     client: Client<HttpConnector, Incoming>,
     http1: http1::Builder,
@@ -166,6 +170,8 @@ impl Proxy {
             service: service.to_owned(),
             route: ArcSwap::from_pointee(RouteTable::empty()),
             flights: Mutex::new(HashMap::new()),
+            backend_flights: Mutex::new(HashMap::new()),
+            cookie: format!("cutover-{service}"),
             metrics,
             client,
             http1,
@@ -204,20 +210,33 @@ impl Proxy {
     pub fn set_route(&self, mut table: RouteTable) {
         let shared = &self.handle.shared;
         let mut flights = lock(&shared.flights);
-        table.attach(|release| {
-            let flight = Arc::clone(
-                flights
-                    .entry(release.to_owned())
-                    .or_insert_with(|| Arc::new(Flight::new())),
-            );
-            (flight, shared.metrics.counters(&shared.service, release))
-        });
+        let mut backend_flights = lock(&shared.backend_flights);
+        table.attach(
+            |release| {
+                let flight = Arc::clone(
+                    flights
+                        .entry(release.to_owned())
+                        .or_insert_with(|| Arc::new(Flight::new())),
+                );
+                (flight, shared.metrics.counters(&shared.service, release))
+            },
+            |addr| {
+                Arc::clone(
+                    backend_flights
+                        .entry(addr)
+                        .or_insert_with(|| Arc::new(Flight::new())),
+                )
+            },
+        );
         let table = Arc::new(table);
         shared.route.store(Arc::clone(&table));
         // After the store: a request that counted itself into a release before the store is
         // seen here (and kept); one that counts itself after it re-picks from the new table.
         flights.retain(|release, flight| {
             flight.current() > 0 || table.releases().iter().any(|r| &r.release == release)
+        });
+        backend_flights.retain(|addr, flight| {
+            flight.current() > 0 || table.releases().iter().any(|r| r.backends.contains(addr))
         });
     }
 
@@ -239,6 +258,18 @@ impl Proxy {
     /// routed release keep the drain waiting until the timeout.
     pub async fn drain(&self, release: &str, timeout: Duration) -> bool {
         let flight = lock(&self.handle.shared.flights).get(release).cloned();
+        match flight {
+            Some(flight) => flight.wait_idle(timeout).await,
+            None => true,
+        }
+    }
+
+    /// Waits until no request is in flight to the instance at `addr` (`true`) or `timeout`
+    /// passed (`false`). The caller takes the instance out of the route first.
+    pub async fn drain_backend(&self, addr: SocketAddr, timeout: Duration) -> bool {
+        let flight = lock(&self.handle.shared.backend_flights)
+            .get(&addr)
+            .cloned();
         match flight {
             Some(flight) => flight.wait_idle(timeout).await,
             None => true,

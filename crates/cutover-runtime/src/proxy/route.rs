@@ -30,6 +30,8 @@ pub struct RouteRelease {
 /// What a listener routes to, as one immutable value.
 pub struct RouteTable {
     generation: u64,
+    /// Keep a client on the release it was first sent to (a cookie per service).
+    sticky: bool,
     releases: Vec<RouteRelease>,
     picks: PickTable,
     /// One per release, in the same order.
@@ -50,6 +52,9 @@ pub(crate) struct Lane {
 pub(crate) struct Backend {
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
+    /// Requests in flight to this instance, shared by every table that routes to it (a rolling
+    /// update drains instances one by one).
+    pub(crate) flight: Arc<Flight>,
 }
 
 impl RouteTable {
@@ -68,6 +73,7 @@ impl RouteTable {
                         Some(Backend {
                             addr: *addr,
                             authority,
+                            flight: Arc::new(Flight::new()),
                         })
                     })
                     .collect(),
@@ -80,10 +86,31 @@ impl RouteTable {
         let picks = PickTable::build(&effective_weights(&releases));
         RouteTable {
             generation,
+            sticky: false,
             releases,
             picks,
             lanes,
         }
+    }
+
+    /// The same route, keeping each client on the release it was first sent to (by a cookie)
+    /// while that release still gets traffic.
+    pub fn with_sticky(mut self, sticky: bool) -> RouteTable {
+        self.sticky = sticky;
+        self
+    }
+
+    /// Whether clients stay on one release.
+    pub fn sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// The lane of `release` when it gets traffic now (a sticky client's release).
+    pub(crate) fn routable_lane(&self, release: &[u8]) -> Option<usize> {
+        self.releases.iter().enumerate().find_map(|(i, r)| {
+            (r.release.as_bytes() == release && r.weight > 0 && !self.lanes[i].backends.is_empty())
+                .then_some(i)
+        })
     }
 
     /// A route with no release: every request gets 503.
@@ -117,9 +144,13 @@ impl RouteTable {
     pub(crate) fn attach(
         &mut self,
         mut shared: impl FnMut(&str) -> (Arc<Flight>, Arc<ReleaseCounters>),
+        mut backend: impl FnMut(SocketAddr) -> Arc<Flight>,
     ) {
         for (lane, release) in self.lanes.iter_mut().zip(&self.releases) {
             (lane.flight, lane.counters) = shared(&release.release);
+            for b in lane.backends.iter_mut() {
+                b.flight = backend(b.addr);
+            }
         }
     }
 
@@ -158,6 +189,7 @@ impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteTable")
             .field("generation", &self.generation)
+            .field("sticky", &self.sticky)
             .field("releases", &self.releases)
             .field("weights", &self.weights())
             .finish()

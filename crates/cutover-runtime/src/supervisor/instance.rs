@@ -192,6 +192,11 @@ impl Instance {
         let _ = self.controls.send(Control::SetRestart(on));
     }
 
+    /// Whether crash restarts are on (the instance is past its deploy's verification).
+    pub fn restart_enabled(&self) -> bool {
+        self.shared.restart.load(Ordering::SeqCst)
+    }
+
     /// Kills the process group (SIGTERM, [`RESTART_GRACE`], SIGKILL) and starts again now,
     /// without backoff; counts as a restart. Used when liveness fails. Also starts an
     /// `Exited` instance or one waiting in `Backoff` at once. Does nothing once stopped.

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use cutover_engine::event::Outcome;
 use cutover_engine::plan::{PlanOptions, plan};
 use cutover_engine::report::Reporter;
 use cutover_engine::report::log_file::LogFiles;
@@ -22,17 +23,26 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build, None, std::time::Duration::ZERO)
+    pipeline(
+        cli,
+        args,
+        RunKind::Build,
+        None,
+        false,
+        std::time::Duration::ZERO,
+    )
 }
 
 /// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
-/// for the environment's lock and any running deploy of it (None: refused at once), and up to
+/// for the environment's lock and any running deploy of it (None: refused at once), with
+/// `atomic` rolls every service of a run with a failure back, and waits up to
 /// `approval_timeout` for `cutover approve` where the environment requires approval.
 pub fn pipeline(
     cli: &Cli,
     args: &BuildArgs,
     kind: RunKind,
     lock_wait: Option<std::time::Duration>,
+    atomic: bool,
     approval_timeout: std::time::Duration,
 ) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
@@ -41,7 +51,6 @@ pub fn pipeline(
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
     let agent = if kind == RunKind::Deploy {
-        context::refuse_unsupported_strategies(&env)?;
         context::settle_interrupted_runs(store.as_ref(), &project)?;
         context::wait_until_unblocked(store.as_ref(), &env.name, lock_wait)?;
         if lock_wait.is_some() {
@@ -98,6 +107,7 @@ pub fn pipeline(
         reporters.push(Box::new(Plain));
     }
 
+    let atomic_inputs = atomic.then(|| (secrets.clone(), store.clone()));
     let request = RunRequest {
         kind,
         project: project.clone(),
@@ -116,7 +126,35 @@ pub fn pipeline(
     for e in &outcome.reporter_errors {
         diagnostics::warn(e);
     }
-    let summary = outcome.summary;
+    let mut summary = outcome.summary;
+    // Leave no runtime threads blocking the exit on a still-running background task.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Some((secrets, store)) = atomic_inputs {
+        let log = state
+            .join("logs")
+            .join("deployments")
+            .join(format!("{}.log", summary.run));
+        let before: Vec<_> = summary.services.iter().map(|s| s.result).collect();
+        summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
+        // The services --atomic sent back: a `rollback` webhook (the run's own events are over).
+        let rolled: Vec<_> = summary
+            .services
+            .iter()
+            .zip(before)
+            .filter(|(s, was)| s.result == Outcome::RolledBack && *was != Outcome::RolledBack)
+            .map(|(s, _)| s)
+            .collect();
+        if let Some(n) = &notifier
+            && let Some(note) = cutover_engine::report::webhook::rollback_notification(
+                &summary.run,
+                &summary.env,
+                &rolled,
+                summary.finished_at,
+            )
+        {
+            n.send(note);
+        }
+    }
     if cli.json {
         let text = serde_json::to_string(&summary)
             .map_err(|e| CliError::failed(format!("encoding the summary: {e}"), None))?;
@@ -130,8 +168,6 @@ pub fn pipeline(
             diagnostics::warn(&e);
         }
     }
-    // Leave no runtime threads blocking the exit on a still-running background task.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(summary.exit_code())
 }
 

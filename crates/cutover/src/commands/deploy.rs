@@ -13,6 +13,7 @@ pub fn run(cli: &Cli, args: &DeployArgs) -> Result<i32, CliError> {
         &args.build,
         RunKind::Deploy,
         args.lock_wait,
+        args.atomic,
         args.approval_timeout,
     )
 }

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod approve;
 pub mod build;
+pub mod canary;
 pub mod ci;
 pub mod deploy;
 pub mod down;

@@ -149,6 +149,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
             name,
             target,
             current.as_ref(),
+            &format!("rolled back to {} by `cutover rollback`", target.id),
             &mut note,
         );
         let (outcome, reason) = match result {
@@ -252,6 +253,114 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
     })
 }
 
+/// `deploy --atomic` after a run where a service failed: every service the run made ACTIVE goes
+/// back to its previous release, in reverse dependency order; their results become
+/// `rolled_back` and the run's status is recorded again.
+#[allow(clippy::too_many_arguments)]
+pub fn atomic(
+    project: &cutover_config::Project,
+    env: &cutover_config::ResolvedEnvironment,
+    secrets: &std::collections::BTreeMap<String, String>,
+    store: &dyn ReleaseStore,
+    mut summary: RunSummary,
+    log_path: &std::path::Path,
+) -> Result<RunSummary, CliError> {
+    let failed: Vec<String> = summary
+        .services
+        .iter()
+        .filter(|s| matches!(s.result, Outcome::Failed | Outcome::RolledBack))
+        .map(|s| s.name.clone())
+        .collect();
+    if failed.is_empty() {
+        return Ok(summary);
+    }
+    let client = context::agent(project, true)?
+        .ok_or_else(|| CliError::failed("the agent could not be started", None))?;
+    let runtime = context::runtime()?;
+    let redactor = cutover_engine::redact::Redactor::new(secrets.values().cloned());
+    let mut log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .ok();
+    let mut note = |line: &str| {
+        let line = redactor.redact(line);
+        if let Some(log) = log.as_mut() {
+            let _ = writeln!(
+                log,
+                "{} {line}",
+                Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+        eprintln!("{line}");
+    };
+    let why = format!(
+        "rolled back by --atomic: {} failed in run {}",
+        failed.join(", "),
+        summary.run
+    );
+    note(&format!(
+        "--atomic: {} failed; rolling back every service of the run",
+        failed.join(", ")
+    ));
+    // The summary lists services in dependency order: dependents go back first.
+    for s in summary.services.iter_mut().rev() {
+        if s.result != Outcome::Succeeded {
+            continue;
+        }
+        let Some(release) = s.release.clone() else {
+            continue;
+        };
+        let releases = store.releases(&s.name, &env.name, 1000)?;
+        let current = releases.iter().find(|r| r.id == release).cloned();
+        let Some(target) = cutover_engine::rollback::previous_active(&releases, current.as_ref())
+        else {
+            note(&format!(
+                "{}: no previous release to return to; {release} stays",
+                s.name
+            ));
+            continue;
+        };
+        let started = Utc::now();
+        match roll_one(
+            &runtime,
+            &client,
+            store,
+            project,
+            env,
+            secrets,
+            &s.name,
+            &target,
+            current.as_ref(),
+            &why,
+            &mut note,
+        ) {
+            Ok(()) => {
+                s.result = Outcome::RolledBack;
+                s.reason = Some(format!("{why}; back on {}", target.id));
+            }
+            Err(e) => {
+                s.result = Outcome::Failed;
+                s.reason = Some(
+                    redactor
+                        .redact(&format!("--atomic rollback to {} failed: {e}", target.id))
+                        .into_owned(),
+                );
+            }
+        }
+        s.stages.push(StageSummary {
+            stage: Stage::Deploy,
+            result: s.result,
+            started_at: started,
+            finished_at: Some(Utc::now()),
+        });
+    }
+    summary.status = RunSummary::status_from(&summary.services, false);
+    summary.finished_at = Utc::now();
+    store.finish_run(&summary.run, summary.status, summary.finished_at, None)?;
+    Ok(summary)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn roll_one(
     runtime: &tokio::runtime::Runtime,
@@ -263,6 +372,7 @@ fn roll_one(
     name: &str,
     target: &Release,
     current: Option<&Release>,
+    why: &str,
     note: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
     let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
@@ -296,9 +406,8 @@ fn roll_one(
         Ok(()) => {
             let now = Utc::now();
             if let Some(c) = current {
-                let reason = format!("rolled back to {} by `cutover rollback`", target.id);
                 store
-                    .set_phase(name, &c.id, ReleasePhase::RolledBack, Some(&reason), now)
+                    .set_phase(name, &c.id, ReleasePhase::RolledBack, Some(why), now)
                     .map_err(|e| e.to_string())?;
             }
             store

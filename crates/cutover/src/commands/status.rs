@@ -1,6 +1,6 @@
 //! `cutover status`: every service of the environment as it is now.
 
-use cutover_runtime::api::types::{AgentStatus, Traffic};
+use cutover_runtime::api::types::{AgentStatus, CanaryStatus, LiveNumbers, Traffic};
 use serde::Serialize;
 
 use crate::cli::Cli;
@@ -23,6 +23,12 @@ struct ServiceRow {
     instances: Instances,
     traffic: Vec<Traffic>,
     url: String,
+    /// The canary in progress: its weight, step and live numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<CanaryStatus>,
+    /// Requests per second, error rate and p99 over the last seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    numbers: Option<LiveNumbers>,
 }
 
 #[derive(Serialize)]
@@ -109,6 +115,8 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
                 desired: live.map_or(svc.instances, |l| l.desired),
             },
             traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
+            canary: live.and_then(|l| l.canary.clone()),
+            numbers: live.and_then(|l| l.numbers.clone()),
             url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
                 svc.port
                     .map(|p| format!("http://{host}:{p}"))
@@ -196,6 +204,26 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         ]);
     }
     print!("{}", t.render());
+    for r in &rows {
+        if let Some(c) = &r.canary {
+            let state = match c.state.as_str() {
+                "waiting_for_promote" => "waiting for `cutover promote`",
+                "paused" => "paused",
+                _ => "judging",
+            };
+            println!(
+                "{}: canary {} at {}% (step {}/{}, {state}); stable {}",
+                r.name, c.release, c.weight, c.step, c.steps, c.stable
+            );
+            if let Some(j) = &c.judgement {
+                println!(
+                    "  last judgement: {}: {}",
+                    j.verdict.replace('_', " "),
+                    j.detail
+                );
+            }
+        }
+    }
     if let Some(lock) = &lock {
         println!("{}", context::describe_lock(lock));
     }

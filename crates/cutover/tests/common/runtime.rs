@@ -17,7 +17,8 @@ use super::TestProject;
 
 /// A Python stdlib HTTP/1.1 service: `/` answers the VERSION file, `/health` answers
 /// `{"status":"healthy"}` unless a file `unhealthy` exists (then 500); a file `crash` makes it
-/// exit at start.
+/// exit at start. A file `fail_half` makes every other `/` answer 500; a file `slow` holding
+/// seconds delays every `/` answer that long.
 pub const APP: &str = r#"
 import json, os, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,9 @@ if os.path.exists("crash"):
     print("crashing on purpose", flush=True)
     sys.exit(3)
 VERSION = open("VERSION").read().strip()
+FAIL_HALF = os.path.exists("fail_half")
+SLOW = float(open("slow").read()) if os.path.exists("slow") else 0.0
+COUNT = [0]
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a):
@@ -43,7 +47,14 @@ class H(BaseHTTPRequestHandler):
             else:
                 self.send(200, {"status": "healthy"})
         else:
-            self.send(200, {"version": VERSION})
+            COUNT[0] += 1
+            if SLOW:
+                import time
+                time.sleep(SLOW)
+            if FAIL_HALF and COUNT[0] % 2 == 0:
+                self.send(500, {"version": VERSION, "error": "failing on purpose"})
+            else:
+                self.send(200, {"version": VERSION})
 ThreadingHTTPServer.daemon_threads = True
 print("listening on", os.environ["PORT"], flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
