@@ -240,3 +240,42 @@ fn approval_requests_are_notified() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(hook.all().len(), 1, "only approval.requested is wanted");
 }
+
+#[test]
+fn an_atomic_rollback_is_notified() {
+    use common::runtime::{app_service, app_toml};
+    let hook = Receiver::start(Duration::ZERO);
+    let ports = [free_port(), free_port()];
+    let p = TestProject::git_repo();
+    let mut toml = "[project]\nname = \"atomic\"\n\n".to_string();
+    for (i, name) in ["api", "web"].iter().enumerate() {
+        app_service(&p, &format!("svc/{name}"), "v1");
+        toml.push_str(&app_toml(name, &format!("svc/{name}"), ports[i], ""));
+    }
+    toml.push_str(&format!(
+        "[[notify]]\nurl = \"{}\"\non = [\"rollback\", \"deploy.failed\"]\n",
+        hook.url()
+    ));
+    p.write("cutover.toml", &toml);
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("v1");
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    p.write("svc/api/VERSION", "v2");
+    p.write("svc/web/VERSION", "v2");
+    p.write("svc/web/crash", "");
+    p.commit("v2, web broken");
+    let out = p.run(&["deploy", "--atomic", "--json"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(version(ports[0]).as_deref(), Some("v1"));
+    assert_eq!(hook.events("deploy.failed").len(), 1, "{:?}", hook.all());
+    let rollback = hook.events("rollback");
+    assert_eq!(rollback.len(), 1, "{:?}", hook.all());
+    let body = rollback[0].json();
+    assert_eq!(body["services"][0]["name"], "api", "{body}");
+    assert_eq!(body["services"][0]["result"], "rolled_back", "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("--atomic"),
+        "{body}"
+    );
+}
