@@ -185,6 +185,8 @@ pub(crate) struct Spans {
     pub port: HashMap<(String, String), Range<usize>>,
     /// `target` per (service, env) layer as above.
     pub target: HashMap<(String, String), crate::TargetKind>,
+    /// `[project] metrics_listen`.
+    pub metrics_listen: Option<Range<usize>>,
 }
 
 /// Checks everything and builds the project; problems go to `diags`.
@@ -201,6 +203,11 @@ pub(crate) fn validate(
     };
     let mut spans = Spans::default();
     let (name, mut project_settings) = project(&mut cx, raw.project.as_ref(), pruned);
+    spans.metrics_listen = raw
+        .project
+        .as_ref()
+        .and_then(|p| p.get().metrics_listen.as_ref())
+        .map(|m| m.span());
 
     let defaults = match &raw.defaults {
         Some(d) => {

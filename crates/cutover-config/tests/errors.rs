@@ -333,6 +333,10 @@ case!(
     "[project]\nname = \"demo\"\nmetrics_listen = \"9464\"\n"
 );
 case!(
+    metrics_listen_on_a_service_port,
+    "[project]\nname = \"demo\"\nmetrics_listen = \"127.0.0.1:8080\"\n\n[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n"
+);
+case!(
     max_parallel_zero,
     "[project]\nname = \"demo\"\nmax_parallel = 0\n"
 );

@@ -684,7 +684,7 @@ impl Agent {
 
     /// Prometheus text of the proxies' per-release numbers.
     pub async fn metrics_text(&self) -> String {
-        crate::exposition::prometheus_text(&self.metrics)
+        crate::exposition::prometheus_text(&self.metrics, &self.status().await)
     }
 
     /// Writes the live release of every service to `agent/desired.json` (secret values left

@@ -1,6 +1,7 @@
 //! Running the agent as a process: where its socket lives, refusing a second agent, replacing
 //! a stale socket, serving until told to stop, and leaving nothing behind.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +68,10 @@ fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 
 /// Runs the agent for the project whose state is in `state_dir` until it is stopped (API
 /// `stop`, SIGTERM, SIGINT). Stops every instance before returning.
-pub async fn run(state_dir: PathBuf) -> Result<(), AgentError> {
+///
+/// With `metrics_listen` (`[project] metrics_listen`), `GET /metrics` is served on that TCP
+/// address too; an address that cannot be bound is logged and the agent runs on without it.
+pub async fn run(state_dir: PathBuf, metrics_listen: Option<SocketAddr>) -> Result<(), AgentError> {
     std::fs::create_dir_all(&state_dir).map_err(io("cannot create", &state_dir))?;
     let socket = socket_path(&state_dir);
     if let Some(dir) = socket.parent() {
@@ -101,6 +105,10 @@ pub async fn run(state_dir: PathBuf) -> Result<(), AgentError> {
     agent.stop_leftovers();
     let shutdown = agent.shutdown.clone();
     tokio::spawn(stop_on_signals(shutdown.clone()));
+    if let Some(addr) = metrics_listen {
+        // Logged either way; a port in use must not stop the agent from deploying.
+        let _ = crate::metrics_listen::start(addr, agent.clone(), shutdown.clone()).await;
+    }
     let server = tokio::spawn(crate::api::server::serve(
         listener,
         agent.clone(),

@@ -9,7 +9,9 @@
 //! - `agent.rs`: release sets per service, the deploy order, recovery after a crash.
 //! - `daemon.rs`: the agent as a process: socket, stale-socket replacement, signals.
 //! - `api/`: the admin API over the Unix socket (types shared by server and client).
-//! - `exposition.rs`: Prometheus text of the proxies' numbers.
+//! - `exposition.rs`: Prometheus text of the proxies' numbers and the agent's state.
+//! - `metrics_listen.rs`: `GET /metrics` over TCP where `[project] metrics_listen` is set.
+//! - `promql.rs`: a PromQL client for external canary analysis.
 //!
 //! # Theory of operation
 //! The agent owns every instance and every listener of a project. A deploy asks it to start a
@@ -23,6 +25,8 @@ pub mod api;
 pub mod daemon;
 pub mod exposition;
 pub mod metrics;
+pub mod metrics_listen;
 pub mod probe;
+pub mod promql;
 pub mod proxy;
 pub mod supervisor;

@@ -202,3 +202,61 @@ fn global_options_after_the_command() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     json(&out);
 }
+
+#[test]
+fn plan_shows_each_strategy_and_its_minimum_time() {
+    let p = TestProject::git_repo();
+    p.service_dir("svc/review").service_dir("svc/api");
+    let mut toml = String::from("[project]\nname = \"demo\"\n\n");
+    toml += &service(
+        "review",
+        "svc/review",
+        9001,
+        "strategy = \"canary\"\n[services.review.canary]\n\
+         steps = [{ weight = 5, pause = \"30m\" }, { weight = 25, pause = \"manual\" }, \
+         { weight = 50, pause = \"15m\" }, { weight = 100 }]\ninterval = \"10s\"\n\
+         max_error_rate = 0.05\nmax_p99_latency = \"1000ms\"\nmin_requests = 20",
+    );
+    // initial_delay is a grace, not a wait: only the two extra successes (2 × 2s) count.
+    toml += &service(
+        "api",
+        "svc/api",
+        9002,
+        "[services.api.health]\ninitial_delay = \"30s\"\nperiod = \"2s\"\nsuccess_threshold = 3",
+    );
+    p.write("cutover.toml", &toml);
+    p.commit("initial");
+
+    let out = p.run(&["plan", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = json(&out);
+    let review = &plan["services"][0];
+    assert_eq!(review["name"], "review");
+    assert_eq!(review["strategy"], "canary");
+    // Per step its pause or, when shorter, the first judgement (one 10s interval):
+    // 30m + 10s (manual, counted apart) + 15m + 10s.
+    assert_eq!(review["min_duration_seconds"], 2720.0);
+    assert_eq!(review["manual_pauses"], 1);
+    let api = &plan["services"][1];
+    assert_eq!(api["strategy"], "blue-green");
+    assert_eq!(api["min_duration_seconds"], 4.0);
+    assert_eq!(api["manual_pauses"], 0);
+
+    let out = p.run(&["plan"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("MIN TIME"), "{text}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"))
+            .to_string()
+    };
+    let review = row("review");
+    assert!(
+        review.contains("canary") && review.contains("45m20s + manual approval"),
+        "{review}"
+    );
+    let api = row("api");
+    assert!(api.contains("blue-green") && api.contains(" 4s "), "{api}");
+}

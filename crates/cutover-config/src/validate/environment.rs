@@ -127,6 +127,9 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
     // (first index, second index, port) → (span, environments)
     let mut clashes: BTreeMap<(usize, usize, u16), Clash> = BTreeMap::new();
     let mut used_ports: Vec<u16> = Vec::new();
+    // service index → environments where its public listener is the metrics listener.
+    let mut metrics_clashes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let metrics = project.settings.metrics_listen;
     for env in &project.environments {
         let resolved = resolve_decl(project, env);
         for (i, svc) in resolved.services.iter().enumerate() {
@@ -151,6 +154,12 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                 no_canary.entry(i).or_default().push(env.name.clone());
             }
             used_ports.extend(svc.port);
+            if let (Some(m), Some(port)) = (metrics, svc.port)
+                && m.port() == port
+                && (m.ip() == svc.listen || m.ip().is_unspecified() || svc.listen.is_unspecified())
+            {
+                metrics_clashes.entry(i).or_default().push(env.name.clone());
+            }
             for (j, earlier) in resolved.services[..i].iter().enumerate() {
                 let (Some(a), Some(b)) = (earlier.port, svc.port) else {
                     continue;
@@ -191,6 +200,16 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
         cx.err(Diag::new(spans.service_key.get(name).cloned(),
             format!("service `{name}` uses strategy \"canary\" but has no canary steps in {}", envs_list(&envs)))
             .help(format!("add [services.{name}.canary] with steps = [{{ weight = 10, pause = \"5m\" }}, {{ weight = 100 }}]")));
+    }
+    for (i, envs) in metrics_clashes {
+        let name = &project.services[i].name;
+        let port = metrics.map_or(0, |m| m.port());
+        cx.err(Diag::new(spans.metrics_listen.clone(), format!(
+            "`metrics_listen` uses port {port}, the public port of service `{name}` in {}",
+            envs_list(&envs)
+        ))
+            .help("give metrics_listen a port no service uses, e.g. metrics_listen = \"127.0.0.1:9464\"")
+            .label("port already taken"));
     }
     for ((j, i, port), (span, envs)) in clashes {
         let (a, b) = (&project.services[j].name, &project.services[i].name);

@@ -7,6 +7,7 @@
 
 pub mod changes;
 pub mod dag;
+pub mod timing;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -71,6 +72,11 @@ pub struct PlannedService {
     pub layer: usize,
     /// Deploy strategy.
     pub strategy: &'static str,
+    /// The least time its strategy takes once instances start, in seconds (see
+    /// [`timing::min_duration`]: canary pauses and judgements, readiness probes).
+    pub min_duration_seconds: f64,
+    /// Canary steps that wait for `cutover promote` (not counted in `min_duration_seconds`).
+    pub manual_pauses: u32,
     /// Its dependencies.
     pub depends_on: Vec<String>,
     /// Whether its scope has uncommitted changes.
@@ -134,6 +140,7 @@ pub fn plan(
         let matcher = ScopeMatcher::new(svc)?;
         let dirty = dirty_paths.iter().any(|p| matcher.matches(p));
         let config_hash = config_hash(svc);
+        let min = timing::min_duration(svc);
         let mut planned = PlannedService {
             name: svc.name.clone(),
             affected: true,
@@ -141,6 +148,8 @@ pub fn plan(
             changed_paths: Vec::new(),
             layer: layers.get(svc.name.as_str()).copied().unwrap_or(0),
             strategy: svc.strategy.as_str(),
+            min_duration_seconds: min.time.as_secs_f64(),
+            manual_pauses: min.manual_pauses,
             depends_on: svc.depends_on.clone(),
             dirty,
             config_hash,

@@ -12,7 +12,10 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
         None => {
             let state = project.dir.join(".cutover");
             runtime
-                .block_on(cutover_runtime::daemon::run(state))
+                .block_on(cutover_runtime::daemon::run(
+                    state,
+                    project.settings.metrics_listen,
+                ))
                 .map_err(|e| match e {
                     cutover_runtime::daemon::AgentError::AlreadyRunning { .. } => CliError::failed(
                         e.to_string(),

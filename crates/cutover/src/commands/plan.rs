@@ -1,6 +1,6 @@
 //! `cutover plan`: which services a run would touch, why, and in what order.
 
-use cutover_engine::plan::{PlanOptions, plan};
+use cutover_engine::plan::{PlanOptions, PlannedService, plan};
 
 use crate::cli::{Cli, PlanArgs, PlanFormat};
 use crate::context;
@@ -42,12 +42,15 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<i32, CliError> {
                 plan.env,
                 plan.services.len()
             );
-            let mut t = Table::new(&["LAYER", "SERVICE", "STRATEGY", "AFFECTED", "REASON"]);
+            let mut t = Table::new(&[
+                "LAYER", "SERVICE", "STRATEGY", "MIN TIME", "AFFECTED", "REASON",
+            ]);
             for s in &plan.services {
                 t.row(vec![
                     s.layer.to_string(),
                     s.name.clone(),
                     s.strategy.to_string(),
+                    min_time(s),
                     if s.affected { "yes" } else { "no" }.to_string(),
                     s.reason.clone(),
                 ]);
@@ -56,4 +59,16 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<i32, CliError> {
         }
     }
     Ok(OK)
+}
+
+/// "45m40s", "0s", "30s + manual approval", "10s + 2 manual approvals".
+fn min_time(s: &PlannedService) -> String {
+    let d = std::time::Duration::try_from_secs_f64(s.min_duration_seconds)
+        .unwrap_or(std::time::Duration::MAX);
+    let time = cutover_config::format_duration(d);
+    match s.manual_pauses {
+        0 => time,
+        1 => format!("{time} + manual approval"),
+        n => format!("{time} + {n} manual approvals"),
+    }
 }
