@@ -150,3 +150,54 @@ pub fn ms(ms: u64) -> String {
         format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cutover_store::ApprovalState;
+
+    use super::line;
+    use crate::event::{EventKind, ReleaseRef};
+
+    #[test]
+    fn approval_lines() {
+        let requested = EventKind::ApprovalRequested {
+            run: "deploy-20261123-101500".into(),
+            env: "production".into(),
+            waiting: vec![
+                ReleaseRef {
+                    service: "api".into(),
+                    release: "20261123-101502-3f9a2c1".into(),
+                },
+                ReleaseRef {
+                    service: "web".into(),
+                    release: "20261123-101502-3f9a2c1".into(),
+                },
+            ],
+            timeout_ms: 3_600_000,
+        };
+        let decided = |state, by: Option<&str>, reason: Option<&str>| EventKind::ApprovalDecided {
+            state,
+            by: by.map(str::to_string),
+            reason: reason.map(str::to_string),
+        };
+        let lines: Vec<String> = [
+            requested,
+            decided(ApprovalState::Approved, Some("ana@build1"), None),
+            decided(
+                ApprovalState::Rejected,
+                Some("ana@build1"),
+                Some("not on a friday"),
+            ),
+            decided(ApprovalState::TimedOut, None, None),
+            decided(
+                ApprovalState::Canceled,
+                None,
+                Some("the run was interrupted while waiting"),
+            ),
+        ]
+        .iter()
+        .filter_map(line)
+        .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+}
