@@ -215,7 +215,7 @@ impl Dispatcher {
             tokio::select! {
                 Some(msg) = rx.recv() => {
                     self.handle(msg, fanout);
-                    self.check_approval(&mut watcher, &watcher_tx, &cancel, fanout);
+                    self.check_approval(&mut watcher, &watcher_tx, &cancel);
                 }
                 joined = tasks.join_next_with_id() => {
                     // Everything the task sent before ending is already queued: take it first.
@@ -230,7 +230,7 @@ impl Dispatcher {
                     if let Some(name) = id.and_then(|id| task_names.remove(&id)) {
                         self.ensure_finished(&name, panic, fanout);
                     }
-                    self.check_approval(&mut watcher, &watcher_tx, &cancel, fanout);
+                    self.check_approval(&mut watcher, &watcher_tx, &cancel);
                 }
                 () = cancel.cancelled(), if !cancel_seen => {
                     cancel_seen = true;
@@ -292,10 +292,14 @@ impl Dispatcher {
                         },
                     );
                 }
-                Err(why) => self.refuse_approval(
-                    format!("the approval gate could not be recorded: {why}"),
-                    fanout,
-                ),
+                Err(why) => {
+                    // The gate cannot work: the services fail (exit 1), nothing deploys.
+                    let why = format!("the approval gate could not be recorded: {why}");
+                    for (_, reply) in std::mem::take(&mut self.approval_waiters) {
+                        let _ = reply.send(Gate::Fail(why.clone()));
+                    }
+                    self.approval = ApprovalGate::Refused(why);
+                }
             },
             ExecMsg::ApprovalDecided(approval) => self.approval_decided(approval, fanout),
             ExecMsg::Gate { service, reply } => {
@@ -505,7 +509,6 @@ impl Dispatcher {
         watcher: &mut Option<tokio::task::JoinHandle<()>>,
         tx: &mpsc::UnboundedSender<ExecMsg>,
         cancel: &CancellationToken,
-        _fanout: &Fanout,
     ) {
         if !matches!(self.approval, ApprovalGate::Collecting) || self.approval_waiters.is_empty() {
             return;
@@ -578,11 +581,11 @@ impl Dispatcher {
                     let _ = reply.send(Gate::Proceed);
                 }
             }
-            Some(why) => self.refuse_approval(why, fanout),
+            Some(why) => self.refuse_approval(why),
         }
     }
 
-    fn refuse_approval(&mut self, why: String, _fanout: &Fanout) {
+    fn refuse_approval(&mut self, why: String) {
         for (_, reply) in std::mem::take(&mut self.approval_waiters) {
             let _ = reply.send(Gate::Refused(why.clone()));
         }

@@ -51,6 +51,8 @@ pub(super) enum Gate {
     Skip(String),
     /// The approval was rejected, timed out or canceled: the service ends canceled.
     Refused(String),
+    /// The approval gate could not work (the store failed): the service fails.
+    Fail(String),
 }
 
 /// A stage's end when it did not succeed.
@@ -418,6 +420,7 @@ impl Executor {
                 Ok(Gate::Proceed) => Ok(()),
                 Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
                 Ok(Gate::Refused(reason)) => Err(Stop::canceled(reason)),
+                Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
                 Err(_) => Err(Stop::canceled("the run is shutting down")),
             },
             () = self.cancel.cancelled() => Err(Stop::canceled("canceled while awaiting approval")),
@@ -577,6 +580,7 @@ impl Executor {
                 Ok(Gate::Proceed) => Ok(()),
                 Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
                 Ok(Gate::Refused(reason)) => Err(Stop::canceled(reason)),
+                Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
                 Err(_) => Err(Stop::canceled("the run is shutting down")),
             },
             () = self.cancel.cancelled() => Err(Stop::canceled("canceled while waiting for dependencies")),
