@@ -17,6 +17,10 @@ pub const DEVELOPMENT: &str = "development";
 pub struct Project {
     /// The project directory (the one holding `cutover.toml`), absolute.
     pub dir: PathBuf,
+    /// The directory whose `.cutover/` holds the project's state (store, agent, logs): `dir`
+    /// itself, or, when `dir` is in a linked git worktree, the same project directory in the
+    /// main worktree (the binary sets it; see `cutover_engine::worktree::state_root`).
+    pub state_root: PathBuf,
     /// The configuration file, absolute.
     pub file: PathBuf,
     /// `[project] name`.
@@ -31,6 +35,13 @@ pub struct Project {
     pub environments: Vec<EnvironmentDecl>,
     /// `[[notify]]` webhooks.
     pub notify: Vec<Notify>,
+}
+
+impl Project {
+    /// The project's state directory: `.cutover/` under [`Project::state_root`].
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root.join(".cutover")
+    }
 }
 
 /// `[project]` settings.

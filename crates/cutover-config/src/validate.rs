@@ -333,6 +333,7 @@ pub(crate) fn validate(
 
     let project = Project {
         dir: dir.to_path_buf(),
+        state_root: dir.to_path_buf(),
         file: file.to_path_buf(),
         name: name.unwrap_or_default(),
         settings: project_settings,

@@ -56,6 +56,14 @@ pub enum EngineError {
         /// Where it is used.
         used_by: String,
     },
+    /// An operation was refused as it stands (a dirty work tree, a branch in the way...).
+    #[error("{message}")]
+    Refused {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: Option<String>,
+    },
     /// The release store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,6 +96,7 @@ impl EngineError {
                     None => format!("known services: {}", known.join(", ")),
                 })
             }
+            EngineError::Refused { help, .. } => help.clone(),
             EngineError::MissingSecret { name, .. } => Some(format!(
                 "store it with `printf %s VALUE | cutover secrets set {name}`, or export {name} \
                  in the environment that runs cutover"

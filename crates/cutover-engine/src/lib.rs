@@ -10,6 +10,7 @@
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
 //! - `rollback.rs`: going back to an earlier release (`cutover rollback`, failed hooks).
+//! - `team/`: a branch and worktree per service, and health-gated merges.
 //!
 //! # Theory of operation
 //! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
@@ -30,5 +31,6 @@ pub mod run;
 pub mod stage;
 pub mod summary;
 pub mod target;
+pub mod team;
 
 pub use error::EngineError;

@@ -28,19 +28,17 @@ pub fn previous_active(releases: &[Release], current: Option<&Release>) -> Optio
 }
 
 /// Asks the agent to serve `target` (a release of `svc` in `env` whose snapshot is under
-/// `project_dir/.cutover/releases/`) again; Err says why it could not, in plain words.
+/// `state_dir/releases/`, `state_dir` being the project's `.cutover`) again; Err says why it
+/// could not, in plain words.
 pub async fn redeploy(
     agent: &AgentClient,
-    project_dir: &Path,
+    state_dir: &Path,
     env: &str,
     svc: &ResolvedService,
     target: &str,
     secrets: &BTreeMap<String, String>,
 ) -> Result<(), String> {
-    let dir = crate::run::state_dir_of(project_dir)
-        .join("releases")
-        .join(&svc.name)
-        .join(target);
+    let dir = state_dir.join("releases").join(&svc.name).join(target);
     if !dir.is_dir() {
         return Err(format!(
             "the snapshot of {target} is gone ({}); it was pruned by keep_releases",

@@ -3,8 +3,9 @@
 //! `judge` never sees time or state: the caller gives it the canary's metrics since the step
 //! began ([`ReleaseMetrics::since`]) and gets a verdict with the numbers that decided it.
 
-use crate::api::types::{CanarySpec, Judgement};
+use crate::api::types::{CanarySpec, Judgement, PrometheusCheck};
 use crate::metrics::ReleaseMetrics;
+use crate::promql::PromError;
 
 /// What a judgement decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,54 @@ pub fn judge(window: &ReleaseMetrics, spec: &CanarySpec, weight: u8) -> Judgemen
     }
 }
 
+/// Adds the verdict of a `[canary.prometheus]` query (`value`: its scalar, or why there is
+/// none) to the proxy's judgement: a failure of either fails; otherwise no data from either is
+/// no verdict; a pass needs both. An unreachable Prometheus is no verdict (the step's
+/// `verdict_timeout` then rolls back), never a pass.
+pub fn with_prometheus(
+    builtin: Judgement,
+    check: &PrometheusCheck,
+    value: Result<f64, PromError>,
+) -> Judgement {
+    let builtin_verdict = Verdict::parse(&builtin.verdict).unwrap_or(Verdict::NoVerdict);
+    if builtin_verdict == Verdict::Fail {
+        return builtin;
+    }
+    let (verdict, detail) = match value {
+        Ok(v) if v > check.max => (
+            Verdict::Fail,
+            format!(
+                "prometheus: {} = {} > {}",
+                check.query,
+                round(v),
+                round(check.max)
+            ),
+        ),
+        Ok(v) => (
+            builtin_verdict,
+            format!(
+                "{}; prometheus: {} <= {}",
+                builtin.detail,
+                round(v),
+                round(check.max)
+            ),
+        ),
+        Err(PromError::NoData(why)) => (
+            Verdict::NoVerdict,
+            format!("{}; prometheus: no data yet ({why})", builtin.detail),
+        ),
+        Err(PromError::Failed(why)) => (
+            Verdict::NoVerdict,
+            format!("{}; prometheus: {why}", builtin.detail),
+        ),
+    };
+    Judgement {
+        verdict: verdict.as_str().to_string(),
+        detail,
+        ..builtin
+    }
+}
+
 /// Two decimals at most, without trailing zeros: 0.31, 0.05, 0.5, 1.
 fn round(x: f64) -> String {
     let s = format!("{:.2}", (x * 100.0).round() / 100.0);
@@ -165,6 +214,55 @@ mod tests {
             j.detail.ends_with("ms > 500ms over 100 requests at 10%"),
             "{}",
             j.detail
+        );
+    }
+
+    fn check() -> PrometheusCheck {
+        PrometheusCheck {
+            url: "http://127.0.0.1:9090".into(),
+            query: "sum(errors)".into(),
+            max: 0.5,
+        }
+    }
+
+    #[test]
+    fn prometheus_can_fail_a_passing_judgement_but_never_pass_a_failing_one() {
+        let pass = judge(&window(100, 0, Duration::from_millis(1)), &spec(), 10);
+        let j = with_prometheus(pass.clone(), &check(), Ok(0.7));
+        assert_eq!(j.verdict, "fail");
+        assert_eq!(j.detail, "prometheus: sum(errors) = 0.7 > 0.5");
+        assert_eq!(j.requests, 100);
+        let j = with_prometheus(pass.clone(), &check(), Ok(0.5));
+        assert_eq!(j.verdict, "pass");
+        assert!(
+            j.detail.ends_with("; prometheus: 0.5 <= 0.5"),
+            "{}",
+            j.detail
+        );
+        let fail = judge(&window(50, 50, Duration::from_millis(1)), &spec(), 10);
+        assert_eq!(with_prometheus(fail.clone(), &check(), Ok(0.0)), fail);
+    }
+
+    #[test]
+    fn no_prometheus_data_or_no_prometheus_is_no_verdict() {
+        let pass = judge(&window(100, 0, Duration::from_millis(1)), &spec(), 10);
+        let j = with_prometheus(
+            pass.clone(),
+            &check(),
+            Err(PromError::NoData("empty vector".into())),
+        );
+        assert_eq!(j.verdict, "no_verdict");
+        assert!(
+            j.detail.contains("prometheus: no data yet (empty vector)"),
+            "{}",
+            j.detail
+        );
+        let j = with_prometheus(pass, &check(), Err(PromError::Failed("unreachable".into())));
+        assert_eq!(j.verdict, "no_verdict");
+        let few = judge(&window(3, 0, Duration::from_millis(1)), &spec(), 10);
+        assert_eq!(
+            with_prometheus(few, &check(), Ok(0.0)).verdict,
+            "no_verdict"
         );
     }
 

@@ -79,6 +79,76 @@ pub enum Command {
     Unlock,
     /// Let a deploy waiting for approval go on (`--reject --reason R` ends it instead).
     Approve(ApproveArgs),
+    /// A git branch and worktree per service: `setup`, `list`, `remove`.
+    Worktree(WorktreeArgs),
+    /// Merge service branches into their base, only where the deployed release is the
+    /// branch's head and healthy.
+    Merge(MergeArgs),
+    /// A live terminal dashboard of every service of the environment.
+    Monitor(MonitorArgs),
+}
+
+/// `cutover worktree`.
+#[derive(Debug, Args)]
+pub struct WorktreeArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: WorktreeAction,
+}
+
+/// `cutover worktree setup|list|remove`.
+#[derive(Debug, Subcommand)]
+pub enum WorktreeAction {
+    /// Create the branch `<branch_prefix>/<service>` from the base and a worktree for it
+    /// (again: reports "exists").
+    Setup {
+        /// Services (default: every service).
+        #[arg(value_name = "SERVICES")]
+        services: Vec<String>,
+        /// Put the worktrees at DIR/<service> (default: ../<project>-worktrees/<service>
+        /// beside the repository root).
+        #[arg(long = "dir", id = "worktree_dir", value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The branch to start from (default: the main worktree's current branch).
+        #[arg(long, value_name = "BRANCH")]
+        base: Option<String>,
+    },
+    /// Each service's branch, worktree, ahead/behind its base, dirty flag, release and health.
+    List,
+    /// Remove worktrees (refused when they have uncommitted changes, unless --force).
+    Remove {
+        /// Services (default: every service with a worktree).
+        #[arg(value_name = "SERVICES")]
+        services: Vec<String>,
+        /// Remove even with uncommitted changes (they are lost).
+        #[arg(long)]
+        force: bool,
+        /// Also delete the branches that are merged into their base.
+        #[arg(long)]
+        delete_branch: bool,
+    },
+}
+
+/// `cutover merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Services (default: every service with a branch).
+    #[arg(value_name = "SERVICES")]
+    pub services: Vec<String>,
+    /// Remove the worktree and delete the branch of each service merged.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// `cutover monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// How often to ask the agent and the store (e.g. 2s, 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = cutover_config::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Print one plain-text frame to stdout and exit (for scripts).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `cutover lock`.

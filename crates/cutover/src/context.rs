@@ -32,9 +32,19 @@ pub fn project_dir(cli: &Cli) -> Result<PathBuf, CliError> {
 }
 
 /// Loads and validates the project's cutover.toml (errors show paths relative to the cwd).
+/// In a linked git worktree the state (`.cutover/`: store, agent, logs) is the main
+/// worktree's, found through git's common directory.
 pub fn load(cli: &Cli) -> Result<Project, CliError> {
     let dir = project_dir(cli)?;
-    cutover_config::load(&dir).map_err(|e| {
+    let mut project = load_config(&dir)?;
+    if let Some(root) = cutover_engine::team::state_root(&project.dir) {
+        project.state_root = root;
+    }
+    Ok(project)
+}
+
+fn load_config(dir: &Path) -> Result<Project, CliError> {
+    cutover_config::load(dir).map_err(|e| {
         let shown = std::env::current_dir()
             .ok()
             .and_then(|cwd| e.file.strip_prefix(&cwd).ok().map(Path::to_path_buf));
@@ -56,11 +66,11 @@ pub fn environment(cli: &Cli, project: &Project) -> Result<ResolvedEnvironment, 
 pub fn store(project: &Project, create: bool) -> Result<Option<Arc<dyn ReleaseStore>>, CliError> {
     if !create
         && let Some(rel) = project.settings.state.strip_prefix("sqlite://")
-        && !project.dir.join(rel).exists()
+        && !project.state_root.join(rel).exists()
     {
         return Ok(None);
     }
-    let store = SqliteStore::open_url(&project.settings.state, &project.dir)?;
+    let store = SqliteStore::open_url(&project.settings.state, &project.state_root)?;
     Ok(Some(Arc::new(store)))
 }
 
@@ -236,7 +246,7 @@ pub fn agent(
     start: bool,
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
     use std::os::unix::process::CommandExt;
-    let state = project.dir.join(".cutover");
+    let state = project.state_dir();
     let socket = cutover_runtime::daemon::socket_path(&state);
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -263,6 +273,8 @@ pub fn agent(
         .arg("-C")
         .arg(&project.dir)
         .arg("agent")
+        // Not the caller's directory: a linked worktree may be removed while the agent runs.
+        .current_dir(&state)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err)

@@ -7,6 +7,7 @@
 //! - `context.rs`: loading the project, its environment, store and secrets.
 //! - `secrets.rs`: the secret key, and encrypting and decrypting stored secrets.
 //! - `render/`: the live terminal view, plain lines, tables.
+//! - `monitor/`: the `cutover monitor` dashboard (ratatui).
 //! - `diagnostics.rs`, `exit.rs`: how failures reach the user, and their exit codes.
 
 mod ci;
@@ -15,6 +16,7 @@ mod commands;
 mod context;
 mod diagnostics;
 mod exit;
+mod monitor;
 mod render;
 mod secrets;
 
@@ -56,5 +58,8 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Lock(args) => commands::lock::run(cli, args),
         Command::Unlock => commands::lock::unlock(cli),
         Command::Approve(args) => commands::approve::run(cli, args),
+        Command::Worktree(args) => commands::worktree::run(cli, args),
+        Command::Merge(args) => commands::merge::run(cli, args),
+        Command::Monitor(args) => commands::monitor::run(cli, args),
     }
 }

@@ -10,8 +10,10 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::runtime::{AgentGuard, app_service, app_toml, free_port, get, wait_until};
-use common::{TestProject, code, stderr, stdout};
+use common::runtime::{
+    AgentGuard, Load, app_service, app_toml, free_port, get, version, wait_until,
+};
+use common::{TestProject, code, json, stderr, stdout};
 use cutover_runtime::promql::{PromError, expand_query, query_scalar};
 
 /// Requests the tests send through the proxy.
@@ -480,4 +482,63 @@ fn release_with_role(p: &TestProject, role: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+#[test]
+fn a_canary_judged_by_a_prometheus_query_is_rolled_back_on_its_value() {
+    let port = free_port();
+    let metrics_port = free_port();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let p = deployed(port, &format!("metrics_listen = \"{metrics_addr}\""));
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let prometheus = PrometheusServer::start(metrics_addr);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || rt.block_on(query_scalar(
+            &prometheus.url(),
+            "up{job=\"cutover\"}",
+            Duration::from_secs(5)
+        )) == Ok(1.0)),
+        "the scrape target never came up:\n{}",
+        prometheus.log()
+    );
+
+    // The proxy's own limits are wide open: only the Prometheus query can fail this canary.
+    let canary = format!(
+        "strategy = \"canary\"\n[services.api.canary]\n\
+         steps = [{{ weight = 50, pause = \"30s\" }}, {{ weight = 100 }}]\n\
+         interval = \"500ms\"\nmax_error_rate = 1.0\nmax_p99_latency = \"10s\"\nmin_requests = 5\n\
+         [services.api.canary.prometheus]\nurl = \"{}\"\n\
+         query = 'sum(cutover_request_errors_total{{service=\"$service\",release=\"$release\"}})'\n\
+         max = 0\n",
+        prometheus.url()
+    );
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"rt\"\nmetrics_listen = \"{metrics_addr}\"\n\n{}",
+            app_toml("api", "svc/api", port, &canary)
+        ),
+    );
+    p.write("svc/api/VERSION", "v2");
+    p.write("svc/api/fail_half", "");
+    p.commit("v2 fails half, judged by prometheus");
+    let mut load = Load::start(port, 2);
+    let out = p.run(&["deploy", "--json"]);
+    load.stop();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let doc = json(&out);
+    let svc = &doc["services"][0];
+    assert_eq!(svc["result"], "rolled_back", "{doc}");
+    let reason = svc["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("prometheus: sum(cutover_request_errors_total{service=\"api\",release=\"")
+            && reason.contains("> 0"),
+        "{reason}"
+    );
+    assert_eq!(version(port).as_deref(), Some("v1"));
 }

@@ -183,6 +183,7 @@ impl Dispatcher {
                 kind: self.kind,
                 env: self.env.clone(),
                 project_dir: request.project.dir.clone(),
+                state_dir: request.project.state_dir(),
                 service: svc,
                 planned: planned.clone(),
                 release,

@@ -105,6 +105,8 @@ pub(super) struct Executor {
     pub(super) kind: RunKind,
     pub(super) env: String,
     pub(super) project_dir: PathBuf,
+    /// The project's `.cutover/` (in the main worktree when run from a linked one).
+    pub(super) state_dir: PathBuf,
     pub(super) service: ResolvedService,
     pub(super) planned: PlannedService,
     pub(super) release: Release,
@@ -159,7 +161,8 @@ impl Executor {
             self.wait_for_dependencies().await?;
         }
 
-        let dest = crate::run::state_dir_of(&self.project_dir)
+        let dest = self
+            .state_dir
             .join("releases")
             .join(&self.service.name)
             .join(&release);
@@ -198,9 +201,7 @@ impl Executor {
         let service = self.service.name.clone();
         let envs = self.env_names.clone();
         let keep = self.keep_releases;
-        let dir = crate::run::state_dir_of(&self.project_dir)
-            .join("releases")
-            .join(&service);
+        let dir = self.state_dir.join("releases").join(&service);
         let mut protected = vec![release.to_string()];
         let keep_activated = if self.kind == RunKind::Deploy { 1 } else { 2 };
         let _ = tokio::task::spawn_blocking(move || {
@@ -522,7 +523,7 @@ impl Executor {
         });
         let rolled = crate::rollback::redeploy(
             agent,
-            &self.project_dir,
+            &self.state_dir,
             &self.env,
             svc,
             &previous.id,

@@ -61,14 +61,9 @@ pub struct RunOutcome {
     pub reporter_errors: Vec<String>,
 }
 
-/// Where the project's state lives.
+/// Where the project's state lives (in the main worktree when run from a linked one).
 pub fn state_dir(project: &Project) -> PathBuf {
-    state_dir_of(&project.dir)
-}
-
-/// Where the state of the project in `project_dir` lives.
-pub fn state_dir_of(project_dir: &std::path::Path) -> PathBuf {
-    project_dir.join(".cutover")
+    project.state_dir()
 }
 
 /// Runs `request` to the end (or until `cancel` fires) and returns its summary.

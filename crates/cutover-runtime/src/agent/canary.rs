@@ -15,8 +15,14 @@ use tokio::time::Instant;
 
 use super::set::ReleaseSet;
 use super::{Agent, CanaryStatus, Control, DeployError, Next, ServiceRuntime, Weighting, log};
-use crate::analysis::{Verdict, judge};
-use crate::api::types::{CanarySpec, DeployProgress, Judgement, PauseSpec, ReleaseSpec};
+use crate::analysis::{Verdict, judge, with_prometheus};
+use crate::api::types::{
+    CanarySpec, DeployProgress, Judgement, PauseSpec, PrometheusCheck, ReleaseSpec,
+};
+use crate::promql::{expand_query, query_scalar};
+
+/// The longest a `[canary.prometheus]` query may take (at most one `interval`).
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Clears the service's control channel when the canary ends, however it ends.
 struct ControlGuard<'a>(&'a ServiceRuntime);
@@ -145,7 +151,20 @@ pub(super) async fn run(
                         .snapshot(&service, &release)
                         .unwrap_or_default()
                         .since(&baseline);
-                    let judgement = judge(&window, &c, weight);
+                    let mut judgement = judge(&window, &c, weight);
+                    if let Some(check) = &c.prometheus {
+                        let check = PrometheusCheck {
+                            query: expand_query(&check.query, &service, &release),
+                            ..check.clone()
+                        };
+                        let value = query_scalar(
+                            &check.url,
+                            &check.query,
+                            PROMETHEUS_TIMEOUT.min(interval),
+                        )
+                        .await;
+                        judgement = with_prometheus(judgement, &check, value);
+                    }
                     let verdict = Verdict::parse(&judgement.verdict).unwrap_or(Verdict::NoVerdict);
                     let _ = progress.send(DeployProgress::Judgement {
                         number,

@@ -10,7 +10,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
     let runtime = context::runtime()?;
     match args.action {
         None => {
-            let state = project.dir.join(".cutover");
+            let state = project.state_dir();
             runtime
                 .block_on(cutover_runtime::daemon::run(
                     state,

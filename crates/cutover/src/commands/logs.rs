@@ -32,8 +32,8 @@ pub fn run(cli: &Cli, args: &LogsArgs) -> Result<i32, CliError> {
         }
     };
     let path = project
-        .dir
-        .join(".cutover/logs/services")
+        .state_dir()
+        .join("logs/services")
         .join(&args.service)
         .join(format!("{release}.log"));
     let mut file = match std::fs::File::open(&path) {

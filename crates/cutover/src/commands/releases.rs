@@ -13,6 +13,8 @@ struct Row {
     phase: String,
     sha: Option<String>,
     dirty: bool,
+    /// The branch it was built from (a service branch when deployed from its worktree).
+    branch: Option<String>,
     created_at: String,
     reason: Option<String>,
 }
@@ -33,6 +35,7 @@ pub fn run(cli: &Cli, args: &ReleasesArgs) -> Result<i32, CliError> {
             phase: r.phase.as_str().to_string(),
             sha: r.sha,
             dirty: r.dirty,
+            branch: r.branch,
             created_at: r
                 .created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

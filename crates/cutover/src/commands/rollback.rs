@@ -108,7 +108,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         started_at,
         Some(std::process::id()),
     )?;
-    let log_dir = project.dir.join(".cutover/logs/rollbacks");
+    let log_dir = project.state_dir().join("logs/rollbacks");
     let log_path = log_dir.join(format!(
         "rollback-{}.log",
         started_at.format("%Y%m%d-%H%M%S")
@@ -378,8 +378,8 @@ fn roll_one(
     let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
     // Checked before any phase changes, so a pruned snapshot leaves the history as it was.
     let dir = project
-        .dir
-        .join(".cutover/releases")
+        .state_dir()
+        .join("releases")
         .join(name)
         .join(&target.id);
     if !dir.is_dir() {
@@ -396,7 +396,7 @@ fn roll_one(
     note(&format!("{name}: rolling back to {}", target.id));
     let answer = runtime.block_on(cutover_engine::rollback::redeploy(
         client,
-        &project.dir,
+        &project.state_dir(),
         &env.name,
         svc,
         &target.id,

@@ -47,7 +47,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     let store = context::store(&project, false)?;
     // Services that should be running (the agent recorded them) bring a crashed agent back;
     // then status waits until the agent has restored them, so it reports them as they are.
-    let desired = project.dir.join(".cutover/agent/desired.json");
+    let desired = project.state_dir().join("agent/desired.json");
     let expected = std::fs::read(&desired)
         .ok()
         .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
