@@ -4,7 +4,7 @@
 //! status file, store) consume them and never drive the engine.
 
 use chrono::{DateTime, Utc};
-use cutover_store::{ReleasePhase, RunKind, RunStatus};
+use cutover_store::{ApprovalState, ReleasePhase, RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Stream;
@@ -24,7 +24,7 @@ pub struct Event {
 
 /// The stages of the pipeline, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Change detection.
     Detect,
@@ -32,10 +32,14 @@ pub enum Stage {
     Checks,
     /// Snapshot and `build`.
     Build,
+    /// The service's `pre_deploy` hooks (before traffic changes).
+    PreDeploy,
     /// Handing the release to the target.
     Deploy,
     /// Probes and analysis.
     Verify,
+    /// The service's `post_deploy` hooks (after the release is ACTIVE).
+    PostDeploy,
     /// Webhooks.
     Notify,
 }
@@ -47,8 +51,10 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::Checks => "checks",
             Stage::Build => "build",
+            Stage::PreDeploy => "pre_deploy",
             Stage::Deploy => "deploy",
             Stage::Verify => "verify",
+            Stage::PostDeploy => "post_deploy",
             Stage::Notify => "notify",
         }
     }
@@ -102,6 +108,15 @@ pub struct ServiceBrief {
     pub reason: String,
     /// Dependency layer.
     pub layer: usize,
+}
+
+/// A service and the release a run made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    /// Service name.
+    pub service: String,
+    /// Release id.
+    pub release: String,
 }
 
 /// What happened.
@@ -205,6 +220,26 @@ pub enum EventKind {
         /// Last output lines of the failed command.
         tail: Vec<String>,
     },
+    /// The run stopped before any traffic changes and waits for `cutover approve RUN`.
+    ApprovalRequested {
+        /// The run's id (what `cutover approve` takes).
+        run: String,
+        /// Environment.
+        env: String,
+        /// What waits to be deployed.
+        waiting: Vec<ReleaseRef>,
+        /// How long it waits before giving up, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The approval gate was decided: approved, rejected, timed out or canceled.
+    ApprovalDecided {
+        /// The decision.
+        state: ApprovalState,
+        /// Who decided (`user@host`), for approved and rejected.
+        by: Option<String>,
+        /// Why (`--reason`, or what ended the wait).
+        reason: Option<String>,
+    },
     /// A step of a deploy the agent reports: a canary step and its judgements, a rolling batch.
     Progress {
         /// Service.
@@ -241,6 +276,8 @@ impl EventKind {
             EventKind::StageFinished { .. } => "stage.finished",
             EventKind::PhaseChanged { .. } => "phase.changed",
             EventKind::ServiceFinished { .. } => "service.finished",
+            EventKind::ApprovalRequested { .. } => "approval.requested",
+            EventKind::ApprovalDecided { .. } => "approval.decided",
             EventKind::Progress { .. } => "progress",
             EventKind::RunCanceling { .. } => "run.canceling",
             EventKind::RunFinished { .. } => "run.finished",
@@ -260,6 +297,8 @@ impl EventKind {
             | EventKind::PhaseChanged { service, .. }
             | EventKind::ServiceFinished { service, .. } => Some(service),
             EventKind::RunStarted { .. }
+            | EventKind::ApprovalRequested { .. }
+            | EventKind::ApprovalDecided { .. }
             | EventKind::RunCanceling { .. }
             | EventKind::RunFinished { .. } => None,
         }
@@ -295,6 +334,12 @@ impl EventKind {
                 tail.iter_mut().for_each(&mut *f);
             }
             EventKind::RunCanceling { reason } => f(reason),
+            EventKind::ApprovalDecided { by, reason, .. } => {
+                for s in [by, reason].into_iter().flatten() {
+                    f(s);
+                }
+            }
+            EventKind::ApprovalRequested { .. } => {}
             EventKind::RunFinished { summary, .. } => summary.map_text(f),
             EventKind::ReleaseCreated { .. } | EventKind::StageStarted { .. } => {}
         }

@@ -9,6 +9,7 @@
 //! - `event.rs`, `summary.rs`: the data reporters consume and `--json` prints.
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
+//! - `rollback.rs`: going back to an earlier release (`cutover rollback`, failed hooks).
 //! - `smoke.rs`: smoke tests against a service's public URL (`cutover test`, `deploy --smoke`).
 //! - `team/`: a branch and worktree per service, and health-gated merges.
 //!
@@ -26,6 +27,7 @@ pub mod fsutil;
 pub mod plan;
 pub mod redact;
 pub mod report;
+pub mod rollback;
 pub mod run;
 pub mod smoke;
 pub mod stage;

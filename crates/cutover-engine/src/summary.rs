@@ -2,7 +2,7 @@
 //! an exit code.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use cutover_store::RunStatus;
+use cutover_store::{Approval, ApprovalState, RunStatus};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::event::{Outcome, Stage};
@@ -35,6 +35,10 @@ pub struct RunSummary {
     pub finished_at: DateTime<Utc>,
     /// Every service of the plan, in plan order.
     pub services: Vec<ServiceSummary>,
+    /// The approval gate, when the environment has `require_approval` and the run reached it:
+    /// its state, who decided and when.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<Approval>,
 }
 
 /// One service in a [`RunSummary`].
@@ -88,6 +92,14 @@ impl RunSummary {
 
     /// The process exit code for this summary (DESIGN.md "Exit codes").
     pub fn exit_code(&self) -> i32 {
+        // Refused or timed-out approval: blocked (the run itself is `canceled`).
+        if self.status == RunStatus::Canceled
+            && self.approval.as_ref().is_some_and(|a| {
+                matches!(a.state, ApprovalState::Rejected | ApprovalState::TimedOut)
+            })
+        {
+            return 3;
+        }
         match self.status {
             RunStatus::Succeeded => 0,
             RunStatus::Canceled => 130,
@@ -97,6 +109,11 @@ impl RunSummary {
 
     /// Applies `f` to every free-text field.
     pub fn map_text(&mut self, f: &mut dyn FnMut(&mut String)) {
+        if let Some(a) = &mut self.approval {
+            for s in [&mut a.decided_by, &mut a.reason].into_iter().flatten() {
+                f(s);
+            }
+        }
         for s in &mut self.services {
             if let Some(r) = &mut s.reason {
                 f(r);
@@ -185,6 +202,7 @@ mod tests {
                 started_at: Utc::now(),
                 finished_at: Utc::now(),
                 services,
+                approval: None,
             };
             assert_eq!(s.exit_code(), code);
         }

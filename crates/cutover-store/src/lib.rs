@@ -6,7 +6,7 @@
 //!   `sqlite/rows.rs` decodes its rows (bad data is [`StoreError::Corrupt`], never a panic).
 //! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
 //!   encrypted secrets; the store never sees a secret's plain value; `0003_locks.sql`: deploy
-//!   locks, one per environment).
+//!   locks, one per environment; `0004_approvals.sql`: approval gates, one per run).
 //! - `dora.rs`: DORA metrics computed from the release history (a pure function of it).
 //! - `error.rs`: [`StoreError`].
 //!
@@ -24,7 +24,10 @@ mod model;
 mod sqlite;
 
 pub use error::StoreError;
-pub use model::{Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+pub use model::{
+    Approval, ApprovalState, Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus,
+    StoredEvent,
+};
 pub use sqlite::SqliteStore;
 
 use chrono::{DateTime, Utc};
@@ -150,6 +153,31 @@ pub trait ReleaseStore: Send + Sync {
 
     /// The environment's lock, if any.
     fn current_lock(&self, env: &str) -> Result<Option<Lock>>;
+
+    /// Records that `run_id` waits for approval (state `waiting`), `waiting` saying what
+    /// waits. Requesting again for the same run starts a new wait.
+    fn request_approval(
+        &self,
+        run_id: &str,
+        env: &str,
+        waiting: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Approval>;
+
+    /// Decides a waiting approval, atomically: `Ok(Ok(decided))` when it was waiting,
+    /// `Ok(Err(current))` when it was not (already decided, or never requested: None). The
+    /// first decision wins, so an approval racing a timeout is never both.
+    fn decide_approval(
+        &self,
+        run_id: &str,
+        state: ApprovalState,
+        by: Option<&str>,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<std::result::Result<Approval, Option<Approval>>>;
+
+    /// The approval of a run, if it ever waited for one.
+    fn approval(&self, run_id: &str) -> Result<Option<Approval>>;
 
     /// Applies a batch of phase changes and events in order, in one transaction where the
     /// implementation can. A write that fails (an invalid transition, say) does not stop the

@@ -323,6 +323,72 @@ pub struct Lock {
     pub since: DateTime<Utc>,
 }
 
+/// Where a run's approval gate stands (`require_approval = true` environments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// The run waits for `cutover approve`.
+    Waiting,
+    /// `cutover approve RUN`: the run goes on.
+    Approved,
+    /// `cutover approve RUN --reject`: the run ended (exit 3).
+    Rejected,
+    /// `--approval-timeout` passed without a decision (exit 3).
+    TimedOut,
+    /// The run ended while waiting (Ctrl-C, or its process died).
+    Canceled,
+}
+
+impl ApprovalState {
+    /// The snake_case name used in JSON and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Waiting => "waiting",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::TimedOut => "timed_out",
+            ApprovalState::Canceled => "canceled",
+        }
+    }
+}
+
+impl std::str::FromStr for ApprovalState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ApprovalState::Waiting,
+            ApprovalState::Approved,
+            ApprovalState::Rejected,
+            ApprovalState::TimedOut,
+            ApprovalState::Canceled,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| format!("unknown approval state {s:?}"))
+    }
+}
+
+/// A run's approval gate: what waits, and who decided what when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The run that waits (or waited).
+    pub run_id: String,
+    /// Its environment.
+    pub env: String,
+    /// Where the gate stands.
+    pub state: ApprovalState,
+    /// When the run began to wait.
+    pub requested_at: DateTime<Utc>,
+    /// What waits, in words (services and their releases).
+    pub waiting: String,
+    /// Who approved or rejected (`user@host`); None for a timeout or cancel.
+    pub decided_by: Option<String>,
+    /// When the gate was decided.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Why (`--reason`, or what ended it).
+    pub reason: Option<String>,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::model::{Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus, StoredEvent};
+use crate::model::{
+    Approval, ApprovalState, Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus,
+    StoredEvent,
+};
 use crate::{ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
 
 mod rows;
@@ -25,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_secrets.sql"),
     include_str!("migrations/0003_locks.sql"),
+    include_str!("migrations/0004_approvals.sql"),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -708,6 +712,79 @@ impl ReleaseStore for SqliteStore {
         lock_in(&self.connection(), env, self)
     }
 
+    fn request_approval(
+        &self,
+        run_id: &str,
+        env: &str,
+        waiting: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Approval> {
+        self.write("request an approval", |tx| {
+            tx.execute(
+                "INSERT INTO approvals (run_id, env, state, requested_at, waiting) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, \
+                 requested_at = excluded.requested_at, waiting = excluded.waiting, \
+                 decided_by = NULL, decided_at = NULL, reason = NULL",
+                params![
+                    run_id,
+                    env,
+                    ApprovalState::Waiting.as_str(),
+                    timestamp(at),
+                    waiting
+                ],
+            )
+            .map_err(|e| match foreign_key_violation(&e) {
+                true => StoreError::NotFound {
+                    what: format!("run {run_id}"),
+                },
+                false => sqlite_error(self, "request an approval", e),
+            })?;
+            approval_in(tx, run_id, self)?.ok_or_else(|| StoreError::NotFound {
+                what: format!("approval of {run_id}"),
+            })
+        })
+    }
+
+    fn decide_approval(
+        &self,
+        run_id: &str,
+        state: ApprovalState,
+        by: Option<&str>,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<std::result::Result<Approval, Option<Approval>>> {
+        self.write("decide an approval", |tx| {
+            let current = approval_in(tx, run_id, self)?;
+            match &current {
+                Some(a) if a.state == ApprovalState::Waiting && state != ApprovalState::Waiting => {
+                }
+                _ => return Ok(Err(current)),
+            }
+            tx.execute(
+                "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, reason = ?5 \
+                 WHERE run_id = ?1 AND state = ?6",
+                params![
+                    run_id,
+                    state.as_str(),
+                    by,
+                    timestamp(at),
+                    reason,
+                    ApprovalState::Waiting.as_str()
+                ],
+            )
+            .ctx(self, "decide an approval")?;
+            match approval_in(tx, run_id, self)? {
+                Some(a) => Ok(Ok(a)),
+                None => Ok(Err(None)),
+            }
+        })
+    }
+
+    fn approval(&self, run_id: &str) -> Result<Option<Approval>> {
+        approval_in(&self.connection(), run_id, self)
+    }
+
     fn remove_secret(&self, name: &str, env: Option<&str>) -> Result<bool> {
         self.write("remove a secret", |tx| {
             let changed = tx
@@ -719,6 +796,59 @@ impl ReleaseStore for SqliteStore {
             Ok(changed > 0)
         })
     }
+}
+
+const APPROVAL_COLUMNS: &str =
+    "run_id, env, state, requested_at, waiting, decided_by, decided_at, reason";
+
+/// The approval of `run_id`, if one was ever requested.
+fn approval_in(conn: &Connection, run_id: &str, store: &SqliteStore) -> Result<Option<Approval>> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1");
+    let row: Option<Row> = conn
+        .query_row(&sql, params![run_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })
+        .optional()
+        .ctx(store, "read an approval")?;
+    row.map(
+        |(run_id, env, state, requested_at, waiting, decided_by, decided_at, reason)| {
+            let what = format!("approval of {run_id}");
+            Ok(Approval {
+                state: state
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?,
+                requested_at: parse_timestamp(&requested_at, &what, "requested_at")?,
+                decided_at: decided_at
+                    .map(|t| parse_timestamp(&t, &what, "decided_at"))
+                    .transpose()?,
+                run_id,
+                env,
+                waiting,
+                decided_by,
+                reason,
+            })
+        },
+    )
+    .transpose()
 }
 
 /// The lock of `env`, if any.

@@ -756,7 +756,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     let run_id = {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.path(), path);
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), 4);
         let run = s
             .create_run(RunKind::Deploy, "staging", t0(), None)
             .unwrap();
@@ -766,7 +766,7 @@ fn reopening_keeps_data_and_applies_migrations_once() {
     };
     for _ in 0..3 {
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), 4);
         assert!(s.run(&run_id).unwrap().is_some());
         assert_eq!(s.releases("api", "staging", 10).unwrap().len(), 1);
     }
@@ -1155,7 +1155,7 @@ fn concurrent_first_opens_migrate_once() {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), 3);
+            assert_eq!(h.join().unwrap().unwrap(), 4);
         }
         assert_eq!(
             SqliteStore::open(&path)
@@ -1264,4 +1264,53 @@ fn locks_are_taken_once_per_environment_and_released() {
     assert_eq!(s.unlock("production").unwrap(), None);
     assert_eq!(s.current_lock("production").unwrap(), None);
     assert!(s.current_lock("staging").unwrap().is_some());
+}
+
+/// An approval gate: requested, decided once (the first decision wins), and refused to a run
+/// that never asked.
+#[test]
+fn approvals_are_decided_once() {
+    use cutover_store::ApprovalState;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    let run = s
+        .create_run(RunKind::Deploy, "production", t0(), Some(1))
+        .unwrap();
+    assert_eq!(s.approval(&run.id).unwrap(), None);
+    assert_eq!(
+        s.decide_approval(&run.id, ApprovalState::Approved, Some("a@h"), None, t0())
+            .unwrap(),
+        Err(None)
+    );
+    let waiting = s
+        .request_approval(&run.id, "production", "api 20261123-101500-abc1234", t0())
+        .unwrap();
+    assert_eq!(waiting.state, ApprovalState::Waiting);
+    assert_eq!(waiting.waiting, "api 20261123-101500-abc1234");
+    let later = t0() + Duration::seconds(5);
+    let rejected = s
+        .decide_approval(
+            &run.id,
+            ApprovalState::Rejected,
+            Some("ana@build1"),
+            Some("not today"),
+            later,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected.state, ApprovalState::Rejected);
+    assert_eq!(rejected.decided_by.as_deref(), Some("ana@build1"));
+    assert_eq!(rejected.decided_at, Some(later));
+    assert_eq!(rejected.reason.as_deref(), Some("not today"));
+    // A timeout arriving after the rejection does not overwrite it.
+    let again = s
+        .decide_approval(&run.id, ApprovalState::TimedOut, None, None, later)
+        .unwrap();
+    assert_eq!(again, Err(Some(rejected.clone())));
+    assert_eq!(s.approval(&run.id).unwrap(), Some(rejected));
+    // A run that does not exist cannot wait.
+    assert!(
+        s.request_approval("deploy-19990101-000000", "production", "x", t0())
+            .is_err()
+    );
 }

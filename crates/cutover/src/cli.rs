@@ -77,6 +77,8 @@ pub enum Command {
     Lock(LockArgs),
     /// Remove the environment's lock.
     Unlock,
+    /// Let a deploy waiting for approval go on (`--reject --reason R` ends it instead).
+    Approve(ApproveArgs),
     /// Smoke-test the running services: health, response time, metadata, error handling,
     /// docs, then each `[[services.S.smoke]]` entry.
     Test(TestArgs),
@@ -204,6 +206,26 @@ pub struct DeployArgs {
     /// as part of verify: a failure fails the service and rolls it back to its previous release.
     #[arg(long)]
     pub smoke: bool,
+
+    /// In an environment with `require_approval = true`: how long the run waits for
+    /// `cutover approve RUN` before it ends (exit 3).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cutover_config::parse_duration)]
+    pub approval_timeout: std::time::Duration,
+}
+
+/// `cutover approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The waiting run's id (`cutover status` shows it), e.g. deploy-20261123-101500.
+    pub run: String,
+
+    /// Refuse it instead: the waiting deploy ends (exit 3) and nothing is deployed.
+    #[arg(long)]
+    pub reject: bool,
+
+    /// Why (recorded with the decision and shown to the waiting deploy).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
 }
 
 /// `cutover secrets`.

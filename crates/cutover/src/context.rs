@@ -152,7 +152,7 @@ pub fn secrets(
 }
 
 /// Whether a process with this pid is alive (a zombie is not).
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !stat.is_empty() && !stat.contains(") Z ")
 }
@@ -181,6 +181,14 @@ pub fn settle_interrupted_runs(
             cutover_store::RunStatus::Canceled,
             now,
             Some("interrupted: the process running it died"),
+        )?;
+        // A run that died waiting for approval can no longer be approved.
+        let _ = store.decide_approval(
+            &run.id,
+            cutover_store::ApprovalState::Canceled,
+            None,
+            Some("the deploy waiting for it died"),
+            now,
         )?;
         for svc in &project.services {
             for rel in store.releases(&svc.name, &run.env, 20)? {
@@ -388,4 +396,47 @@ pub fn wait_until_unblocked(
         }
         std::thread::sleep(LOCK_POLL.min(deadline - now));
     }
+}
+
+/// Who acts (takes a lock, approves a run): `$USER@hostname`, the account name of the
+/// process's uid when `$USER` and `$LOGNAME` are unset (`unknown` for either part that cannot
+/// be found).
+pub fn user_at_host() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.trim().is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::current())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let host = ["/etc/hostname", "/proc/sys/kernel/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{}@{host}", user.trim())
+}
+
+/// The project's `[[notify]]` webhooks with their delivery threads (None when it has none);
+/// `secrets` are the values `context::secrets` resolved (webhook keys included), masked in
+/// every body.
+pub fn notifier(
+    project: &Project,
+    secrets: &BTreeMap<String, String>,
+) -> Option<cutover_engine::report::webhook::Notifier> {
+    use cutover_engine::report::webhook::{Notifier, Webhook};
+    if project.notify.is_empty() {
+        return None;
+    }
+    let hooks = project
+        .notify
+        .iter()
+        .map(|n| Webhook::from_config(n, secrets))
+        .collect();
+    Some(Notifier::new(hooks, secrets.values().cloned()))
 }

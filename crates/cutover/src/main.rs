@@ -57,6 +57,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Secrets(args) => commands::secrets::run(cli, args),
         Command::Lock(args) => commands::lock::run(cli, args),
         Command::Unlock => commands::lock::unlock(cli),
+        Command::Approve(args) => commands::approve::run(cli, args),
         Command::Test(args) => commands::test::run(cli, args),
         Command::Metrics(args) => commands::metrics::run(cli, args),
         Command::Worktree(args) => commands::worktree::run(cli, args),

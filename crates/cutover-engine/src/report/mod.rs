@@ -8,6 +8,7 @@ pub mod log_file;
 pub mod status_file;
 pub mod store;
 pub mod text;
+pub mod webhook;
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;

@@ -103,8 +103,17 @@ impl Reporter for StatusFile {
                 s.status = "in_progress".into();
                 s.started_at = Some(at);
             }
-            EventKind::PhaseChanged { service, phase, .. } => {
-                self.svc(service).deployment_status = Some(phase.as_str().to_string());
+            EventKind::PhaseChanged {
+                service,
+                release,
+                phase,
+                ..
+            } => {
+                // Only the run's own release: a rollback also moves the release it goes back to.
+                let s = self.svc(service);
+                if s.release.as_ref().is_none_or(|r| r == release) {
+                    s.deployment_status = Some(phase.as_str().to_string());
+                }
             }
             EventKind::ServiceFinished {
                 service, result, ..

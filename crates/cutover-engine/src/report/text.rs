@@ -1,6 +1,8 @@
 //! One line of plain text per event: shared by the log files and the plain terminal reporter.
 
 use crate::command::Stream;
+use cutover_store::ApprovalState;
+
 use crate::event::{EventKind, Outcome};
 
 /// The line for an event, without timestamp, or None for events a reader does not need
@@ -74,6 +76,37 @@ pub fn line(kind: &EventKind) -> Option<String> {
             Some(r) => format!("{service}: {} ({r})", result.as_str()),
             None => format!("{service}: {}", result.as_str()),
         },
+        EventKind::ApprovalRequested {
+            run,
+            env,
+            waiting,
+            timeout_ms,
+        } => {
+            let what = waiting
+                .iter()
+                .map(|w| format!("{} {}", w.service, w.release))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "awaiting approval to deploy to {env}: {what}; approve with `cutover approve {run}` \
+                 or stop it with `cutover approve {run} --reject --reason R` (gives up in {})",
+                cutover_config::format_duration(std::time::Duration::from_millis(*timeout_ms)),
+            )
+        }
+        EventKind::ApprovalDecided { state, by, reason } => {
+            let mut s = match (state, by) {
+                (ApprovalState::Approved, Some(by)) => format!("approved by {by}"),
+                (ApprovalState::Rejected, Some(by)) => format!("rejected by {by}"),
+                (ApprovalState::TimedOut, _) => "approval timed out".to_string(),
+                (ApprovalState::Canceled, _) => "approval wait canceled".to_string(),
+                (other, _) => format!("approval {}", other.as_str()),
+            };
+            if let Some(r) = reason {
+                s.push_str(": ");
+                s.push_str(r);
+            }
+            s
+        }
         EventKind::Progress {
             service, message, ..
         } => format!("{service}: {message}"),
@@ -115,5 +148,56 @@ pub fn ms(ms: u64) -> String {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cutover_store::ApprovalState;
+
+    use super::line;
+    use crate::event::{EventKind, ReleaseRef};
+
+    #[test]
+    fn approval_lines() {
+        let requested = EventKind::ApprovalRequested {
+            run: "deploy-20261123-101500".into(),
+            env: "production".into(),
+            waiting: vec![
+                ReleaseRef {
+                    service: "api".into(),
+                    release: "20261123-101502-3f9a2c1".into(),
+                },
+                ReleaseRef {
+                    service: "web".into(),
+                    release: "20261123-101502-3f9a2c1".into(),
+                },
+            ],
+            timeout_ms: 3_600_000,
+        };
+        let decided = |state, by: Option<&str>, reason: Option<&str>| EventKind::ApprovalDecided {
+            state,
+            by: by.map(str::to_string),
+            reason: reason.map(str::to_string),
+        };
+        let lines: Vec<String> = [
+            requested,
+            decided(ApprovalState::Approved, Some("ana@build1"), None),
+            decided(
+                ApprovalState::Rejected,
+                Some("ana@build1"),
+                Some("not on a friday"),
+            ),
+            decided(ApprovalState::TimedOut, None, None),
+            decided(
+                ApprovalState::Canceled,
+                None,
+                Some("the run was interrupted while waiting"),
+            ),
+        ]
+        .iter()
+        .filter_map(line)
+        .collect();
+        insta::assert_snapshot!(lines.join("\n"));
     }
 }

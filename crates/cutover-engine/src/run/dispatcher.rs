@@ -4,14 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
+use cutover_store::{Approval, ApprovalState, Release, ReleasePhase, ReleaseStore, RunKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::RunRequest;
 use super::executor::{ExecMsg, Executor, Gate};
-use crate::event::{Event, EventKind, Outcome, ServiceBrief, Stage};
+use crate::event::{Event, EventKind, Outcome, ReleaseRef, ServiceBrief, Stage};
 use crate::report::Fanout;
 use crate::summary::{RunSummary, ServiceSummary, StageSummary};
 
@@ -26,6 +26,20 @@ struct ServiceState {
     release: Option<String>,
     stages: Vec<StageSummary>,
     tail: Vec<String>,
+    /// The phase of this run's release as last emitted.
+    phase: Option<ReleasePhase>,
+}
+
+/// Where the run's approval gate stands (environments with `require_approval`).
+enum ApprovalGate {
+    /// No approval needed, or not every service has reached the gate yet.
+    Collecting,
+    /// Recorded in the store; the watcher task polls for a decision.
+    Waiting,
+    /// Approved: every service goes on.
+    Approved,
+    /// Rejected, timed out or canceled: every service at the gate ends with this reason.
+    Refused(String),
 }
 
 /// Owns the run state for one run.
@@ -38,6 +52,11 @@ pub(super) struct Dispatcher {
     index: HashMap<String, usize>,
     gates: BTreeMap<String, oneshot::Sender<Gate>>,
     store: Arc<dyn ReleaseStore>,
+    /// Services waiting at the approval gate.
+    approval_waiters: BTreeMap<String, oneshot::Sender<Gate>>,
+    approval: ApprovalGate,
+    approval_timeout: std::time::Duration,
+    decided: Option<Approval>,
 }
 
 impl Dispatcher {
@@ -61,6 +80,7 @@ impl Dispatcher {
                 release: None,
                 stages: Vec::new(),
                 tail: Vec::new(),
+                phase: None,
             })
             .collect();
         let index = services
@@ -77,6 +97,10 @@ impl Dispatcher {
             index,
             gates: BTreeMap::new(),
             store,
+            approval_waiters: BTreeMap::new(),
+            approval: ApprovalGate::Collecting,
+            approval_timeout: request.approval_timeout,
+            decided: None,
         }
     }
 
@@ -178,16 +202,23 @@ impl Dispatcher {
                 store: self.store.clone(),
                 tx: tx.clone(),
                 cancel: cancel.clone(),
+                require_approval: request.env.require_approval,
             };
             let handle = tasks.spawn(executor.run());
             task_names.insert(handle.id(), planned.name.clone());
         }
+        // The approval watcher reports through the same channel as the executors.
+        let watcher_tx = tx.clone();
         drop(tx);
+        let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
 
         let mut cancel_seen = false;
         while !tasks.is_empty() {
             tokio::select! {
-                Some(msg) = rx.recv() => self.handle(msg, fanout),
+                Some(msg) = rx.recv() => {
+                    self.handle(msg, fanout);
+                    self.check_approval(&mut watcher, &watcher_tx, &cancel);
+                }
                 joined = tasks.join_next_with_id() => {
                     // Everything the task sent before ending is already queued: take it first.
                     while let Ok(msg) = rx.try_recv() {
@@ -201,6 +232,7 @@ impl Dispatcher {
                     if let Some(name) = id.and_then(|id| task_names.remove(&id)) {
                         self.ensure_finished(&name, panic, fanout);
                     }
+                    self.check_approval(&mut watcher, &watcher_tx, &cancel);
                 }
                 () = cancel.cancelled(), if !cancel_seen => {
                     cancel_seen = true;
@@ -211,6 +243,10 @@ impl Dispatcher {
         while let Ok(msg) = rx.try_recv() {
             self.handle(msg, fanout);
         }
+        if let Some(w) = watcher.take() {
+            w.abort();
+        }
+        self.close_approval(fanout).await;
         let summary = self.summary(cancel.is_cancelled());
         self.emit(
             fanout,
@@ -229,9 +265,45 @@ impl Dispatcher {
                 let phase = self.phase_for(&kind);
                 self.emit(fanout, kind);
                 if let Some(ev) = phase {
+                    self.observe(&ev);
                     self.emit(fanout, ev);
                 }
             }
+            ExecMsg::Approval { service, reply } => match &self.approval {
+                ApprovalGate::Approved => {
+                    let _ = reply.send(Gate::Proceed);
+                }
+                ApprovalGate::Refused(why) => {
+                    let _ = reply.send(Gate::Refused(why.clone()));
+                }
+                ApprovalGate::Collecting | ApprovalGate::Waiting => {
+                    self.approval_waiters.insert(service, reply);
+                }
+            },
+            ExecMsg::ApprovalRecorded(result) => match result {
+                Ok(()) => {
+                    let waiting = self.waiting_releases();
+                    self.emit(
+                        fanout,
+                        EventKind::ApprovalRequested {
+                            run: self.run_id.clone(),
+                            env: self.env.clone(),
+                            waiting,
+                            timeout_ms: u64::try_from(self.approval_timeout.as_millis())
+                                .unwrap_or(u64::MAX),
+                        },
+                    );
+                }
+                Err(why) => {
+                    // The gate cannot work: the services fail (exit 1), nothing deploys.
+                    let why = format!("the approval gate could not be recorded: {why}");
+                    for (_, reply) in std::mem::take(&mut self.approval_waiters) {
+                        let _ = reply.send(Gate::Fail(why.clone()));
+                    }
+                    self.approval = ApprovalGate::Refused(why);
+                }
+            },
+            ExecMsg::ApprovalDecided(approval) => self.approval_decided(approval, fanout),
             ExecMsg::Gate { service, reply } => {
                 self.gates.insert(service, reply);
                 self.answer_gates();
@@ -266,6 +338,11 @@ impl Dispatcher {
                     s.finished_at = Some(now);
                 }
             }
+            EventKind::PhaseChanged { release, phase, .. }
+                if st.release.as_deref() == Some(release.as_str()) =>
+            {
+                st.phase = Some(*phase);
+            }
             _ => {}
         }
     }
@@ -280,7 +357,7 @@ impl Dispatcher {
             Stage::Build => ReleasePhase::Building,
             Stage::Deploy => ReleasePhase::Deploying,
             Stage::Verify => ReleasePhase::Verifying,
-            Stage::Detect | Stage::Notify => return None,
+            Stage::Detect | Stage::Notify | Stage::PreDeploy | Stage::PostDeploy => return None,
         };
         let release = self.services[*self.index.get(service)?].release.clone()?;
         Some(EventKind::PhaseChanged {
@@ -324,7 +401,15 @@ impl Dispatcher {
                 (Outcome::RolledBack, _) => Some(ReleasePhase::RolledBack),
                 (Outcome::Canceled | Outcome::Skipped, _) => Some(ReleasePhase::Canceled),
             };
+            // A release already recorded in its end phase keeps it; one that went ACTIVE
+            // (before its post_deploy hooks) keeps serving unless it was rolled back.
+            let phase = phase.filter(|p| {
+                let current = self.services[i].phase;
+                current != Some(*p)
+                    && (current != Some(ReleasePhase::Active) || *p == ReleasePhase::RolledBack)
+            });
             if let Some(phase) = phase {
+                self.services[i].phase = Some(phase);
                 self.emit(
                     fanout,
                     EventKind::PhaseChanged {
@@ -405,6 +490,135 @@ impl Dispatcher {
         }
     }
 
+    /// The releases of the services waiting at the approval gate.
+    fn waiting_releases(&self) -> Vec<ReleaseRef> {
+        self.approval_waiters
+            .keys()
+            .filter_map(|name| {
+                let st = &self.services[*self.index.get(name)?];
+                Some(ReleaseRef {
+                    service: name.clone(),
+                    release: st.release.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Once every service still running waits at the approval gate, records the wait in the
+    /// store and starts the watcher that polls for a decision (or the timeout, or Ctrl-C).
+    fn check_approval(
+        &mut self,
+        watcher: &mut Option<tokio::task::JoinHandle<()>>,
+        tx: &mpsc::UnboundedSender<ExecMsg>,
+        cancel: &CancellationToken,
+    ) {
+        if !matches!(self.approval, ApprovalGate::Collecting) || self.approval_waiters.is_empty() {
+            return;
+        }
+        let all_waiting = self
+            .services
+            .iter()
+            .filter(|s| s.affected && s.result.is_none())
+            .all(|s| self.approval_waiters.contains_key(&s.name));
+        if !all_waiting {
+            return;
+        }
+        self.approval = ApprovalGate::Waiting;
+        let waiting = self
+            .waiting_releases()
+            .iter()
+            .map(|w| format!("{} {}", w.service, w.release))
+            .collect::<Vec<_>>()
+            .join(", ");
+        *watcher = Some(tokio::spawn(watch_approval(
+            self.store.clone(),
+            self.run_id.clone(),
+            self.env.clone(),
+            waiting,
+            self.approval_timeout,
+            cancel.clone(),
+            tx.clone(),
+        )));
+    }
+
+    fn approval_decided(&mut self, approval: Approval, fanout: &Fanout) {
+        if !matches!(self.approval, ApprovalGate::Waiting) {
+            return;
+        }
+        self.emit(
+            fanout,
+            EventKind::ApprovalDecided {
+                state: approval.state,
+                by: approval.decided_by.clone(),
+                reason: approval.reason.clone(),
+            },
+        );
+        let refusal = match approval.state {
+            ApprovalState::Approved => None,
+            ApprovalState::Rejected => Some(format!(
+                "approval rejected by {}{}",
+                approval.decided_by.as_deref().unwrap_or("someone"),
+                approval
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+            ApprovalState::TimedOut => Some(format!(
+                "approval timed out: no decision within {}",
+                cutover_config::format_duration(self.approval_timeout)
+            )),
+            ApprovalState::Canceled | ApprovalState::Waiting => Some(
+                approval
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the approval wait was canceled".to_string()),
+            ),
+        };
+        self.decided = Some(approval);
+        match refusal {
+            None => {
+                self.approval = ApprovalGate::Approved;
+                for (_, reply) in std::mem::take(&mut self.approval_waiters) {
+                    let _ = reply.send(Gate::Proceed);
+                }
+            }
+            Some(why) => self.refuse_approval(why),
+        }
+    }
+
+    fn refuse_approval(&mut self, why: String) {
+        for (_, reply) in std::mem::take(&mut self.approval_waiters) {
+            let _ = reply.send(Gate::Refused(why.clone()));
+        }
+        self.approval = ApprovalGate::Refused(why);
+    }
+
+    /// At the end of the run: a gate still waiting (Ctrl-C) is recorded canceled, so nobody
+    /// can approve a run that is over.
+    async fn close_approval(&mut self, fanout: &Fanout) {
+        if !matches!(self.approval, ApprovalGate::Waiting) {
+            return;
+        }
+        let store = self.store.clone();
+        let run = self.run_id.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            store.decide_approval(
+                &run,
+                ApprovalState::Canceled,
+                None,
+                Some("the run was interrupted while waiting"),
+                Utc::now(),
+            )
+        })
+        .await;
+        let approval = match decided {
+            Ok(Ok(Ok(a))) | Ok(Ok(Err(Some(a)))) => a,
+            _ => return,
+        };
+        self.approval_decided(approval, fanout);
+    }
+
     fn summary(&self, canceled: bool) -> RunSummary {
         let services: Vec<ServiceSummary> = self
             .services
@@ -428,6 +642,87 @@ impl Dispatcher {
             started_at: self.started_at,
             finished_at: Utc::now(),
             services,
+            approval: self.decided.clone(),
+        }
+    }
+}
+
+/// How often a waiting run looks for a decision in the store.
+const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Records the wait, then polls the store until `cutover approve` decides, `timeout` passes
+/// (recorded `timed_out`) or the run is canceled (left to `close_approval`).
+async fn watch_approval(
+    store: Arc<dyn ReleaseStore>,
+    run: String,
+    env: String,
+    waiting: String,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+    tx: mpsc::UnboundedSender<ExecMsg>,
+) {
+    let blocking = |f: Box<dyn FnOnce() -> Result<Option<Approval>, String> + Send>| async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+    };
+    let recorded = {
+        let (store, run) = (store.clone(), run.clone());
+        blocking(Box::new(move || {
+            store
+                .request_approval(&run, &env, &waiting, Utc::now())
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }))
+        .await
+    };
+    if let Err(why) = recorded {
+        let _ = tx.send(ExecMsg::ApprovalRecorded(Err(why)));
+        return;
+    }
+    let _ = tx.send(ExecMsg::ApprovalRecorded(Ok(())));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + APPROVAL_POLL)) => {}
+            () = cancel.cancelled() => return,
+        }
+        let timed_out = tokio::time::Instant::now() >= deadline;
+        let (store, run) = (store.clone(), run.clone());
+        let seen = blocking(Box::new(move || {
+            let current = store.approval(&run).map_err(|e| e.to_string())?;
+            match current {
+                Some(a) if a.state == ApprovalState::Waiting && timed_out => {
+                    match store.decide_approval(
+                        &run,
+                        ApprovalState::TimedOut,
+                        None,
+                        None,
+                        Utc::now(),
+                    ) {
+                        Ok(Ok(a)) | Ok(Err(Some(a))) => Ok(Some(a)),
+                        Ok(Err(None)) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                other => Ok(other),
+            }
+        }))
+        .await;
+        match seen {
+            Ok(Some(a)) if a.state != ApprovalState::Waiting => {
+                let _ = tx.send(ExecMsg::ApprovalDecided(a));
+                return;
+            }
+            // A store that cannot be read now may be busy: try again until the deadline.
+            _ if timed_out => {
+                let _ = tx.send(ExecMsg::ApprovalRecorded(Err(
+                    "the approval could not be read from the store".to_string(),
+                )));
+                return;
+            }
+            _ => {}
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use cutover_config::{EnvValue, ResolvedService};
-use cutover_store::{Release, ReleaseStore, RunKind};
+use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,15 @@ pub(super) enum ExecMsg {
         service: String,
         reply: oneshot::Sender<Gate>,
     },
+    /// "May I deploy?" in an environment with `require_approval` (answered once approved).
+    Approval {
+        service: String,
+        reply: oneshot::Sender<Gate>,
+    },
+    /// The approval watcher recorded the wait in the store (or could not).
+    ApprovalRecorded(Result<(), String>),
+    /// The approval watcher saw a decision (or the timeout).
+    ApprovalDecided(cutover_store::Approval),
     /// The service is done.
     Finished {
         service: String,
@@ -40,6 +49,10 @@ pub(super) enum ExecMsg {
 pub(super) enum Gate {
     Proceed,
     Skip(String),
+    /// The approval was rejected, timed out or canceled: the service ends canceled.
+    Refused(String),
+    /// The approval gate could not work (the store failed): the service fails.
+    Fail(String),
 }
 
 /// A stage's end when it did not succeed.
@@ -66,6 +79,27 @@ impl Stop {
     }
 }
 
+/// A hook's failure with the last lines of its output in the reason (the release's reason is
+/// what `releases` shows, so it says what the hook printed).
+fn with_output(stop: Stop) -> Stop {
+    let last: Vec<&str> = stop
+        .tail
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
+    if last.is_empty() || stop.result == Outcome::Canceled {
+        return stop;
+    }
+    let output: Vec<&str> = last.into_iter().rev().collect();
+    Stop {
+        reason: format!("{}: {}", stop.reason, output.join(" | ")),
+        ..stop
+    }
+}
+
 /// One service's run.
 pub(super) struct Executor {
     pub(super) kind: RunKind,
@@ -87,6 +121,7 @@ pub(super) struct Executor {
     pub(super) keep_releases: usize,
     pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
     pub(super) cancel: CancellationToken,
+    pub(super) require_approval: bool,
 }
 
 impl Executor {
@@ -149,8 +184,13 @@ impl Executor {
         .await?;
 
         if self.kind == RunKind::Deploy {
+            self.wait_for_approval().await?;
             self.wait_for_dependencies().await?;
+            let previous = self.active_release().await;
+            self.hooks(Stage::PreDeploy, &self.service.pre_deploy, &dest, &env)
+                .await?;
             self.deploy(&release, &dest).await?;
+            self.post_deploy(&release, &dest, &env, previous).await?;
         }
         self.prune_snapshots(&release).await;
         Ok(())
@@ -374,6 +414,167 @@ impl Executor {
         }
     }
 
+    /// In an environment with `require_approval`: waits until the run is approved (or
+    /// refused, or canceled) before anything of the deploy runs.
+    async fn wait_for_approval(&self) -> Result<(), Stop> {
+        if !self.require_approval {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let _ = self.tx.send(ExecMsg::Approval {
+            service: self.service.name.clone(),
+            reply,
+        });
+        tokio::select! {
+            a = answer => match a {
+                Ok(Gate::Proceed) => Ok(()),
+                Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
+                Ok(Gate::Refused(reason)) => Err(Stop::canceled(reason)),
+                Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
+                Err(_) => Err(Stop::canceled("the run is shutting down")),
+            },
+            () = self.cancel.cancelled() => Err(Stop::canceled("canceled while awaiting approval")),
+        }
+    }
+
+    /// The service's ACTIVE release in this environment before this deploy (what a failed
+    /// post_deploy hook rolls back to).
+    async fn active_release(&self) -> Option<Release> {
+        let store = self.store.clone();
+        let (svc, env) = (self.service.name.clone(), self.env.clone());
+        tokio::task::spawn_blocking(move || store.active_release(&svc, &env))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    /// Runs `commands` (pre_deploy or post_deploy hooks) in the release snapshot as `stage`;
+    /// a failure's reason carries the last lines of the hook's output.
+    async fn hooks(
+        &self,
+        stage: Stage,
+        commands: &[String],
+        dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), Stop> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        // Hooks run one service at a time per service; no stage-wide permit bounds them.
+        let unbounded = Semaphore::new(1);
+        self.stage(stage, &unbounded, async {
+            for command in commands {
+                self.command(stage, command, dir, env)
+                    .await
+                    .map_err(with_output)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// After the release is serving: records it ACTIVE, runs the post_deploy hooks, and when
+    /// one fails either reports it (the release keeps serving) or, with
+    /// `rollback_on_hook_failure`, rolls back to `previous` through the agent.
+    async fn post_deploy(
+        &self,
+        release: &str,
+        dir: &Path,
+        env: &[(String, String)],
+        previous: Option<Release>,
+    ) -> Result<(), Stop> {
+        let svc = &self.service;
+        if svc.post_deploy.is_empty() {
+            return Ok(());
+        }
+        self.send(EventKind::PhaseChanged {
+            service: svc.name.clone(),
+            release: release.to_string(),
+            phase: ReleasePhase::Active,
+            reason: None,
+        });
+        let Err(stop) = self
+            .hooks(Stage::PostDeploy, &svc.post_deploy, dir, env)
+            .await
+        else {
+            return Ok(());
+        };
+        if stop.result == Outcome::Canceled {
+            return Err(stop);
+        }
+        if !svc.rollback_on_hook_failure {
+            return Err(Stop {
+                reason: format!(
+                    "{} (the release stays ACTIVE; rollback_on_hook_failure = true would roll it back)",
+                    stop.reason
+                ),
+                ..stop
+            });
+        }
+        let Some(previous) = previous.filter(|p| p.id != release) else {
+            return Err(Stop {
+                reason: format!(
+                    "{}; no previous ACTIVE release to roll back to, so it stays ACTIVE",
+                    stop.reason
+                ),
+                ..stop
+            });
+        };
+        let Some(agent) = &self.agent else {
+            return Err(stop);
+        };
+        self.send(EventKind::PhaseChanged {
+            service: svc.name.clone(),
+            release: previous.id.clone(),
+            phase: ReleasePhase::Deploying,
+            reason: None,
+        });
+        let rolled = crate::rollback::redeploy(
+            agent,
+            &self.state_dir,
+            &self.env,
+            svc,
+            &previous.id,
+            &self.secrets,
+        )
+        .await;
+        match rolled {
+            Ok(()) => {
+                let reason = format!("{}; rolled back to {}", stop.reason, previous.id);
+                self.send(EventKind::PhaseChanged {
+                    service: svc.name.clone(),
+                    release: release.to_string(),
+                    phase: ReleasePhase::RolledBack,
+                    reason: Some(reason.clone()),
+                });
+                self.send(EventKind::PhaseChanged {
+                    service: svc.name.clone(),
+                    release: previous.id.clone(),
+                    phase: ReleasePhase::Active,
+                    reason: None,
+                });
+                Err(Stop {
+                    result: Outcome::RolledBack,
+                    reason,
+                    tail: stop.tail,
+                })
+            }
+            Err(why) => {
+                self.send(EventKind::PhaseChanged {
+                    service: svc.name.clone(),
+                    release: previous.id.clone(),
+                    phase: ReleasePhase::Failed,
+                    reason: Some(format!("rollback to it failed: {why}")),
+                });
+                Err(Stop {
+                    reason: format!("{}; rollback to {} failed: {why}", stop.reason, previous.id),
+                    ..stop
+                })
+            }
+        }
+    }
+
     async fn wait_for_dependencies(&self) -> Result<(), Stop> {
         let in_run = !self.planned.depends_on.is_empty();
         if !in_run {
@@ -388,6 +589,8 @@ impl Executor {
             a = answer => match a {
                 Ok(Gate::Proceed) => Ok(()),
                 Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
+                Ok(Gate::Refused(reason)) => Err(Stop::canceled(reason)),
+                Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
                 Err(_) => Err(Stop::canceled("the run is shutting down")),
             },
             () = self.cancel.cancelled() => Err(Stop::canceled("canceled while waiting for dependencies")),

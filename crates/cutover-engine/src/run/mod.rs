@@ -7,6 +7,10 @@
 //! talk to reporters or to each other: they send [`executor::ExecMsg`]s to the dispatcher, and
 //! before their gated stage (build in a build run) they ask it for permission, which it grants
 //! once every dependency in the run has succeeded, or refuses with the reason when one did not.
+//! In an environment with `require_approval`, each executor asks the dispatcher again before
+//! anything of its deploy (hooks included) runs; once every running service waits there, the
+//! dispatcher records the wait in the store and a watcher task polls it for `cutover approve`'s
+//! decision, the timeout or Ctrl-C.
 //! Cancellation is one `CancellationToken`: commands kill their process groups, waits end, and
 //! every service not done ends `canceled`.
 
@@ -45,6 +49,9 @@ pub struct RunRequest {
     pub secrets: BTreeMap<String, String>,
     /// The agent that deploys releases (deploy runs only).
     pub agent: Option<cutover_runtime::api::client::AgentClient>,
+    /// How long a run in an environment with `require_approval` waits for `cutover approve`
+    /// before it ends (exit 3).
+    pub approval_timeout: std::time::Duration,
     /// `deploy --smoke`: smoke-test each service once it is ACTIVE, as part of verify.
     pub smoke: bool,
 }

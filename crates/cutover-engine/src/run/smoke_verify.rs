@@ -2,7 +2,6 @@
 //! verify; a failure fails the service and sends traffic back to the previous ACTIVE release.
 
 use cutover_runtime::api::client::AgentClient;
-use cutover_runtime::api::types::{DeployProgress, DeployRequest};
 
 use super::executor::{ExecMsg, Executor};
 use crate::command::Stream;
@@ -57,33 +56,21 @@ impl Executor {
                 "{failures}; no previous release to roll back to: {release} keeps serving"
             ));
         };
-        match self.redeploy(agent, &previous.id).await {
+        let rolled = crate::rollback::redeploy(
+            agent,
+            &self.state_dir,
+            &self.env,
+            &self.service,
+            &previous.id,
+            &self.secrets,
+        )
+        .await;
+        match rolled {
             Ok(()) => Err(format!("{failures}; rolled back to {}", previous.id)),
             Err(why) => Err(format!(
                 "{failures}; rolling back to {} failed: {why}",
                 previous.id
             )),
-        }
-    }
-
-    /// Asks the agent to serve `target` (an earlier release of this service) again, from its
-    /// snapshot: a route flip while its instances are still warm.
-    async fn redeploy(&self, agent: &AgentClient, target: &str) -> Result<(), String> {
-        let svc = &self.service;
-        let dir = self.state_dir.join("releases").join(&svc.name).join(target);
-        if !dir.is_dir() {
-            return Err(format!("the snapshot {} is gone", dir.display()));
-        }
-        let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
-            return Err(format!("{} has no `run` or `port`", svc.name));
-        };
-        let spec =
-            crate::target::release_spec(&self.env, svc, target, &dir, run, port, &self.secrets);
-        match agent.deploy(&DeployRequest { spec }, true, |_| {}).await {
-            Ok(DeployProgress::Active) => Ok(()),
-            Ok(DeployProgress::Failed { reason }) => Err(reason),
-            Ok(_) => Err("the agent ended without a verdict".to_string()),
-            Err(e) => Err(e.to_string()),
         }
     }
 }

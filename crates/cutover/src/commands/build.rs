@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use cutover_engine::event::Outcome;
 use cutover_engine::plan::{PlanOptions, plan};
 use cutover_engine::report::Reporter;
 use cutover_engine::report::log_file::LogFiles;
@@ -22,18 +23,29 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(cli, args, RunKind::Build, None, false, false)
+    pipeline(
+        cli,
+        args,
+        RunKind::Build,
+        None,
+        false,
+        std::time::Duration::ZERO,
+        false,
+    )
 }
 
 /// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
-/// for the environment's lock and any running deploy of it (None: refused at once); with
-/// `smoke`, each deployed service is smoke-tested as part of verify.
+/// for the environment's lock and any running deploy of it (None: refused at once), with
+/// `atomic` rolls every service of a run with a failure back, waits up to `approval_timeout`
+/// for `cutover approve` where the environment requires approval, and with `smoke`
+/// smoke-tests each deployed service as part of verify.
 pub fn pipeline(
     cli: &Cli,
     args: &BuildArgs,
     kind: RunKind,
     lock_wait: Option<std::time::Duration>,
     atomic: bool,
+    approval_timeout: std::time::Duration,
     smoke: bool,
 ) -> Result<i32, CliError> {
     let project = Arc::new(context::load(cli)?);
@@ -85,6 +97,13 @@ pub fn pipeline(
             workdir,
         )),
     ];
+    let notifier = match kind {
+        RunKind::Deploy => context::notifier(&project, &secrets),
+        _ => None,
+    };
+    if let Some(n) = &notifier {
+        reporters.push(Box::new(n.reporter()));
+    }
     if std::io::stderr().is_terminal() {
         reporters.push(Box::new(Live::new()));
     } else {
@@ -100,6 +119,7 @@ pub fn pipeline(
         max_parallel,
         secrets,
         agent,
+        approval_timeout,
         smoke,
     };
     let outcome = runtime.block_on(async move {
@@ -118,7 +138,26 @@ pub fn pipeline(
             .join("logs")
             .join("deployments")
             .join(format!("{}.log", summary.run));
+        let before: Vec<_> = summary.services.iter().map(|s| s.result).collect();
         summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
+        // The services --atomic sent back: a `rollback` webhook (the run's own events are over).
+        let rolled: Vec<_> = summary
+            .services
+            .iter()
+            .zip(before)
+            .filter(|(s, was)| s.result == Outcome::RolledBack && *was != Outcome::RolledBack)
+            .map(|(s, _)| s)
+            .collect();
+        if let Some(n) = &notifier
+            && let Some(note) = cutover_engine::report::webhook::rollback_notification(
+                &summary.run,
+                &summary.env,
+                &rolled,
+                summary.finished_at,
+            )
+        {
+            n.send(note);
+        }
     }
     if cli.json {
         let text = serde_json::to_string(&summary)
@@ -126,6 +165,12 @@ pub fn pipeline(
         println!("{text}");
     } else {
         print!("{}", render_summary(&summary, &state));
+    }
+    // Webhooks still being delivered get a short, bounded grace; a dead receiver is a warning.
+    if let Some(n) = notifier {
+        for e in n.finish(cutover_engine::report::webhook::FINISH_GRACE) {
+            diagnostics::warn(&e);
+        }
     }
     Ok(summary.exit_code())
 }
@@ -201,6 +246,26 @@ fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
         for line in &s.tail {
             out.push_str(&format!("  | {line}\n"));
         }
+    }
+    if let Some(a) = &summary.approval {
+        let by = a
+            .decided_by
+            .as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let at = a
+            .decided_at
+            .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        let why = a
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "approval: {}{by}{at}{why}\n",
+            a.state.as_str().replace('_', " ")
+        ));
     }
     let log = state
         .join("logs")

@@ -12,7 +12,7 @@ pub fn run(cli: &Cli, args: &LockArgs) -> Result<i32, CliError> {
     let env = context::environment(cli, &project)?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
-    let holder = holder();
+    let holder = context::user_at_host();
     let now = chrono::Utc::now();
     if let Err(existing) = store.lock(&env.name, &holder, args.reason.as_deref(), now)? {
         return Err(CliError::Blocked {
@@ -58,27 +58,4 @@ fn print_json(lock: &Lock) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("encoding the lock: {e}"), None))?;
     println!("{text}");
     Ok(())
-}
-
-/// Who takes a lock: `$USER@hostname`, the account name of the process's uid when `$USER`
-/// and `$LOGNAME` are unset (`unknown` for either part that cannot be found).
-fn holder() -> String {
-    let user = ["USER", "LOGNAME"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|u| !u.trim().is_empty())
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::current())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let host = ["/etc/hostname", "/proc/sys/kernel/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|h| h.trim().to_string())
-        .find(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    format!("{}@{host}", user.trim())
 }

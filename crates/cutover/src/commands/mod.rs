@@ -1,6 +1,7 @@
 //! One file per verb: parse arguments into a library call, render the result.
 
 pub mod agent;
+pub mod approve;
 pub mod build;
 pub mod canary;
 pub mod ci;

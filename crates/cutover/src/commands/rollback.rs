@@ -7,7 +7,6 @@ use chrono::{SecondsFormat, Utc};
 use cutover_engine::event::{Outcome, Stage};
 use cutover_engine::summary::{RunSummary, ServiceSummary, StageSummary};
 use cutover_runtime::api::client::AgentClient;
-use cutover_runtime::api::types::{DeployProgress, DeployRequest};
 use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
 
 use crate::cli::{Cli, RollbackArgs};
@@ -68,7 +67,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
                         )
                     },
                 )?),
-                None => previous_active(&releases, current.as_ref()),
+                None => cutover_engine::rollback::previous_active(&releases, current.as_ref()),
             };
         match target {
             Some(t) if current.as_ref().is_some_and(|c| c.id == t.id) => {
@@ -179,8 +178,46 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         started_at,
         finished_at: Utc::now(),
         services,
+        approval: None,
     };
     store.finish_run(&run.id, status, summary.finished_at, None)?;
+    // `rollback` webhooks: which services went back to which release.
+    let notifier = context::notifier(&project, &secrets);
+    if let Some(n) = &notifier {
+        n.send(cutover_engine::report::webhook::Notification::new(
+            "rollback",
+            &run.id,
+            &env.name,
+            summary
+                .services
+                .iter()
+                .map(|s| cutover_engine::report::webhook::NotifiedService {
+                    name: s.name.clone(),
+                    release: s.release.clone(),
+                    result: match s.result {
+                        Outcome::Succeeded => "rolled_back".to_string(),
+                        other => other.as_str().to_string(),
+                    },
+                })
+                .collect(),
+            summary.finished_at,
+            Some(
+                summary
+                    .services
+                    .iter()
+                    .map(|s| match &s.reason {
+                        None => format!(
+                            "{} rolled back to {} by `cutover rollback`",
+                            s.name,
+                            s.release.as_deref().unwrap_or("?")
+                        ),
+                        Some(r) => format!("{}: rollback failed: {r}", s.name),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        ));
+    }
     note(&format!(
         "{} {}: {}",
         run.id,
@@ -203,6 +240,11 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
             }
         }
         println!("log: {}", log_path.display());
+    }
+    if let Some(n) = notifier {
+        for e in n.finish(cutover_engine::report::webhook::FINISH_GRACE) {
+            crate::diagnostics::warn(&e);
+        }
     }
     Ok(if summary.exit_code() == 0 {
         OK
@@ -271,7 +313,8 @@ pub fn atomic(
         };
         let releases = store.releases(&s.name, &env.name, 1000)?;
         let current = releases.iter().find(|r| r.id == release).cloned();
-        let Some(target) = previous_active(&releases, current.as_ref()) else {
+        let Some(target) = cutover_engine::rollback::previous_active(&releases, current.as_ref())
+        else {
             note(&format!(
                 "{}: no previous release to return to; {release} stays",
                 s.name
@@ -318,19 +361,6 @@ pub fn atomic(
     Ok(summary)
 }
 
-/// The release that was ACTIVE before `current`: the most recently activated one that is
-/// neither current, FAILED nor ROLLED_BACK.
-fn previous_active(releases: &[Release], current: Option<&Release>) -> Option<Release> {
-    let mut candidates: Vec<&Release> = releases
-        .iter()
-        .filter(|r| r.activated_at.is_some())
-        .filter(|r| !matches!(r.phase, ReleasePhase::Failed | ReleasePhase::RolledBack))
-        .filter(|r| current.is_none_or(|c| c.id != r.id))
-        .collect();
-    candidates.sort_by_key(|r| r.activated_at);
-    candidates.last().map(|r| (*r).clone())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn roll_one(
     runtime: &tokio::runtime::Runtime,
@@ -346,6 +376,7 @@ fn roll_one(
     note: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
     let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
+    // Checked before any phase changes, so a pruned snapshot leaves the history as it was.
     let dir = project
         .state_dir()
         .join("releases")
@@ -358,19 +389,21 @@ fn roll_one(
             dir.display()
         ));
     }
-    let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
-        return Err(format!("{name} has no `run` or `port`"));
-    };
-    let spec =
-        cutover_engine::target::release_spec(&env.name, svc, &target.id, &dir, run, port, secrets);
     let now = Utc::now();
     store
         .set_phase(name, &target.id, ReleasePhase::Deploying, None, now)
         .map_err(|e| e.to_string())?;
     note(&format!("{name}: rolling back to {}", target.id));
-    let answer = runtime.block_on(client.deploy(&DeployRequest { spec }, true, |_| {}));
+    let answer = runtime.block_on(cutover_engine::rollback::redeploy(
+        client,
+        &project.state_dir(),
+        &env.name,
+        svc,
+        &target.id,
+        secrets,
+    ));
     match answer {
-        Ok(DeployProgress::Active) => {
+        Ok(()) => {
             let now = Utc::now();
             if let Some(c) = current {
                 store
@@ -383,12 +416,7 @@ fn roll_one(
             note(&format!("{name}: {} is ACTIVE", target.id));
             Ok(())
         }
-        other => {
-            let why = match other {
-                Ok(DeployProgress::Failed { reason }) => reason,
-                Ok(_) => "the agent ended without a verdict".to_string(),
-                Err(e) => e.to_string(),
-            };
+        Err(why) => {
             let _ = store.set_phase(
                 name,
                 &target.id,

@@ -35,6 +35,9 @@ struct ServiceRow {
 struct RunRow {
     id: String,
     phase: String,
+    /// What waits for approval (phase `awaiting_approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<String>,
 }
 
 /// Prints the status table (or `--json`).
@@ -126,9 +129,20 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             .runs_in_progress()?
             .into_iter()
             .filter(|r| r.env == env.name)
-            .map(|r| RunRow {
-                id: r.id,
-                phase: "running".to_string(),
+            .map(|r| {
+                let waiting = s
+                    .approval(&r.id)
+                    .ok()
+                    .flatten()
+                    .filter(|a| a.state == cutover_store::ApprovalState::Waiting);
+                RunRow {
+                    phase: match waiting {
+                        Some(_) => "awaiting_approval".to_string(),
+                        None => "running".to_string(),
+                    },
+                    waiting: waiting.map(|a| a.waiting),
+                    id: r.id,
+                }
             })
             .collect(),
         None => Vec::new(),
@@ -214,7 +228,13 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         println!("{}", context::describe_lock(lock));
     }
     for r in &runs {
-        println!("run {} is {}", r.id, r.phase);
+        match &r.waiting {
+            Some(what) => println!(
+                "run {} is awaiting_approval ({what}): `cutover approve {}` lets it go on",
+                r.id, r.id
+            ),
+            None => println!("run {} is {}", r.id, r.phase),
+        }
     }
     Ok(OK)
 }

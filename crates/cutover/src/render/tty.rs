@@ -106,6 +106,21 @@ impl Reporter for Live {
                     b.finish_with_message(what);
                 }
             }
+            EventKind::ApprovalRequested { waiting, .. } => {
+                for w in waiting {
+                    if let Some(b) = self.bars.get(&w.service) {
+                        b.set_message("awaiting approval");
+                    }
+                }
+                if let Some(line) = cutover_engine::report::text::line(&event.kind) {
+                    let _ = self.multi.println(line);
+                }
+            }
+            EventKind::ApprovalDecided { .. } => {
+                if let Some(line) = cutover_engine::report::text::line(&event.kind) {
+                    let _ = self.multi.println(line);
+                }
+            }
             EventKind::RunCanceling { reason } => {
                 let _ = self.multi.println(format!("canceling: {reason}"));
             }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receiver;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,58 @@
+//! Going back to an earlier release: shared by `cutover rollback` and by a `post_deploy` hook
+//! that fails with `rollback_on_hook_failure = true`.
+//!
+//! A rollback reuses the earlier release's snapshot (no checks, no build) and asks the agent
+//! for it through `/v1/rollback`: a route flip when its instances are still warm
+//! (`scale_down_delay`), else a blue-green start of the snapshot. Phase bookkeeping is left to
+//! the caller, which knows whether it writes the store directly or through events.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cutover_config::ResolvedService;
+use cutover_runtime::api::client::AgentClient;
+use cutover_runtime::api::types::{DeployProgress, DeployRequest};
+use cutover_store::{Release, ReleasePhase};
+
+/// The release that was ACTIVE before `current`: the most recently activated one that is
+/// neither current, FAILED nor ROLLED_BACK.
+pub fn previous_active(releases: &[Release], current: Option<&Release>) -> Option<Release> {
+    let mut candidates: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.activated_at.is_some())
+        .filter(|r| !matches!(r.phase, ReleasePhase::Failed | ReleasePhase::RolledBack))
+        .filter(|r| current.is_none_or(|c| c.id != r.id))
+        .collect();
+    candidates.sort_by_key(|r| r.activated_at);
+    candidates.last().map(|r| (*r).clone())
+}
+
+/// Asks the agent to serve `target` (a release of `svc` in `env` whose snapshot is under
+/// `state_dir/releases/`, `state_dir` being the project's `.cutover`) again; Err says why it
+/// could not, in plain words.
+pub async fn redeploy(
+    agent: &AgentClient,
+    state_dir: &Path,
+    env: &str,
+    svc: &ResolvedService,
+    target: &str,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let dir = state_dir.join("releases").join(&svc.name).join(target);
+    if !dir.is_dir() {
+        return Err(format!(
+            "the snapshot of {target} is gone ({}); it was pruned by keep_releases",
+            dir.display()
+        ));
+    }
+    let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+        return Err(format!("{} has no `run` or `port`", svc.name));
+    };
+    let spec = crate::target::release_spec(env, svc, target, &dir, run, port, secrets);
+    match agent.deploy(&DeployRequest { spec }, true, |_| {}).await {
+        Ok(DeployProgress::Active) => Ok(()),
+        Ok(DeployProgress::Failed { reason }) => Err(reason),
+        Ok(_) => Err("the agent ended without a verdict".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
