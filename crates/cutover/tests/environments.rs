@@ -33,7 +33,10 @@ fn each_environment_has_its_overrides_history_lock_and_status() {
     let bad = p.run(&["status", "--env", "prod"]);
     assert_eq!(code(&bad), 2);
     let err = stderr(&bad);
-    assert!(err.contains("production") && err.contains("staging"), "{err}");
+    assert!(
+        err.contains("production") && err.contains("staging"),
+        "{err}"
+    );
 
     for env in ["staging", "production"] {
         let out = p.run(&["deploy", "--env", env]);
@@ -45,22 +48,33 @@ fn each_environment_has_its_overrides_history_lock_and_status() {
     let staging = status("staging");
     let production = status("production");
     assert_eq!(staging["env"], "staging");
-    assert_eq!(staging["services"][0]["instances"]["desired"], 1, "{staging}");
+    assert_eq!(
+        staging["services"][0]["instances"]["desired"], 1,
+        "{staging}"
+    );
     // The service's override wins over the environment's, which wins over the service's.
-    assert_eq!(production["services"][0]["instances"]["desired"], 3, "{production}");
-    assert_eq!(production["services"][0]["instances"]["ready"], 3, "{production}");
+    assert_eq!(
+        production["services"][0]["instances"]["desired"], 3,
+        "{production}"
+    );
+    assert_eq!(
+        production["services"][0]["instances"]["ready"], 3,
+        "{production}"
+    );
     assert_eq!(
         production["services"][0]["url"],
         format!("http://127.0.0.1:{production_port}")
     );
     assert_ne!(
-        staging["services"][0]["release"],
-        production["services"][0]["release"],
+        staging["services"][0]["release"], production["services"][0]["release"],
         "releases are per environment"
     );
 
     // A lock holds one environment only.
-    assert_eq!(code(&p.run(&["lock", "--env", "staging", "--reason", "freeze"])), 0);
+    assert_eq!(
+        code(&p.run(&["lock", "--env", "staging", "--reason", "freeze"])),
+        0
+    );
     p.write("svc/api/VERSION", "v2");
     p.commit("v2");
     let refused = p.run(&["deploy", "--env", "staging"]);

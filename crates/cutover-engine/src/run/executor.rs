@@ -420,11 +420,22 @@ impl Executor {
         if !self.require_approval {
             return Ok(());
         }
+        self.ask_gate(
+            |service, reply| ExecMsg::Approval { service, reply },
+            "canceled while awaiting approval",
+        )
+        .await
+    }
+
+    /// Asks the dispatcher whether this service may go on (the message `ask` builds), and
+    /// turns its answer (or a cancellation, saying `canceled`) into the service's stop.
+    async fn ask_gate(
+        &self,
+        ask: impl FnOnce(String, oneshot::Sender<Gate>) -> ExecMsg,
+        canceled: &str,
+    ) -> Result<(), Stop> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.tx.send(ExecMsg::Approval {
-            service: self.service.name.clone(),
-            reply,
-        });
+        let _ = self.tx.send(ask(self.service.name.clone(), reply));
         tokio::select! {
             a = answer => match a {
                 Ok(Gate::Proceed) => Ok(()),
@@ -433,7 +444,7 @@ impl Executor {
                 Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
                 Err(_) => Err(Stop::canceled("the run is shutting down")),
             },
-            () = self.cancel.cancelled() => Err(Stop::canceled("canceled while awaiting approval")),
+            () = self.cancel.cancelled() => Err(Stop::canceled(canceled)),
         }
     }
 
@@ -580,21 +591,11 @@ impl Executor {
         if !in_run {
             return Ok(());
         }
-        let (reply, answer) = oneshot::channel();
-        let _ = self.tx.send(ExecMsg::Gate {
-            service: self.service.name.clone(),
-            reply,
-        });
-        tokio::select! {
-            a = answer => match a {
-                Ok(Gate::Proceed) => Ok(()),
-                Ok(Gate::Skip(reason)) => Err(Stop { result: Outcome::Skipped, reason, tail: Vec::new() }),
-                Ok(Gate::Refused(reason)) => Err(Stop::canceled(reason)),
-                Ok(Gate::Fail(reason)) => Err(Stop::failed(reason)),
-                Err(_) => Err(Stop::canceled("the run is shutting down")),
-            },
-            () = self.cancel.cancelled() => Err(Stop::canceled("canceled while waiting for dependencies")),
-        }
+        self.ask_gate(
+            |service, reply| ExecMsg::Gate { service, reply },
+            "canceled while waiting for dependencies",
+        )
+        .await
     }
 
     /// Tells the dispatcher which release this run makes (recorded before the run began).

@@ -63,16 +63,7 @@ pub fn run(cli: &Cli, args: &MergeArgs) -> Result<i32, CliError> {
         None => None,
     };
     let started = chrono::Utc::now();
-    let log_dir = project.state_dir().join("logs").join("merges");
-    let log_path = log_dir.join(format!("merge-{}.log", started.format("%Y%m%d-%H%M%S")));
-    let mut log = std::fs::create_dir_all(&log_dir)
-        .and_then(|()| {
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-        })
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+    let (log_path, mut log) = context::command_log(&project, "merge", started)?;
     let mut note = |line: &str| {
         let _ = writeln!(
             log,

@@ -108,19 +108,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         started_at,
         Some(std::process::id()),
     )?;
-    let log_dir = project.state_dir().join("logs/rollbacks");
-    let log_path = log_dir.join(format!(
-        "rollback-{}.log",
-        started_at.format("%Y%m%d-%H%M%S")
-    ));
-    let mut log = std::fs::create_dir_all(&log_dir)
-        .and_then(|()| {
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-        })
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+    let (log_path, mut log) = context::command_log(&project, "rollback", started_at)?;
     let redactor = cutover_engine::redact::Redactor::new(secrets.values().cloned());
     let mut note = |line: &str| {
         let line = redactor.redact(line);
