@@ -35,6 +35,15 @@ use chrono::{DateTime, Utc};
 /// Results of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What keeps [`ReleaseStore::claim_run`] from starting a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Blocker {
+    /// The environment is locked.
+    Locked(Lock),
+    /// Another run of the kind is in progress there, with a live process.
+    Running(Run),
+}
+
 /// Everything the engine and the agent need from a release store.
 pub trait ReleaseStore: Send + Sync {
     /// Records a new run in `InProgress`, allocating `deploy-YYYYMMDD-HHMMSS` from `started_at`
@@ -46,6 +55,19 @@ pub trait ReleaseStore: Send + Sync {
         started_at: DateTime<Utc>,
         pid: Option<u32>,
     ) -> Result<Run>;
+
+    /// Records a new run like [`ReleaseStore::create_run`], in the same transaction as checking
+    /// that `env` is not locked and that no other run of `kind` in `env` is in progress with a
+    /// process `alive` says still runs: of two deploys waiting for one lock, exactly one gets
+    /// the run. `Ok(Err(blocker))` says what is in the way; nothing is recorded then.
+    fn claim_run(
+        &self,
+        kind: RunKind,
+        env: &str,
+        started_at: DateTime<Utc>,
+        pid: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<std::result::Result<Run, Blocker>>;
 
     /// Ends a run.
     fn finish_run(

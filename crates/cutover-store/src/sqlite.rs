@@ -17,7 +17,7 @@ use crate::model::{
     Approval, ApprovalState, Lock, NewRelease, Release, ReleasePhase, Run, RunKind, RunStatus,
     StoredEvent,
 };
-use crate::{ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
+use crate::{Blocker, ReleaseStore, Result, SecretEntry, StoreError, StoreWrite};
 
 mod rows;
 
@@ -379,6 +379,43 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Inserts an in-progress run, allocating its id from `started_at`.
+    fn insert_run(
+        &self,
+        tx: &Transaction<'_>,
+        kind: RunKind,
+        env: &str,
+        started_at: DateTime<Utc>,
+        pid: Option<u32>,
+    ) -> Result<Run> {
+        let base = format!("deploy-{}", started_at.format("%Y%m%d-%H%M%S"));
+        let taken = taken_ids(
+            tx,
+            "SELECT id FROM runs WHERE id = ?1 OR (id > ?1 || '-' AND id < ?1 || '.')",
+            params![base],
+        )
+        .ctx(self, "allocate a run id")?;
+        let id = allocate(&base, &taken);
+        tx.execute(
+            "INSERT INTO runs (id, kind, env, status, started_at, pid) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id,
+                kind.as_str(),
+                env,
+                RunStatus::InProgress.as_str(),
+                timestamp(started_at),
+                pid
+            ],
+        )
+        .ctx(self, "create a run")?;
+        run_in(tx, &id, self)?.ok_or_else(|| StoreError::NotFound {
+            what: format!("run {id}"),
+        })
+    }
+}
+
 impl ReleaseStore for SqliteStore {
     fn create_run(
         &self,
@@ -387,31 +424,46 @@ impl ReleaseStore for SqliteStore {
         started_at: DateTime<Utc>,
         pid: Option<u32>,
     ) -> Result<Run> {
-        let base = format!("deploy-{}", started_at.format("%Y%m%d-%H%M%S"));
         self.write("create a run", |tx| {
-            let taken = taken_ids(
-                tx,
-                "SELECT id FROM runs WHERE id = ?1 OR (id > ?1 || '-' AND id < ?1 || '.')",
-                params![base],
-            )
-            .ctx(self, "allocate a run id")?;
-            let id = allocate(&base, &taken);
-            tx.execute(
-                "INSERT INTO runs (id, kind, env, status, started_at, pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    kind.as_str(),
-                    env,
-                    RunStatus::InProgress.as_str(),
-                    timestamp(started_at),
-                    pid
-                ],
-            )
-            .ctx(self, "create a run")?;
-            run_in(tx, &id, self)?.ok_or_else(|| StoreError::NotFound {
-                what: format!("run {id}"),
-            })
+            self.insert_run(tx, kind, env, started_at, pid)
+        })
+    }
+
+    fn claim_run(
+        &self,
+        kind: RunKind,
+        env: &str,
+        started_at: DateTime<Utc>,
+        pid: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<std::result::Result<Run, Blocker>> {
+        self.write("start a run", |tx| {
+            if let Some(lock) = lock_in(tx, env, self)? {
+                return Ok(Err(Blocker::Locked(lock)));
+            }
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 AND env = ?2 AND kind = ?3 \
+                 ORDER BY started_at DESC, rowid DESC"
+            );
+            let running: Vec<Run> = {
+                let mut stmt = tx.prepare(&sql).ctx(self, "list runs in progress")?;
+                let rows = stmt
+                    .query_map(
+                        params![RunStatus::InProgress.as_str(), env, kind.as_str()],
+                        RawRun::from_row,
+                    )
+                    .ctx(self, "list runs in progress")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .ctx(self, "list runs in progress")?;
+                rows.into_iter()
+                    .map(RawRun::into_run)
+                    .collect::<Result<Vec<_>>>()?
+            };
+            if let Some(other) = running.into_iter().find(|r| r.pid.is_some_and(alive)) {
+                return Ok(Err(Blocker::Running(other)));
+            }
+            self.insert_run(tx, kind, env, started_at, Some(pid))
+                .map(Ok)
         })
     }
 

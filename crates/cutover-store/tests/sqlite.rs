@@ -1314,3 +1314,80 @@ fn approvals_are_decided_once() {
             .is_err()
     );
 }
+
+#[test]
+fn claim_run_checks_the_lock_and_live_runs_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+    let alive = |pid: u32| pid == 42;
+    // A lock blocks, naming who holds it.
+    assert!(
+        s.lock("prod", "ana@host", Some("freeze"), at)
+            .unwrap()
+            .is_ok()
+    );
+    match s
+        .claim_run(RunKind::Deploy, "prod", at, 42, &alive)
+        .unwrap()
+    {
+        Err(cutover_store::Blocker::Locked(l)) => assert_eq!(l.holder, "ana@host"),
+        other => panic!("{other:?}"),
+    }
+    s.unlock("prod").unwrap();
+    // The first claim gets the run; a second, while its process lives, is told which run holds.
+    let first = s
+        .claim_run(RunKind::Deploy, "prod", at, 42, &alive)
+        .unwrap()
+        .unwrap();
+    match s
+        .claim_run(RunKind::Deploy, "prod", at, 43, &alive)
+        .unwrap()
+    {
+        Err(cutover_store::Blocker::Running(r)) => assert_eq!(r.id, first.id),
+        other => panic!("{other:?}"),
+    }
+    // Other environments and other kinds are not held.
+    assert!(
+        s.claim_run(RunKind::Deploy, "staging", at, 43, &alive)
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        s.claim_run(RunKind::Build, "prod", at, 43, &alive)
+            .unwrap()
+            .is_ok()
+    );
+    // A run whose process died blocks nothing.
+    let nobody = |_: u32| false;
+    assert!(
+        s.claim_run(RunKind::Deploy, "prod", at, 44, &nobody)
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[test]
+fn of_many_concurrent_claims_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".cutover/state.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+    let threads: Vec<_> = (0..8u32)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&path).unwrap();
+                s.claim_run(RunKind::Deploy, "prod", at, 100 + i, &|_| true)
+                    .unwrap()
+                    .is_ok()
+            })
+        })
+        .collect();
+    let won = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1);
+}

@@ -226,16 +226,21 @@ pub fn refuse_concurrent_deploy(store: &dyn ReleaseStore, env: &str) -> Result<(
         r.env == env && r.kind == cutover_store::RunKind::Deploy && r.pid.is_some_and(pid_alive)
     });
     match running {
-        Some(r) => Err(CliError::Blocked {
-            message: format!(
-                "deploy {} of {env} is running (pid {}, started {})",
-                r.id,
-                r.pid.unwrap_or_default(),
-                r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-            ),
-            help: Some("wait for it to finish, or stop it with Ctrl-C in its terminal".into()),
-        }),
+        Some(r) => Err(deploy_running(&r, env)),
         None => Ok(()),
+    }
+}
+
+/// "deploy X of ENV is running", exit 3.
+fn deploy_running(r: &cutover_store::Run, env: &str) -> CliError {
+    CliError::Blocked {
+        message: format!(
+            "deploy {} of {env} is running (pid {}, started {})",
+            r.id,
+            r.pid.unwrap_or_default(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        help: Some("wait for it to finish, or stop it with Ctrl-C in its terminal".into()),
     }
 }
 
@@ -355,15 +360,29 @@ pub fn refuse_locked(store: &dyn ReleaseStore, env: &str) -> Result<(), CliError
 /// How often `--lock-wait` looks at the store again.
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Before a deploy: refuses (exit 3) while the environment is locked or another deploy of it
-/// runs; with `wait`, polls the store until both are gone, up to `wait`, then exits 3 saying
-/// so.
-pub fn wait_until_unblocked(
+/// Before a deploy: records its run, in one store transaction with checking that the
+/// environment is not locked and no other deploy of it runs; refuses (exit 3) when it is. With
+/// `wait`, tries again until both are gone, up to `wait`, then exits 3 saying so. Of several
+/// deploys waiting for one lock, exactly one gets the run when it goes.
+pub fn claim_deploy_run(
     store: &dyn ReleaseStore,
     env: &str,
     wait: Option<std::time::Duration>,
-) -> Result<(), CliError> {
-    let check = || refuse_locked(store, env).and_then(|()| refuse_concurrent_deploy(store, env));
+) -> Result<cutover_store::Run, CliError> {
+    let check = || {
+        let claimed = store.claim_run(
+            cutover_store::RunKind::Deploy,
+            env,
+            chrono::Utc::now(),
+            std::process::id(),
+            &pid_alive,
+        )?;
+        match claimed {
+            Ok(run) => Ok(run),
+            Err(cutover_store::Blocker::Locked(lock)) => Err(locked(&lock)),
+            Err(cutover_store::Blocker::Running(r)) => Err(deploy_running(&r, env)),
+        }
+    };
     let Some(wait) = wait else {
         return check();
     };
@@ -371,7 +390,7 @@ pub fn wait_until_unblocked(
     let mut announced = false;
     loop {
         let blocked = match check() {
-            Ok(()) => return Ok(()),
+            Ok(run) => return Ok(run),
             Err(CliError::Blocked { message, .. }) => message,
             Err(e) => return Err(e),
         };

@@ -165,3 +165,45 @@ fn a_killed_deploy_does_not_block_the_next() {
     let list = releases(&p);
     assert_eq!(list[0]["phase"], "ACTIVE", "{list:?}");
 }
+
+#[test]
+fn two_deploys_waiting_for_one_lock_run_one_after_the_other() {
+    let p = one_service(free_port(), "");
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["lock", "--reason", "hold on"])), 0);
+    let spawn = || {
+        p.cutover()
+            .args(["deploy", "--all", "--json", "--lock-wait", "60s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(code(&p.run(&["unlock"])), 0);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert_eq!(code(out), 0, "{}{}", stdout(out), stderr(out));
+    }
+    // Both ran, never at the same time: one waited for the other's run to end.
+    let (a, b) = (common::json(&a), common::json(&b));
+    let span = |doc: &serde_json::Value| {
+        let t = |k: &str| {
+            chrono::DateTime::parse_from_rfc3339(doc[k].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        (t("started_at"), t("finished_at"))
+    };
+    let (first, second) = if span(&a).0 <= span(&b).0 {
+        (span(&a), span(&b))
+    } else {
+        (span(&b), span(&a))
+    };
+    assert!(
+        first.1 <= second.0,
+        "the runs overlapped: {first:?} and {second:?}\n{a}\n{b}"
+    );
+    assert_ne!(a["run"], b["run"]);
+}

@@ -54,6 +54,9 @@ pub struct RunRequest {
     pub approval_timeout: std::time::Duration,
     /// `deploy --smoke`: smoke-test each service once it is ACTIVE, as part of verify.
     pub smoke: bool,
+    /// The run already recorded for this request (a deploy claims its run together with the
+    /// lock check, before planning); None: `execute` records one.
+    pub run: Option<cutover_store::Run>,
 }
 
 /// What a finished run produced.
@@ -77,7 +80,10 @@ pub async fn execute(
     reporters: Vec<Box<dyn Reporter>>,
 ) -> Result<RunOutcome, EngineError> {
     let started_at = Utc::now();
-    let run = {
+    let claimed = request.run.clone();
+    let run = if let Some(run) = claimed {
+        run
+    } else {
         let store = store.clone();
         let env = request.env.name.clone();
         let kind = request.kind;

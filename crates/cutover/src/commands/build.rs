@@ -53,26 +53,38 @@ pub fn pipeline(
     let secrets = context::secrets(&project, &env)?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
-    let agent = if kind == RunKind::Deploy {
+    let (agent, run) = if kind == RunKind::Deploy {
         context::settle_interrupted_runs(store.as_ref(), &project)?;
-        context::wait_until_unblocked(store.as_ref(), &env.name, lock_wait)?;
+        let run = context::claim_deploy_run(store.as_ref(), &env.name, lock_wait)?;
         if lock_wait.is_some() {
             // A deploy waited for may have died meanwhile: record it before planning.
             context::settle_interrupted_runs(store.as_ref(), &project)?;
         }
-        Some(
-            context::agent(&project, true)?
-                .ok_or_else(|| CliError::failed("the agent could not be started", None))?,
-        )
+        let agent = context::agent(&project, true).and_then(|a| {
+            a.ok_or_else(|| CliError::failed("the agent could not be started", None))
+        });
+        match agent {
+            Ok(agent) => (Some(agent), Some(run)),
+            Err(e) => return Err(abandon(store.as_ref(), &run, e)),
+        }
     } else {
-        None
+        (None, None)
     };
     let opts = PlanOptions {
         all: args.all,
         since: args.since.clone(),
         named: args.services.clone(),
     };
-    let plan = plan(&project, &env, Some(store.as_ref()), &opts)?;
+    let plan = match plan(&project, &env, Some(store.as_ref()), &opts) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let e = CliError::from(e);
+            return Err(match &run {
+                Some(run) => abandon(store.as_ref(), run, e),
+                None => e,
+            });
+        }
+    };
     let max_parallel = args
         .max_parallel
         .map(|n| n as usize)
@@ -121,6 +133,7 @@ pub fn pipeline(
         agent,
         approval_timeout,
         smoke,
+        run,
     };
     let outcome = runtime.block_on(async move {
         let cancel = CancellationToken::new();
@@ -173,6 +186,22 @@ pub fn pipeline(
         }
     }
     Ok(summary.exit_code())
+}
+
+/// A deploy run claimed before planning ends canceled when the deploy cannot go on, so it
+/// holds nothing; `e` is returned as it was.
+fn abandon(
+    store: &dyn cutover_store::ReleaseStore,
+    run: &cutover_store::Run,
+    e: CliError,
+) -> CliError {
+    let _ = store.finish_run(
+        &run.id,
+        cutover_store::RunStatus::Canceled,
+        chrono::Utc::now(),
+        Some("the deploy stopped before it began"),
+    );
+    e
 }
 
 /// Ctrl-C (or SIGTERM) cancels the run: every process group gets SIGTERM, then SIGKILL after
