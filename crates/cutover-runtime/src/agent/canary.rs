@@ -68,7 +68,8 @@ pub(super) async fn run(
         let started = Instant::now();
         let mut pause_end = match step.pause {
             PauseSpec::None => Some(started),
-            PauseSpec::Timed { ms } => Some(started + Duration::from_millis(ms)),
+            // A pause too long to represent never ends on its own: like a manual one.
+            PauseSpec::Timed { ms } => started.checked_add(Duration::from_millis(ms)),
             PauseSpec::Manual => None,
         };
         if promoted {
@@ -108,7 +109,8 @@ pub(super) async fn run(
             rt.env, rt.service
         ));
 
-        let mut ticker = tokio::time::interval_at(started + interval, interval);
+        let first = started.checked_add(interval).unwrap_or(started);
+        let mut ticker = tokio::time::interval_at(first, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<Verdict> = None;
         loop {
@@ -185,7 +187,7 @@ pub(super) async fn run(
                         Verdict::Pass => {}
                         Verdict::NoVerdict => {
                             if let Some(end) = pause_end
-                                && now >= end + verdict_timeout
+                                && end.checked_add(verdict_timeout).is_some_and(|t| now >= t)
                             {
                                 return Err(roll_back(rt, &canary, format!(
                                     "no verdict: {} requests < min_requests {} in {} at step {number}/{steps} ({weight}%)",
