@@ -801,7 +801,7 @@ fn instance_status(m: &Member) -> InstanceStatus {
         port: m.port,
         pid: m.instance.pid(),
         state: state.to_string(),
-        ready: m.probe.status().ready,
+        ready: m.probe.ready(),
         restarts: m.instance.restarts(),
     }
 }
@@ -828,7 +828,7 @@ async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>) {
                     .get(&m.port)
                     .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
                 if m.instance.restart_enabled()
-                    && !m.probe.status().live
+                    && !m.probe.live()
                     && m.instance.state().is_running()
                     && !recently
                 {

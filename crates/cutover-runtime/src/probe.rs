@@ -153,6 +153,16 @@ impl Probe {
         self.status.borrow().clone()
     }
 
+    /// Whether the instance may receive traffic now (no copy of the history).
+    pub fn ready(&self) -> bool {
+        self.status.borrow().ready
+    }
+
+    /// Whether the instance needs no restart now (no copy of the history).
+    pub fn live(&self) -> bool {
+        self.status.borrow().live
+    }
+
     /// A receiver of the status. Its value is always current (every result updates it), but
     /// `changed()` wakes only when `ready` or `live` flips, so a waiter is woken by decisions,
     /// not by every probe. Wait with `wait_for(|s| s.ready || !s.live)`.

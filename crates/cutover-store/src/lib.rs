@@ -205,33 +205,7 @@ pub trait ReleaseStore: Send + Sync {
     /// implementation can. A write that fails (an invalid transition, say) does not stop the
     /// others: its error is returned in the list. Reporters use this to write once per batch
     /// of events instead of once per event.
-    fn record(&self, batch: &[StoreWrite]) -> Result<Vec<StoreError>> {
-        let mut errors = Vec::new();
-        for write in batch {
-            let done = match write {
-                StoreWrite::Phase {
-                    service,
-                    release,
-                    phase,
-                    reason,
-                    at,
-                } => self
-                    .set_phase(service, release, *phase, reason.as_deref(), *at)
-                    .map(|_| ()),
-                StoreWrite::Event {
-                    run_id,
-                    at,
-                    service,
-                    kind,
-                    data,
-                } => self.append_event(run_id, *at, service.as_deref(), kind, data),
-            };
-            if let Err(e) = done {
-                errors.push(e);
-            }
-        }
-        Ok(errors)
-    }
+    fn record(&self, batch: &[StoreWrite]) -> Result<Vec<StoreError>>;
 }
 
 /// A stored secret as listed: never its value.

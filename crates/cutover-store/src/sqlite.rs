@@ -362,13 +362,14 @@ impl SqliteStore {
         raws.into_iter().map(RawRelease::into_release).collect()
     }
 
+    /// The runs `sql` selects on `conn` (a connection, or a transaction in progress).
     fn query_runs(
         &self,
+        conn: &Connection,
         operation: &'static str,
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Run>> {
-        let conn = self.connection();
         let mut stmt = conn.prepare(sql).ctx(self, operation)?;
         let raws = stmt
             .query_map(params, RawRun::from_row)
@@ -445,20 +446,12 @@ impl ReleaseStore for SqliteStore {
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 AND env = ?2 AND kind = ?3 \
                  ORDER BY started_at DESC, rowid DESC"
             );
-            let running: Vec<Run> = {
-                let mut stmt = tx.prepare(&sql).ctx(self, "list runs in progress")?;
-                let rows = stmt
-                    .query_map(
-                        params![RunStatus::InProgress.as_str(), env, kind.as_str()],
-                        RawRun::from_row,
-                    )
-                    .ctx(self, "list runs in progress")?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .ctx(self, "list runs in progress")?;
-                rows.into_iter()
-                    .map(RawRun::into_run)
-                    .collect::<Result<Vec<_>>>()?
-            };
+            let running = self.query_runs(
+                tx,
+                "list runs in progress",
+                &sql,
+                params![RunStatus::InProgress.as_str(), env, kind.as_str()],
+            )?;
             if let Some(other) = running.into_iter().find(|r| r.pid.is_some_and(alive)) {
                 return Ok(Err(Blocker::Running(other)));
             }
@@ -500,7 +493,12 @@ impl ReleaseStore for SqliteStore {
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR env = ?1) \
              ORDER BY started_at DESC, rowid DESC LIMIT ?2"
         );
-        self.query_runs("list runs", &sql, params![env, sql_limit(limit)])
+        self.query_runs(
+            &self.connection(),
+            "list runs",
+            &sql,
+            params![env, sql_limit(limit)],
+        )
     }
 
     fn runs_in_progress(&self) -> Result<Vec<Run>> {
@@ -508,6 +506,7 @@ impl ReleaseStore for SqliteStore {
             "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY started_at DESC, rowid DESC"
         );
         self.query_runs(
+            &self.connection(),
             "list runs in progress",
             &sql,
             params![RunStatus::InProgress.as_str()],

@@ -54,7 +54,7 @@ pub(super) async fn run(
         for m in &members {
             m.instance.set_restart(true);
         }
-        rt.reroute(&*rt.sets.lock().await);
+        // One route swap: the new instances join as the old ones they replace leave.
         let leaving = old.take(k);
         removed += u32::try_from(leaving.len()).unwrap_or(0);
         retire(rt, &leaving, drain).await;
@@ -102,12 +102,9 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// Takes `leaving` out of the route (the caller removed them from their set), waits for their
-/// requests, then stops them.
+/// Routes by the sets as they are now, which takes `leaving` out of the route (the caller
+/// removed them from their set), waits for their requests, then stops them.
 async fn retire(rt: &ServiceRuntime, leaving: &[Arc<Member>], drain: Duration) {
-    if leaving.is_empty() {
-        return;
-    }
     rt.reroute(&*rt.sets.lock().await);
     for m in leaving {
         m.instance.set_restart(false);

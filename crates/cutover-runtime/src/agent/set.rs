@@ -45,7 +45,7 @@ impl Member {
     }
 
     pub(crate) fn ready(&self) -> bool {
-        self.probe.status().ready && self.instance.state().is_running()
+        self.probe.ready() && self.instance.state().is_running()
     }
 
     async fn stop(&self) {
@@ -252,10 +252,9 @@ impl ReleaseSet {
                 }
                 _ => {}
             }
-            let probe = m.probe.status();
-            if probe.ready {
+            if m.probe.ready() {
                 ready += 1;
-            } else if !probe.live {
+            } else if !m.probe.live() {
                 return Some(Err(self.reason(m, "never became healthy")));
             }
         }
