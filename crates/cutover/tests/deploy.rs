@@ -70,6 +70,15 @@ fn zero_failed_requests_through_ten_deploys_and_five_rollbacks() {
             stderr(&out)
         );
         assert_eq!(version(port), Some(v.clone()), "served after deploying {v}");
+        // The load itself gets an answer from each release before the next change.
+        assert!(
+            wait_until(Duration::from_secs(10), || load
+                .versions
+                .lock()
+                .unwrap()
+                .contains_key(&v)),
+            "the load never got an answer from {v}"
+        );
     }
     for back in (6..=10).rev() {
         let out = p.run(&["rollback"]);
