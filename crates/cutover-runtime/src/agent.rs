@@ -8,8 +8,11 @@
 //! store and read it back, then drain the old set and stop it later.
 
 mod canary;
+mod recover;
 mod rolling;
 mod set;
+
+pub use recover::StoreLocation;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{
-    AgentStatus, CanaryStatus, DeployCount, DeployProgress, EnvVar, InstanceStatus, LiveNumbers,
+    AgentStatus, CanaryStatus, DeployCount, DeployProgress, InstanceStatus, LiveNumbers,
     ReleaseSetStatus, ReleaseSpec, ServiceStatus, Strategy, Traffic,
 };
 use crate::metrics::{Metrics, ReleaseMetrics};
@@ -238,13 +241,19 @@ pub struct Agent {
     /// True while services are being restored after a restart: the desired state on disk is
     /// not rewritten until every one is back (a crash then must not forget the rest).
     recovering: std::sync::atomic::AtomicBool,
+    /// Where the project's store is (secret values after a restart, run records).
+    store: Option<StoreLocation>,
+    /// Services whose recorded release the agent could not bring back, by (env, service):
+    /// the release's spec (kept in the desired state) and why.
+    problems: std::sync::Mutex<BTreeMap<(String, String), (ReleaseSpec, String)>>,
     /// Fires when the agent should stop (API `stop`, SIGTERM).
     pub shutdown: CancellationToken,
 }
 
 impl Agent {
-    /// An agent keeping its state under `state_dir` (the project's `.cutover/`).
-    pub fn new(state_dir: PathBuf, socket: PathBuf) -> Arc<Agent> {
+    /// An agent keeping its state under `state_dir` (the project's `.cutover/`), reading
+    /// secrets and recording runs in the store at `store`.
+    pub fn new(state_dir: PathBuf, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
         Arc::new(Agent {
             state_dir,
             socket,
@@ -253,8 +262,37 @@ impl Agent {
             metrics: Metrics::new(),
             deploys: std::sync::Mutex::new(BTreeMap::new()),
             recovering: std::sync::atomic::AtomicBool::new(false),
+            store,
+            problems: std::sync::Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Records that `spec`'s service could not be brought back, and why.
+    pub(crate) fn set_problem(&self, spec: &ReleaseSpec, why: String) {
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                (spec.env.clone(), spec.service.clone()),
+                (spec.clone(), why),
+            );
+    }
+
+    /// The service runs what it should again (or was deployed anew).
+    pub(crate) fn clear_problem(&self, env: &str, service: &str) {
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(env.to_string(), service.to_string()));
+    }
+
+    fn problem(&self, env: &str, service: &str) -> Option<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(env.to_string(), service.to_string()))
+            .map(|(_, why)| why.clone())
     }
 
     fn desired_path(&self) -> PathBuf {
@@ -325,9 +363,11 @@ impl Agent {
     ) {
         let name = format!("{}/{} {}", spec.env, spec.service, spec.release);
         let (env, service) = (spec.env.clone(), spec.service.clone());
+        let recorded = spec.clone();
         let (last, result) = match self.deploy_inner(spec, &progress, mode).await {
             Ok(()) => {
                 log(&format!("{name}: live"));
+                self.clear_problem(&env, &service);
                 (DeployProgress::Active, "active")
             }
             Err(DeployError::Failed(reason)) => {
@@ -335,6 +375,13 @@ impl Agent {
                     "{name}: failed: {}",
                     reason.lines().next().unwrap_or("")
                 ));
+                if mode == Mode::Restore {
+                    let first = reason.lines().next().unwrap_or("").to_string();
+                    self.set_problem(
+                        &recorded,
+                        format!("could not restart {}: {first}", recorded.release),
+                    );
+                }
                 (DeployProgress::Failed { reason }, "failed")
             }
             Err(DeployError::RolledBack(reason)) => {
@@ -575,6 +622,10 @@ impl Agent {
             stop_runtime(&rt).await;
             names.push(rt.service.clone());
         }
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(e, _), _| e != env);
         if let Err(e) = self.persist().await {
             log(&format!("could not record the desired state: {e}"));
         }
@@ -658,6 +709,41 @@ impl Agent {
                 sets: set_status,
                 numbers: rt.numbers(),
                 canary: sets.canary.clone(),
+                problem: self.problem(&rt.env, &rt.service),
+            });
+        }
+        let problems: Vec<(ReleaseSpec, String)> = self
+            .problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for (spec, why) in problems {
+            if services
+                .iter()
+                .any(|s| s.env == spec.env && s.service == spec.service)
+            {
+                continue;
+            }
+            let host = if spec.listen.is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                spec.listen.to_string()
+            };
+            services.push(ServiceStatus {
+                env: spec.env.clone(),
+                service: spec.service.clone(),
+                release: None,
+                health: "stopped".to_string(),
+                ready: 0,
+                desired: spec.instances,
+                traffic: Vec::new(),
+                url: format!("http://{host}:{}", spec.port),
+                sets: Vec::new(),
+                numbers: None,
+                canary: None,
+                problem: Some(why),
             });
         }
         let deploys = self
@@ -707,68 +793,57 @@ impl Agent {
                 specs.push(spec);
             }
         }
+        let unrestored: Vec<ReleaseSpec> = self
+            .problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|(spec, _)| spec.clone())
+            .collect();
+        for mut spec in unrestored {
+            if specs
+                .iter()
+                .any(|s| s.env == spec.env && s.service == spec.service)
+            {
+                continue;
+            }
+            for v in &mut spec.env_vars {
+                if v.secret.is_some() {
+                    v.value.clear();
+                }
+            }
+            specs.push(spec);
+        }
         let body = serde_json::to_vec_pretty(&specs).map_err(std::io::Error::other)?;
         write_atomic(&self.desired_path(), &body)
     }
 
-    /// Stops whatever instances an earlier agent of this project left running (after its
-    /// `kill -9`). Must run before the API serves: afterwards, this agent's own new instances
-    /// carry the same mark.
-    pub fn stop_leftovers(&self) {
-        let killed = kill_leftovers(&self.socket);
-        if killed > 0 {
-            log(&format!(
-                "stopped {killed} instance(s) left by a previous agent"
-            ));
-        }
+    /// The instances an earlier agent of this project left running (after its `kill -9`).
+    /// Must run before the API serves: afterwards, this agent's own new instances carry the
+    /// same mark.
+    pub fn find_leftovers(&self) -> Leftovers {
+        Leftovers(recover::leftovers(&self.socket))
     }
 
-    /// After a restart (or `kill -9` of the previous agent, once [`Agent::stop_leftovers`] ran):
-    /// brings every service back to the release it served.
-    pub async fn recover(self: &Arc<Self>) {
-        let specs: Vec<ReleaseSpec> = match std::fs::read(self.desired_path()) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    log(&format!("ignoring an unreadable desired state: {e}"));
-                    return;
-                }
-            },
-            Err(_) => return,
-        };
-        self.recovering.store(true, Ordering::SeqCst);
-        let mut restores = tokio::task::JoinSet::new();
-        for mut spec in specs {
-            if let Err(missing) = fill_secrets(&mut spec.env_vars) {
-                log(&format!(
-                    "{}/{}: cannot restart {}: secret {missing} is not in the agent's environment",
-                    spec.env, spec.service, spec.release
-                ));
-                continue;
-            }
-            if !spec.dir.is_dir() {
-                log(&format!(
-                    "{}/{}: cannot restart {}: its snapshot {} is gone",
-                    spec.env,
-                    spec.service,
-                    spec.release,
-                    spec.dir.display()
-                ));
-                continue;
-            }
-            log(&format!(
-                "{}/{}: restoring {}",
-                spec.env, spec.service, spec.release
-            ));
-            let (tx, _rx) = mpsc::unbounded_channel();
-            // Every service at once: they are independent, and each waits for its probes.
-            restores.spawn(self.clone().deploy_as(spec, tx, Mode::Restore));
-        }
-        while restores.join_next().await.is_some() {}
-        self.recovering.store(false, Ordering::SeqCst);
-        if let Err(e) = self.persist().await {
-            log(&format!("could not record the desired state: {e}"));
-        }
+    /// After a restart (or `kill -9` of the previous agent): brings every service back to the
+    /// release it served, adopting the instances in `found` that still serve it.
+    pub async fn recover(self: &Arc<Self>, found: Leftovers) {
+        self.recover_from(found.0).await;
+    }
+}
+
+/// Instances an earlier agent left running, found by [`Agent::find_leftovers`].
+pub struct Leftovers(Vec<recover::Leftover>);
+
+impl Leftovers {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -848,54 +923,6 @@ async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>) {
             rt.reroute(&sets);
         }
     }
-}
-
-/// Puts secret values (named in `secret`) back from the environment.
-fn fill_secrets(vars: &mut [EnvVar]) -> Result<(), String> {
-    for v in vars.iter_mut() {
-        if let Some(name) = &v.secret {
-            match std::env::var(name) {
-                Ok(value) => v.value = value,
-                Err(_) => return Err(name.clone()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Kills the process groups of instances an earlier agent on `socket` started (found by the
-/// [`AGENT_MARK`] variable in their environment). Returns how many.
-fn kill_leftovers(socket: &Path) -> usize {
-    let mark = format!("{AGENT_MARK}={}", socket.display());
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if u32::try_from(pid).is_ok_and(|p| p == me) {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if !environ.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()) {
-            continue;
-        }
-        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok();
-        if let Some(pgid) = pgid.filter(|g| g.as_raw() > 1) {
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            killed += 1;
-        }
-    }
-    killed
 }
 
 /// Temp file + rename, so a reader never sees half a file.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 
-use crate::agent::{Agent, log};
+use crate::agent::{Agent, StoreLocation, log};
 
 /// Longest socket path used as is (`sun_path` holds 108 bytes with its terminator).
 const MAX_SOCKET_PATH: usize = 100;
@@ -69,9 +69,16 @@ fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 /// Runs the agent for the project whose state is in `state_dir` until it is stopped (API
 /// `stop`, SIGTERM, SIGINT). Stops every instance before returning.
 ///
+/// `store` is where the project's release store is: the agent reads secret values there when
+/// it brings services back after a restart.
+///
 /// With `metrics_listen` (`[project] metrics_listen`), `GET /metrics` is served on that TCP
 /// address too; an address that cannot be bound is logged and the agent runs on without it.
-pub async fn run(state_dir: PathBuf, metrics_listen: Option<SocketAddr>) -> Result<(), AgentError> {
+pub async fn run(
+    state_dir: PathBuf,
+    metrics_listen: Option<SocketAddr>,
+    store: Option<StoreLocation>,
+) -> Result<(), AgentError> {
     std::fs::create_dir_all(&state_dir).map_err(io("cannot create", &state_dir))?;
     let socket = socket_path(&state_dir);
     if let Some(dir) = socket.parent() {
@@ -101,8 +108,14 @@ pub async fn run(state_dir: PathBuf, metrics_listen: Option<SocketAddr>) -> Resu
         socket.display()
     ));
 
-    let agent = Agent::new(state_dir.clone(), socket.clone());
-    agent.stop_leftovers();
+    let agent = Agent::new(state_dir.clone(), socket.clone(), store);
+    let leftovers = agent.find_leftovers();
+    if !leftovers.is_empty() {
+        log(&format!(
+            "found {} instance(s) left running by a previous agent",
+            leftovers.len()
+        ));
+    }
     let shutdown = agent.shutdown.clone();
     tokio::spawn(stop_on_signals(shutdown.clone()));
     if let Some(addr) = metrics_listen {
@@ -114,7 +127,7 @@ pub async fn run(state_dir: PathBuf, metrics_listen: Option<SocketAddr>) -> Resu
         agent.clone(),
         shutdown.clone(),
     ));
-    agent.recover().await;
+    agent.recover(leftovers).await;
     shutdown.cancelled().await;
     log("stopping every instance");
     agent.stop_all().await;
@@ -138,4 +151,92 @@ async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
         _ = int.recv() => {}
     }
     shutdown.cancel();
+}
+
+/// Restarts allowed within [`RESTART_WINDOW`] before the supervisor gives up.
+const MAX_RESTARTS: usize = 5;
+/// The window of [`MAX_RESTARTS`].
+const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps the agent running: runs the worker that `worker()` describes (the agent itself) and,
+/// when it dies by a signal (`kill -9`) or a panic, starts it again at once, so the services
+/// are adopted and served again within moments without anyone running a command. A worker that
+/// exits on its own (`cutover agent stop`, SIGTERM, or an error at start) ends the supervisor
+/// with its exit code. SIGTERM and SIGINT are passed on to the worker. More than
+/// [`MAX_RESTARTS`] crashes within a minute end it with 1.
+pub async fn supervise(
+    mut worker: impl FnMut() -> tokio::process::Command,
+) -> Result<i32, AgentError> {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(AgentError::Io {
+                doing: "cannot watch signals for",
+                path: PathBuf::from("the agent supervisor"),
+                source: e,
+            });
+        }
+    };
+    let mut crashes: std::collections::VecDeque<std::time::Instant> =
+        std::collections::VecDeque::new();
+    loop {
+        let mut child = worker().spawn().map_err(|source| AgentError::Io {
+            doing: "cannot start the agent worker",
+            path: std::env::current_exe().unwrap_or_default(),
+            source,
+        })?;
+        let mut stopping = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = term.recv() => stopping = true,
+                _ = int.recv() => stopping = true,
+            }
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        };
+        let status = status.map_err(|source| AgentError::Io {
+            doing: "cannot wait for the agent worker",
+            path: PathBuf::from("the agent worker"),
+            source,
+        })?;
+        let crashed = status.signal().is_some() || status.code() == Some(101);
+        if stopping || !crashed {
+            return Ok(status.code().unwrap_or(1));
+        }
+        let now = std::time::Instant::now();
+        crashes.push_back(now);
+        while crashes
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > RESTART_WINDOW)
+        {
+            crashes.pop_front();
+        }
+        let how = match (status.code(), status.signal()) {
+            (_, Some(s)) => format!("was killed by signal {s}"),
+            (Some(c), _) => format!("exited with code {c}"),
+            _ => "ended".to_string(),
+        };
+        if crashes.len() > MAX_RESTARTS {
+            log(&format!(
+                "the agent {how}; it crashed {} times within a minute: giving up",
+                crashes.len()
+            ));
+            return Ok(1);
+        }
+        log(&format!("the agent {how}; starting it again"));
+        if crashes.len() > 1 {
+            let backoff = std::time::Duration::from_millis(100 << crashes.len().min(6));
+            tokio::time::sleep(backoff).await;
+        }
+    }
 }

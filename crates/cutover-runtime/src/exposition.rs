@@ -422,6 +422,7 @@ mod tests {
                         state: "judging".into(),
                         judgement: None,
                     }),
+                    problem: None,
                 },
                 ServiceStatus {
                     env: "dev\"el\\op\nment".into(),
@@ -435,6 +436,7 @@ mod tests {
                     sets: Vec::new(),
                     numbers: None,
                     canary: None,
+                    problem: None,
                 },
             ],
             deploys: vec![

@@ -21,6 +21,7 @@
 pub mod dora;
 mod error;
 mod model;
+pub mod secrets;
 mod sqlite;
 
 pub use error::StoreError;

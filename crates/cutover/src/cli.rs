@@ -338,15 +338,22 @@ pub struct LogsArgs {
 /// `cutover agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// What to do (default: run the agent in the foreground).
+    /// What to do (default: run the agent in the foreground, restarted at once if it crashes).
     #[command(subcommand)]
     pub action: Option<AgentAction>,
+
+    /// Run the agent itself, without the supervisor that restarts it (used by `cutover agent`).
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
-/// `cutover agent stop|status`.
+/// `cutover agent start|stop|status`.
 #[derive(Debug, Subcommand)]
 pub enum AgentAction {
-    /// Stop the agent and every instance it runs.
+    /// Start the agent in the background (it brings back the services it ran).
+    Start,
+    /// Stop the agent and every instance it runs; it stays stopped until `agent start` or the
+    /// next deploy (`status` does not start it).
     Stop,
     /// The agent's pid, socket, uptime and services.
     Status,

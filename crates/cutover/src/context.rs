@@ -43,6 +43,68 @@ pub fn load(cli: &Cli) -> Result<Project, CliError> {
     Ok(project)
 }
 
+/// The project, or, when its cutover.toml does not load, the error and where the project's
+/// state is: commands about what already runs (`agent stop`, `agent status`, `down`,
+/// `status`) work from the agent's own record then.
+pub enum Loaded {
+    /// The configuration loaded.
+    Project(Box<Project>),
+    /// It did not.
+    Broken {
+        /// Why.
+        error: CliError,
+        /// The project directory.
+        dir: PathBuf,
+        /// Its state directory (`.cutover/`).
+        state_dir: PathBuf,
+    },
+}
+
+impl Loaded {
+    /// The project's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        match self {
+            Loaded::Project(p) => p.state_dir(),
+            Loaded::Broken { state_dir, .. } => state_dir.clone(),
+        }
+    }
+
+    /// The project directory.
+    pub fn dir(&self) -> PathBuf {
+        match self {
+            Loaded::Project(p) => p.dir.clone(),
+            Loaded::Broken { dir, .. } => dir.clone(),
+        }
+    }
+}
+
+/// Like [`load`], but a configuration that does not load is returned as [`Loaded::Broken`]
+/// (with its error, to be shown as a warning) when the project has state to work from.
+pub fn load_lenient(cli: &Cli) -> Result<Loaded, CliError> {
+    let dir = project_dir(cli)?;
+    match load(cli) {
+        Ok(p) => Ok(Loaded::Project(Box::new(p))),
+        Err(error) => {
+            let root = cutover_engine::team::state_root(&dir).unwrap_or_else(|| dir.clone());
+            let state_dir = root.join(".cutover");
+            if !state_dir.is_dir() {
+                return Err(error);
+            }
+            Ok(Loaded::Broken {
+                error,
+                dir,
+                state_dir,
+            })
+        }
+    }
+}
+
+/// The marker `cutover agent stop` leaves: the agent stays stopped (no command but `deploy`
+/// and `agent start` starts it again).
+pub fn stopped_marker(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent").join("stopped")
+}
+
 fn load_config(dir: &Path) -> Result<Project, CliError> {
     cutover_config::load(dir).map_err(|e| {
         let shown = std::env::current_dir()
@@ -106,35 +168,17 @@ pub fn secrets(
     let mut key = None;
     let mut values = BTreeMap::new();
     for (name, used_by) in wanted {
-        if let Some(store) = &store {
-            let mut found = None;
-            for scope in [Some(env.name.as_str()), None] {
-                if let Some(sealed) = store.secret(&name, scope)? {
-                    found = Some((scope, sealed));
-                    break;
-                }
-            }
-            if let Some((scope, (nonce, ciphertext))) = found {
-                if key.is_none() {
-                    key = Some(crate::secrets::key(&project.dir, false)?.ok_or_else(|| {
-                        CliError::failed(
-                            format!(
-                                "secret {name} is stored, but there is no key to decrypt it                                  (neither {} nor a key file)",
-                                crate::secrets::KEY_VAR
-                            ),
-                            Some(format!(
-                                "set {} to the key it was set with",
-                                crate::secrets::KEY_VAR
-                            )),
-                        )
-                    })?);
-                }
-                if let Some(k) = &key {
-                    let value = crate::secrets::open(k, &name, scope, &nonce, &ciphertext)?;
-                    values.insert(name, value);
-                    continue;
-                }
-            }
+        if let Some(store) = &store
+            && let Some(value) = cutover_store::secrets::lookup(
+                store.as_ref(),
+                &project.dir,
+                &name,
+                &env.name,
+                &mut key,
+            )?
+        {
+            values.insert(name, value);
+            continue;
         }
         match std::env::var(&name) {
             Ok(v) if !v.is_empty() => {
@@ -250,8 +294,18 @@ pub fn agent(
     project: &Project,
     start: bool,
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
+    agent_in(&project.state_dir(), &project.dir, start)
+}
+
+/// [`agent`] for the project in `project_dir` whose state is in `state` (the configuration
+/// need not load). Starting it removes the [`stopped_marker`].
+pub fn agent_in(
+    state: &Path,
+    project_dir: &Path,
+    start: bool,
+) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
     use std::os::unix::process::CommandExt;
-    let state = project.state_dir();
+    let state = state.to_path_buf();
     let socket = cutover_runtime::daemon::socket_path(&state);
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -260,6 +314,7 @@ pub fn agent(
     if !start {
         return Ok(None);
     }
+    let _ = std::fs::remove_file(stopped_marker(&state));
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display()), None))?;
@@ -276,7 +331,7 @@ pub fn agent(
         .map_err(|e| CliError::failed(format!("cannot find the cutover binary: {e}"), None))?;
     std::process::Command::new(exe)
         .arg("-C")
-        .arg(&project.dir)
+        .arg(project_dir)
         .arg("agent")
         // Not the caller's directory: a linked worktree may be removed while the agent runs.
         .current_dir(&state)
@@ -478,4 +533,27 @@ pub fn command_log(
         })
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display()), None))?;
     Ok((path, file))
+}
+
+/// The services of `env` the running agent cannot bring back (none when no agent runs), with
+/// why: they count as changed for the next deploy.
+pub fn not_running(project: &Project, env: &str) -> BTreeMap<String, String> {
+    let Ok(Some(client)) = agent(project, false) else {
+        return BTreeMap::new();
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return BTreeMap::new();
+    };
+    rt.block_on(client.status())
+        .map(|s| {
+            s.services
+                .into_iter()
+                .filter(|x| x.env == env)
+                .filter_map(|x| x.problem.map(|why| (x.service, why)))
+                .collect()
+        })
+        .unwrap_or_default()
 }

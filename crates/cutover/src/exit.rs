@@ -69,6 +69,17 @@ impl CliError {
             help,
         }
     }
+
+    /// The error in one line, for a warning ("cutover.toml:3:1: unknown key `nme`").
+    pub fn headline(&self) -> String {
+        match self {
+            CliError::Config(e) => e.to_string(),
+            CliError::Usage { message, .. }
+            | CliError::Failed { message, .. }
+            | CliError::Blocked { message, .. } => message.clone(),
+            CliError::Engine(e) => e.to_string(),
+        }
+    }
 }
 
 impl From<ConfigError> for CliError {

@@ -259,17 +259,18 @@ fn killed_instances_and_a_killed_agent_come_back() {
     )
     .unwrap();
     assert!(wait_until(Duration::from_secs(5), || !alive(agent_pid)));
-    // The next command brings the service back on its ACTIVE release, without duplicates.
+    // The agent comes back by itself and adopts the running instance: no command needed, no
+    // restart, no duplicate.
+    assert!(
+        wait_until(Duration::from_secs(10), || version(port).as_deref()
+            == Some("v1")),
+        "the service serves again without any command"
+    );
+    assert!(alive(old_instance), "the instance was adopted, not killed");
+    assert_eq!(instance_pids(&p), vec![old_instance]);
     let out = p.run(&["status", "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(wait_until(Duration::from_secs(10), || version(port)
-        .as_deref()
-        == Some("v1")));
-    assert!(
-        !alive(old_instance),
-        "the old agent's instance was not left running"
-    );
-    assert_eq!(instance_pids(&p).len(), 1);
+    assert_eq!(json(&out)["services"][0]["health"], "healthy");
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub struct PlanOptions {
     pub since: Option<String>,
     /// Services named on the command line (forced; the others are skipped).
     pub named: Vec<String>,
+    /// Services whose ACTIVE release does not run (the agent could not bring it back), with
+    /// why: they count as changed.
+    pub not_running: std::collections::BTreeMap<String, String>,
 }
 
 /// The plan of a run.
@@ -164,7 +167,13 @@ pub fn plan(
         } else if forced_all {
             planned.reason = "--all takes every service".to_string();
         }
-        if let Some(repo) = repo.as_ref().filter(|_| detection_needed) {
+        let not_running = opts
+            .not_running
+            .get(&svc.name)
+            .filter(|_| named.is_empty() && !forced_all);
+        if let Some(why) = not_running {
+            planned.reason = format!("its ACTIVE release is not running: {why}");
+        } else if let Some(repo) = repo.as_ref().filter(|_| detection_needed) {
             detect(
                 repo,
                 &env.name,

@@ -16,6 +16,8 @@ use crate::api::types::ReleaseSpec;
 use crate::probe::Probe;
 use crate::supervisor::{Instance, InstanceSpec, InstanceState, RestartPolicy, free_port};
 
+/// The variable carrying an instance's index (read back when a restarted agent adopts it).
+pub(crate) const INSTANCE_VAR: &str = "CUTOVER_INSTANCE";
 /// How long an instance gets between SIGTERM and SIGKILL when it is stopped.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest a wait for readiness goes between two looks at the instances (it is woken by
@@ -40,6 +42,17 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// A member for `instance`, probed on its port from now on.
+    fn new(index: u32, port: u16, instance: Instance, health: &cutover_config::Health) -> Member {
+        let probe = Probe::spawn(health.clone(), SocketAddr::from(([127, 0, 0, 1], port)));
+        Member {
+            index,
+            port,
+            instance,
+            probe,
+        }
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -104,12 +117,6 @@ impl ReleaseSet {
     /// Starts `n` more instances (restarts off until [`ReleaseSet::set_restart`]); returns them.
     pub(crate) fn start(&self, n: u32, ctx: &SpawnContext) -> Result<Vec<Arc<Member>>, String> {
         let spec = &self.spec;
-        let log = ctx
-            .state_dir
-            .join("logs")
-            .join("services")
-            .join(&spec.service)
-            .join(format!("{}.log", spec.release));
         let mut started = Vec::new();
         for _ in 0..n {
             let index = self.next_index.fetch_add(1, Ordering::SeqCst);
@@ -120,51 +127,76 @@ impl ReleaseSet {
                     return Err(format!("no free port for an instance: {e}"));
                 }
             };
-            let mut env: Vec<(String, String)> = spec
-                .env_vars
-                .iter()
-                .map(|v| (v.name.clone(), v.value.clone()))
-                .collect();
-            env.push(("PORT".into(), port.to_string()));
-            env.push(("CUTOVER_SERVICE".into(), spec.service.clone()));
-            env.push(("CUTOVER_RELEASE".into(), spec.release.clone()));
-            env.push(("CUTOVER_ENV".into(), spec.env.clone()));
-            env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
             let instance = Instance::spawn(
-                InstanceSpec {
-                    service: spec.service.clone(),
-                    release: spec.release.clone(),
-                    index,
-                    command: spec.run.clone(),
-                    dir: spec.dir.clone(),
-                    env,
-                    port,
-                    log: log.clone(),
-                    redact: spec
-                        .env_vars
-                        .iter()
-                        .filter(|v| v.secret.is_some())
-                        .map(|v| v.value.clone())
-                        .collect(),
-                },
+                self.instance_spec(index, port, ctx),
                 RestartPolicy {
                     restart: false,
                     ..RestartPolicy::default()
                 },
             );
-            let probe = Probe::spawn(
-                spec.health.clone(),
-                SocketAddr::from(([127, 0, 0, 1], port)),
-            );
-            started.push(Arc::new(Member {
-                index,
-                port,
-                instance,
-                probe,
-            }));
+            started.push(Arc::new(Member::new(index, port, instance, &spec.health)));
         }
         self.lock().extend(started.iter().cloned());
         Ok(started)
+    }
+
+    /// What instance `index` of this release runs, on `port`.
+    fn instance_spec(&self, index: u32, port: u16, ctx: &SpawnContext) -> InstanceSpec {
+        let spec = &self.spec;
+        let mut env: Vec<(String, String)> = spec
+            .env_vars
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
+        env.push(("PORT".into(), port.to_string()));
+        env.push(("CUTOVER_SERVICE".into(), spec.service.clone()));
+        env.push(("CUTOVER_RELEASE".into(), spec.release.clone()));
+        env.push(("CUTOVER_ENV".into(), spec.env.clone()));
+        env.push((INSTANCE_VAR.into(), index.to_string()));
+        env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
+        InstanceSpec {
+            service: spec.service.clone(),
+            release: spec.release.clone(),
+            index,
+            command: spec.run.clone(),
+            dir: spec.dir.clone(),
+            env,
+            port,
+            log: ctx
+                .state_dir
+                .join("logs")
+                .join("services")
+                .join(&spec.service)
+                .join(format!("{}.log", spec.release)),
+            redact: spec
+                .env_vars
+                .iter()
+                .filter(|v| v.secret.is_some())
+                .map(|v| v.value.clone())
+                .collect(),
+        }
+    }
+
+    /// Takes over instances of this release that an earlier agent started (`(index, port,
+    /// pid)` each), restarts on; returns them.
+    pub(crate) fn adopt(&self, found: &[(u32, u16, u32)], ctx: &SpawnContext) -> Vec<Arc<Member>> {
+        let mut adopted = Vec::new();
+        for &(index, port, pid) in found {
+            self.next_index.fetch_max(index + 1, Ordering::SeqCst);
+            let instance = Instance::adopt(
+                self.instance_spec(index, port, ctx),
+                RestartPolicy::default(),
+                pid,
+            );
+            adopted.push(Arc::new(Member::new(
+                index,
+                port,
+                instance,
+                &self.spec.health,
+            )));
+        }
+        self.lock().extend(adopted.iter().cloned());
+        adopted
     }
 
     /// Takes up to `n` members out (the oldest first) and returns them; the caller reroutes,

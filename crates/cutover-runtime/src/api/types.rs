@@ -270,6 +270,10 @@ pub struct ServiceStatus {
     /// The canary in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStatus>,
+    /// Why the agent does not run the release it should (it could not bring it back after a
+    /// restart): the service counts as changed for the next deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A service's recent traffic, from the proxy.

@@ -27,6 +27,12 @@ use super::{InstanceSpec, InstanceState, RestartPolicy};
 pub const RESTART_GRACE: Duration = Duration::from_secs(5);
 /// How long an exit waits for the last output lines before it is reported.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
+/// The file descriptor at which an instance keeps the read end of its own output pipe. While
+/// the instance holds it, its writes never fail with EPIPE when the agent dies (they wait in
+/// the pipe), and the next agent reads the pipe again through `/proc/<pid>/fd/9`.
+pub const OUTPUT_FD: u8 = 9;
+/// How often an adopted process (not this agent's child) is looked at for its end.
+const ADOPTED_WATCH: Duration = Duration::from_millis(100);
 
 /// A running (or restarting, or ended) instance of a release.
 ///
@@ -97,11 +103,26 @@ impl Instance {
     /// # Panics
     /// When called outside a Tokio runtime.
     pub fn spawn(spec: InstanceSpec, policy: RestartPolicy) -> Instance {
+        Self::supervise(spec, policy, None)
+    }
+
+    /// Takes over the running process `pid` (a process group leader) that an earlier agent
+    /// started for `spec`, instead of starting one: after that agent's `kill -9` its instances
+    /// keep serving, and this one watches, restarts and stops them as its own. A restart runs
+    /// `spec` afresh.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn adopt(spec: InstanceSpec, policy: RestartPolicy, pid: u32) -> Instance {
+        Self::supervise(spec, policy, Some(pid))
+    }
+
+    fn supervise(spec: InstanceSpec, policy: RestartPolicy, adopt: Option<u32>) -> Instance {
         let spec = Arc::new(spec);
         let (state_tx, state_rx) = watch::channel(InstanceState::Starting);
         let (controls, controls_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            pgid: AtomicI32::new(0),
+            pgid: AtomicI32::new(adopt.and_then(|p| i32::try_from(p).ok()).unwrap_or(0)),
             restarts: AtomicU32::new(0),
             restart: AtomicBool::new(policy.restart),
             history: Mutex::new(RestartHistory::new(
@@ -126,7 +147,7 @@ impl Instance {
             stop_waiters: Vec::new(),
             last: None,
         };
-        tokio::spawn(owner.run());
+        tokio::spawn(owner.run(adopt.map_or(Next::Start, Next::Adopt)));
         Instance {
             spec,
             controls,
@@ -293,6 +314,7 @@ fn signal_name(signal: i32) -> &'static str {
 /// What the owning task does next.
 enum Next {
     Start,
+    Adopt(u32),
     Backoff(Duration),
     Idle,
     Stopped,
@@ -313,11 +335,12 @@ struct Owner {
 }
 
 impl Owner {
-    async fn run(mut self) {
-        let mut next = Next::Start;
+    async fn run(mut self, first: Next) {
+        let mut next = first;
         loop {
             next = match next {
                 Next::Start => self.run_once().await,
+                Next::Adopt(pid) => self.run_adopted(pid).await,
                 Next::Backoff(delay) => self.backoff(delay).await,
                 Next::Idle => self.idle().await,
                 Next::Stopped => break,
@@ -351,8 +374,12 @@ impl Owner {
             return Next::Stopped;
         }
         self.set(InstanceState::Starting);
-        let mut child = match self.command().spawn() {
-            Ok(child) => child,
+        let spawned = output_pipe().and_then(|(reader, stdio)| {
+            let child = self.command(stdio).spawn()?;
+            Ok((child, reader))
+        });
+        let (mut child, output) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => {
                 let why = if e.kind() == std::io::ErrorKind::NotFound && !self.spec.dir.is_dir() {
                     format!("directory {} does not exist", self.spec.dir.display())
@@ -376,13 +403,7 @@ impl Owner {
             "started pid {pid} on port {}: {}",
             self.spec.port, self.spec.command
         ));
-        let mut readers = Vec::with_capacity(2);
-        if let Some(out) = child.stdout.take() {
-            readers.push(capture(out, Arc::clone(&self.logs)));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(capture(err, Arc::clone(&self.logs)));
-        }
+        let readers = vec![capture(output, Arc::clone(&self.logs))];
 
         loop {
             tokio::select! {
@@ -400,11 +421,7 @@ impl Owner {
                         self.logs.note("restarting (requested)");
                         let exit = terminate(&mut child, pgid, RESTART_GRACE).await;
                         self.clear_group(pgid, readers).await;
-                        self.logs.note(&format!("{} (restart)", exit.why));
-                        self.shared.set_last_exit(exit.why.clone());
-                        self.last = Some(exit);
-                        self.shared.record_restart();
-                        return Next::Start;
+                        return self.restarted(exit);
                     }
                     Some(Control::Stop { grace, done }) => {
                         self.stop_waiters.push(done);
@@ -426,15 +443,92 @@ impl Owner {
         }
     }
 
-    fn command(&self) -> Command {
+    /// Supervises a process an earlier agent started (found after that agent's `kill -9`):
+    /// not this agent's child, so its end is seen by watching `/proc`, and its output is read
+    /// again through the pipe end the instance keeps open for that ([`OUTPUT_FD`]).
+    async fn run_adopted(&mut self, pid: u32) -> Next {
+        let pgid = i32::try_from(pid).unwrap_or(0);
+        self.shared.pgid.store(pgid, Ordering::SeqCst);
+        let started = Instant::now();
+        self.set(InstanceState::Running {
+            pid,
+            since: Utc::now(),
+        });
+        self.logs.note(&format!(
+            "adopted pid {pid} on port {} after an agent restart",
+            self.spec.port
+        ));
+        let readers: Vec<JoinHandle<()>> = match reopen_output(pid) {
+            Ok(output) => vec![capture(output, Arc::clone(&self.logs))],
+            Err(e) => {
+                self.logs
+                    .note(&format!("cannot read the adopted process's output: {e}"));
+                Vec::new()
+            }
+        };
+        let mut ticks = tokio::time::interval(ADOPTED_WATCH);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if !process_alive(pid) {
+                        self.clear_group(pgid, readers).await;
+                        let exit = Exit::failed(
+                            "exited (exit status unknown: it was adopted after an agent restart)"
+                                .to_string(),
+                        );
+                        return self.ended(exit, started.elapsed());
+                    }
+                }
+                control = self.controls.recv() => match control {
+                    Some(Control::SetRestart(_)) => {}
+                    Some(Control::Restart) => {
+                        self.logs.note("restarting (requested)");
+                        let exit = terminate_adopted(pid, RESTART_GRACE).await;
+                        self.clear_group(pgid, readers).await;
+                        return self.restarted(exit);
+                    }
+                    Some(Control::Stop { grace, done }) => {
+                        self.stop_waiters.push(done);
+                        let exit = terminate_adopted(pid, grace).await;
+                        self.clear_group(pgid, readers).await;
+                        self.logs.note(&format!("stopped ({})", exit.why));
+                        return Next::Stopped;
+                    }
+                    None => {
+                        kill_group(pgid, Signal::SIGKILL);
+                        self.clear_group(pgid, readers).await;
+                        self.logs.note("killed (instance dropped)");
+                        return Next::Stopped;
+                    }
+                },
+            }
+        }
+    }
+
+    /// A run ended by a requested restart: recorded, then started again at once.
+    fn restarted(&mut self, exit: Exit) -> Next {
+        self.logs.note(&format!("{} (restart)", exit.why));
+        self.shared.set_last_exit(exit.why.clone());
+        self.last = Some(exit);
+        self.shared.record_restart();
+        Next::Start
+    }
+
+    /// `sh -c` of the run command, in a process group of its own, with `output` as stdin,
+    /// stdout and stderr: the script first keeps the pipe's read end as [`OUTPUT_FD`] and
+    /// takes stdin from /dev/null.
+    fn command(&self, output: OutputStdio) -> Command {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(&self.spec.command)
+            .arg(format!(
+                "exec {OUTPUT_FD}<&0 </dev/null\n{}",
+                self.spec.command
+            ))
             .current_dir(&self.spec.dir)
             .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdin(output.read)
+            .stdout(output.out)
+            .stderr(output.err)
             .process_group(0)
             .kill_on_drop(true);
         cmd
@@ -536,6 +630,66 @@ impl Owner {
             }
         }
     }
+}
+
+/// The instance's ends of its output pipe.
+struct OutputStdio {
+    read: Stdio,
+    out: Stdio,
+    err: Stdio,
+}
+
+/// A pipe for an instance's stdout and stderr: the agent's read end, and the instance's three
+/// ends (the read end too, which the instance keeps as [`OUTPUT_FD`]).
+fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, OutputStdio)> {
+    let (reader, writer) = std::io::pipe()?;
+    let stdio = OutputStdio {
+        read: Stdio::from(reader.try_clone()?),
+        out: Stdio::from(writer.try_clone()?),
+        err: Stdio::from(writer),
+    };
+    let reader =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    Ok((reader, stdio))
+}
+
+/// Opens the output pipe of adopted process `pid` again, through the read end it keeps.
+fn reopen_output(pid: u32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(format!("/proc/{pid}/fd/{OUTPUT_FD}"))?;
+    tokio::net::unix::pipe::Receiver::from_file(file)
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let after = stat.rfind(')').map(|i| &stat[i + 1..])?;
+            after.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Stops an adopted process: SIGTERM to its group, up to `grace` for it to go, then SIGKILL.
+async fn terminate_adopted(pid: u32, grace: Duration) -> Exit {
+    let pgid = i32::try_from(pid).unwrap_or(0);
+    kill_group(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while process_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = if process_alive(pid) {
+        kill_group(pgid, Signal::SIGKILL);
+        "killed by signal 9 (SIGKILL)"
+    } else {
+        "ended after SIGTERM"
+    };
+    Exit::failed(why.to_string())
 }
 
 /// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the group.

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use instance::{Instance, RESTART_GRACE};
+pub use instance::{Instance, OUTPUT_FD, RESTART_GRACE, process_alive};
 pub use logs::RING_LINES;
 
 /// What one instance runs, and where.

@@ -74,6 +74,10 @@ pub fn pipeline(
         all: args.all,
         since: args.since.clone(),
         named: args.services.clone(),
+        not_running: match kind {
+            RunKind::Deploy => context::not_running(&project, &env.name),
+            _ => Default::default(),
+        },
     };
     let plan = match plan(&project, &env, Some(store.as_ref()), &opts) {
         Ok(plan) => plan,

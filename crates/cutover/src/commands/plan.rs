@@ -16,6 +16,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<i32, CliError> {
         all: args.all,
         since: args.since.clone(),
         named: Vec::new(),
+        not_running: context::not_running(&project, &env.name),
     };
     let plan = plan(&project, &env, store.as_deref(), &opts)?;
     let format = if cli.json {

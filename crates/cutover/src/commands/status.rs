@@ -29,6 +29,9 @@ struct ServiceRow {
     /// Requests per second, error rate and p99 over the last seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     numbers: Option<LiveNumbers>,
+    /// Why it does not run what it should (the agent could not bring it back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -42,18 +45,29 @@ struct RunRow {
 
 /// Prints the status table (or `--json`).
 pub fn run(cli: &Cli) -> Result<i32, CliError> {
-    let project = context::load(cli)?;
+    let project = match context::load_lenient(cli)? {
+        context::Loaded::Project(p) => *p,
+        context::Loaded::Broken {
+            error,
+            dir,
+            state_dir,
+        } => return what_runs(cli, &error, &dir, &state_dir),
+    };
     let env = context::environment(cli, &project)?;
     let store = context::store(&project, false)?;
-    // Services that should be running (the agent recorded them) bring a crashed agent back;
-    // then status waits until the agent has restored them, so it reports them as they are.
-    let desired = project.state_dir().join("agent/desired.json");
+    // Services that should be running (the agent recorded them) bring an agent that died back,
+    // unless `cutover agent stop` stopped it; then status waits until the agent has restored
+    // them, so it reports them as they are.
+    let state = project.state_dir();
+    let stopped_by_user = context::stopped_marker(&state).exists();
+    let desired = state.join("agent/desired.json");
     let expected = std::fs::read(&desired)
         .ok()
         .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
         .map_or(0, |specs| specs.len());
     let was_running = context::agent(&project, false)?.is_some();
-    let agent: Option<AgentStatus> = match context::agent(&project, expected > 0)? {
+    let start = expected > 0 && !stopped_by_user;
+    let agent: Option<AgentStatus> = match context::agent(&project, start)? {
         Some(client) => {
             let runtime = context::runtime()?;
             if !was_running {
@@ -65,7 +79,10 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
                 while std::time::Instant::now() < deadline {
                     let restored = runtime.block_on(client.status()).map_or(0, |s| {
-                        s.services.iter().filter(|x| x.release.is_some()).count()
+                        s.services
+                            .iter()
+                            .filter(|x| x.release.is_some() || x.problem.is_some())
+                            .count()
                     });
                     if restored >= expected {
                         break;
@@ -117,6 +134,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
             canary: live.and_then(|l| l.canary.clone()),
             numbers: live.and_then(|l| l.numbers.clone()),
+            reason: live.and_then(|l| l.problem.clone()),
             url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
                 svc.port
                     .map(|p| format!("http://{host}:{p}"))
@@ -167,10 +185,13 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     println!(
         "{} ({})",
         env.name,
-        if agent.is_some() {
-            "agent running"
-        } else {
-            "no agent: nothing runs"
+        match (&agent, stopped_by_user) {
+            (Some(_), _) => "agent running",
+            (None, true) => {
+                "agent stopped by `cutover agent stop`: nothing runs until `cutover agent start` \
+                 or the next deploy"
+            }
+            (None, false) => "no agent: nothing runs",
         }
     );
     let mut t = Table::new(&[
@@ -205,6 +226,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     }
     print!("{}", t.render());
     for r in &rows {
+        if let Some(why) = &r.reason {
+            println!("{}: not running: {why}", r.name);
+        }
         if let Some(c) = &r.canary {
             let state = match c.state.as_str() {
                 "waiting_for_promote" => "waiting for `cutover promote`",
@@ -236,5 +260,58 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             None => println!("run {} is {}", r.id, r.phase),
         }
     }
+    Ok(OK)
+}
+
+/// `status` when cutover.toml does not load: the error as a warning, then what the agent runs
+/// (from its own record), without starting anything.
+fn what_runs(
+    cli: &Cli,
+    error: &CliError,
+    dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<i32, CliError> {
+    crate::diagnostics::warn(&format!(
+        "cutover.toml does not load, so this shows only what the agent runs: {}",
+        error.headline()
+    ));
+    let status = match context::agent_in(state_dir, dir, false)? {
+        Some(client) => context::runtime()?.block_on(client.status()).ok(),
+        None => None,
+    };
+    let services = status.map(|s| s.services).unwrap_or_default();
+    if cli.json {
+        let rows: Vec<serde_json::Value> = services
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "env": s.env, "name": s.service, "release": s.release, "health": s.health,
+                    "instances": { "ready": s.ready, "desired": s.desired },
+                    "traffic": s.traffic, "url": s.url, "reason": s.problem,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "services": rows, "config_error": error.headline() })
+        );
+        return Ok(OK);
+    }
+    if services.is_empty() {
+        println!("no agent runs for {}", dir.display());
+        return Ok(OK);
+    }
+    let mut t = Table::new(&["ENV", "SERVICE", "RELEASE", "HEALTH", "INSTANCES", "URL"]);
+    for s in &services {
+        t.row(vec![
+            s.env.clone(),
+            s.service.clone(),
+            s.release.clone().unwrap_or_else(|| "-".into()),
+            s.health.clone(),
+            format!("{}/{}", s.ready, s.desired),
+            s.url.clone(),
+        ]);
+    }
+    print!("{}", t.render());
     Ok(OK)
 }
