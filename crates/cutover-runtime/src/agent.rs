@@ -8,6 +8,7 @@
 //! store and read it back, then drain the old set and stop it later.
 
 mod canary;
+mod handover;
 mod recover;
 mod rolling;
 mod set;
@@ -66,6 +67,8 @@ pub(crate) struct ServiceRuntime {
     samples: std::sync::Mutex<VecDeque<(Instant, ReleaseMetrics)>>,
     /// Stops the service's watcher.
     watcher: CancellationToken,
+    /// The release a deploy (or rollback) is bringing in right now.
+    in_progress: std::sync::Mutex<Option<String>>,
 }
 
 /// The release sets of one service.
@@ -130,6 +133,21 @@ enum Mode {
 }
 
 impl ServiceRuntime {
+    /// The release a deploy is bringing in now, if one is.
+    pub(crate) fn in_progress(&self) -> Option<String> {
+        self.in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_in_progress(&self, release: Option<String>) {
+        *self
+            .in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = release;
+    }
+
     fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -246,6 +264,8 @@ pub struct Agent {
     /// Services whose recorded release the agent could not bring back, by (env, service):
     /// the release's spec (kept in the desired state) and why.
     problems: std::sync::Mutex<BTreeMap<(String, String), (ReleaseSpec, String)>>,
+    /// Deploys whose command died, recorded by the agent when they end.
+    handed: std::sync::Mutex<handover::HandedOver>,
     /// Fires when the agent should stop (API `stop`, SIGTERM).
     pub shutdown: CancellationToken,
 }
@@ -264,6 +284,7 @@ impl Agent {
             recovering: std::sync::atomic::AtomicBool::new(false),
             store,
             problems: std::sync::Mutex::new(BTreeMap::new()),
+            handed: std::sync::Mutex::new(handover::HandedOver::default()),
             shutdown: CancellationToken::new(),
         })
     }
@@ -389,6 +410,25 @@ impl Agent {
                 (DeployProgress::RolledBack { reason }, "rolled_back")
             }
         };
+        let reason = match &last {
+            DeployProgress::Failed { reason } | DeployProgress::RolledBack { reason } => {
+                Some(reason.as_str())
+            }
+            _ => None,
+        };
+        self.note_end(&env, &service, &recorded.release, result, reason);
+        self.record_if_handed_over(&env, &service, &recorded.release, result, reason);
+        let rt = self
+            .services
+            .lock()
+            .await
+            .get(&(env.clone(), service.clone()))
+            .cloned();
+        if let Some(rt) = rt
+            && rt.in_progress().as_deref() == Some(recorded.release.as_str())
+        {
+            rt.set_in_progress(None);
+        }
         if mode != Mode::Restore {
             let kind = if mode == Mode::Rollback {
                 "rollback"
@@ -446,6 +486,7 @@ impl Agent {
             control: std::sync::Mutex::new(None),
             samples: std::sync::Mutex::new(VecDeque::new()),
             watcher: CancellationToken::new(),
+            in_progress: std::sync::Mutex::new(None),
         });
         tokio::spawn(watch(rt.clone(), self.metrics.clone()));
         services.insert(key, rt.clone());
@@ -466,6 +507,7 @@ impl Agent {
             ));
         }
         let _deploying = rt.deploying.lock().await;
+        rt.set_in_progress(Some(spec.release.clone()));
         let live = {
             let mut sets = rt.sets.lock().await;
             if mode == Mode::Restore && sets.live.is_some() {
@@ -710,6 +752,7 @@ impl Agent {
                 numbers: rt.numbers(),
                 canary: sets.canary.clone(),
                 problem: self.problem(&rt.env, &rt.service),
+                deploying: rt.in_progress(),
             });
         }
         let problems: Vec<(ReleaseSpec, String)> = self
@@ -744,6 +787,7 @@ impl Agent {
                 numbers: None,
                 canary: None,
                 problem: Some(why),
+                deploying: None,
             });
         }
         let deploys = self

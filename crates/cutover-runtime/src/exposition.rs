@@ -423,6 +423,7 @@ mod tests {
                         judgement: None,
                     }),
                     problem: None,
+                    deploying: None,
                 },
                 ServiceStatus {
                     env: "dev\"el\\op\nment".into(),
@@ -437,6 +438,7 @@ mod tests {
                     numbers: None,
                     canary: None,
                     problem: None,
+                    deploying: None,
                 },
             ],
             deploys: vec![

@@ -79,6 +79,10 @@ pub trait ReleaseStore: Send + Sync {
         reason: Option<&str>,
     ) -> Result<()>;
 
+    /// Hands a run still in progress to the process `pid` (the agent, when the command that
+    /// ran it died while the agent goes on with it); false when the run is not in progress.
+    fn hand_over_run(&self, run_id: &str, pid: u32) -> Result<bool>;
+
     /// One run by id.
     fn run(&self, run_id: &str) -> Result<Option<Run>>;
 

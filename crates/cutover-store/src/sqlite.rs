@@ -484,6 +484,18 @@ impl ReleaseStore for SqliteStore {
         })
     }
 
+    fn hand_over_run(&self, run_id: &str, pid: u32) -> Result<bool> {
+        self.write("hand a run over", |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE runs SET pid = ?2 WHERE id = ?1 AND status = ?3",
+                    params![run_id, pid, RunStatus::InProgress.as_str()],
+                )
+                .ctx(self, "hand a run over")?;
+            Ok(changed > 0)
+        })
+    }
+
     fn run(&self, run_id: &str) -> Result<Option<Run>> {
         run_in(&self.connection(), run_id, self)
     }

@@ -201,23 +201,87 @@ pub fn pid_alive(pid: u32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
-/// Runs still marked in progress whose process died (kill -9, power loss) are recorded as
-/// canceled, and their releases that never went live as CANCELED; a release the agent serves
-/// is recorded ACTIVE.
+/// Runs still marked in progress whose process died (kill -9, power loss) are settled so the
+/// store agrees with what the agent serves: a release the agent serves is recorded ACTIVE; a
+/// release the agent is still deploying (a canary's pauses, a rolling update, a verification)
+/// is handed to the agent, which records how it ends (the run stays in progress, now under the
+/// agent's pid); the rest, which never went live, are CANCELED, and the run with them.
 pub fn settle_interrupted_runs(
     store: &dyn ReleaseStore,
     project: &Project,
 ) -> Result<(), CliError> {
-    let serving = agent(project, false).ok().flatten().and_then(|client| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(client.status()).ok()
-    });
+    let dead: Vec<cutover_store::Run> = store
+        .runs_in_progress()?
+        .into_iter()
+        .filter(|run| !run.pid.is_some_and(pid_alive))
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let client = agent(project, false).ok().flatten();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok();
+    let serving = match (&client, &rt) {
+        (Some(c), Some(rt)) => rt.block_on(c.status()).ok(),
+        _ => None,
+    };
     let now = chrono::Utc::now();
-    for run in store.runs_in_progress()? {
-        if run.pid.is_some_and(pid_alive) {
+    for run in dead {
+        let mut handed_over = false;
+        for svc in &project.services {
+            for rel in store.releases(&svc.name, &run.env, 20)? {
+                if rel.run_id != run.id
+                    || rel.phase.is_terminal()
+                    || rel.phase == cutover_store::ReleasePhase::Active
+                {
+                    continue;
+                }
+                let row = serving.as_ref().and_then(|s| {
+                    s.services
+                        .iter()
+                        .find(|x| x.env == run.env && x.service == svc.name)
+                });
+                let live = row.is_some_and(|x| x.release.as_deref() == Some(rel.id.as_str()));
+                let deploying =
+                    row.is_some_and(|x| x.deploying.as_deref() == Some(rel.id.as_str()));
+                if deploying && let (Some(c), Some(rt)) = (&client, &rt) {
+                    let request = cutover_runtime::api::types::HandOverRequest {
+                        run: run.id.clone(),
+                        env: run.env.clone(),
+                        service: svc.name.clone(),
+                        release: rel.id.clone(),
+                    };
+                    if rt.block_on(c.hand_over(&request)).is_ok() {
+                        handed_over = true;
+                        continue;
+                    }
+                }
+                // The agent may have finished it meanwhile: look again before canceling.
+                let live = live
+                    || match (&client, &rt) {
+                        (Some(c), Some(rt)) => rt.block_on(c.status()).is_ok_and(|s| {
+                            s.services.iter().any(|x| {
+                                x.env == run.env
+                                    && x.service == svc.name
+                                    && x.release.as_deref() == Some(rel.id.as_str())
+                            })
+                        }),
+                        _ => false,
+                    };
+                let (phase, reason) = if live {
+                    (cutover_store::ReleasePhase::Active, None)
+                } else {
+                    (
+                        cutover_store::ReleasePhase::Canceled,
+                        Some("interrupted: the run's process died before it went live"),
+                    )
+                };
+                let _ = store.set_phase(&svc.name, &rel.id, phase, reason, now);
+            }
+        }
+        if handed_over {
             continue;
         }
         store.finish_run(
@@ -234,32 +298,6 @@ pub fn settle_interrupted_runs(
             Some("the deploy waiting for it died"),
             now,
         )?;
-        for svc in &project.services {
-            for rel in store.releases(&svc.name, &run.env, 20)? {
-                if rel.run_id != run.id
-                    || rel.phase.is_terminal()
-                    || rel.phase == cutover_store::ReleasePhase::Active
-                {
-                    continue;
-                }
-                let live = serving.as_ref().is_some_and(|s| {
-                    s.services.iter().any(|x| {
-                        x.env == run.env
-                            && x.service == svc.name
-                            && x.release.as_deref() == Some(rel.id.as_str())
-                    })
-                });
-                let (phase, reason) = if live {
-                    (cutover_store::ReleasePhase::Active, None)
-                } else {
-                    (
-                        cutover_store::ReleasePhase::Canceled,
-                        Some("interrupted: the run's process died before it went live"),
-                    )
-                };
-                let _ = store.set_phase(&svc.name, &rel.id, phase, reason, now);
-            }
-        }
     }
     Ok(())
 }
@@ -275,8 +313,12 @@ pub fn refuse_concurrent_deploy(store: &dyn ReleaseStore, env: &str) -> Result<(
     }
 }
 
-/// "deploy X of ENV is running", exit 3.
+/// "deploy X of ENV is running", exit 3; when the agent goes on with it after its command
+/// died, what it is doing (a canary waiting for `promote`) and how to end it.
 fn deploy_running(r: &cutover_store::Run, env: &str) -> CliError {
+    if let Some(agent_run) = agent_run_description(r, env) {
+        return agent_run;
+    }
     CliError::Blocked {
         message: format!(
             "deploy {} of {env} is running (pid {}, started {})",
@@ -286,6 +328,63 @@ fn deploy_running(r: &cutover_store::Run, env: &str) -> CliError {
         ),
         help: Some("wait for it to finish, or stop it with Ctrl-C in its terminal".into()),
     }
+}
+
+/// The refusal when `r` is a run the agent took over (its pid is the agent's).
+fn agent_run_description(r: &cutover_store::Run, env: &str) -> Option<CliError> {
+    let pid = r.pid?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+    if !stat.contains("--worker") {
+        return None;
+    }
+    let socket = std::fs::read_to_string(format!("/proc/{pid}/cwd/agent.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["socket"].as_str().map(PathBuf::from))?;
+    let client = cutover_runtime::api::client::AgentClient::new(&socket);
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?
+        .block_on(client.status())
+        .ok()?;
+    let mut what = Vec::new();
+    let mut services = Vec::new();
+    for s in status.services.iter().filter(|s| s.env == env) {
+        let Some(release) = &s.deploying else {
+            continue;
+        };
+        services.push(s.service.clone());
+        what.push(match &s.canary {
+            Some(c) => format!(
+                "the canary of {} (release {release}) is at {}% (step {}/{}{})",
+                s.service,
+                c.weight,
+                c.step,
+                c.steps,
+                match c.state.as_str() {
+                    "waiting_for_promote" =>
+                        format!(", waiting for `cutover promote {}`", s.service),
+                    _ => String::new(),
+                }
+            ),
+            None => format!("{} is deploying release {release}", s.service),
+        });
+    }
+    if what.is_empty() {
+        return None;
+    }
+    let first = services.first().cloned().unwrap_or_default();
+    Some(CliError::Blocked {
+        message: format!(
+            "deploy {} of {env} goes on in the agent after its command died: {}",
+            r.id,
+            what.join("; ")
+        ),
+        help: Some(format!(
+            "`cutover promote {first}` or `cutover abort {first}` ends it; `cutover status` shows it"
+        )),
+    })
 }
 
 /// A client of the project's agent. With `start`, an agent that does not run is started in the

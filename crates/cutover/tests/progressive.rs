@@ -496,3 +496,93 @@ fn ctrl_c_during_a_canary_puts_all_traffic_back_on_stable() {
     );
     assert_eq!(version(port).as_deref(), Some("v1"));
 }
+
+#[test]
+fn a_deploy_killed_mid_canary_goes_on_under_the_agent_and_the_store_agrees() {
+    let port = free_port();
+    let p = one_service(
+        port,
+        &canary(
+            r#"[{ weight = 20, pause = "1s" }, { weight = 50, pause = "manual" }, { weight = 100 }]"#,
+            "",
+        ),
+    );
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    let mut load = Load::start(port, 2);
+    p.write("svc/api/VERSION", "v2");
+    p.commit("v2");
+    let mut child = deploy_in_background(&p, &[]);
+    assert!(
+        wait_until(Duration::from_secs(30), || canary_status(&p).is_some_and(
+            |c| c["step"] == 2 && c["state"] == "waiting_for_promote"
+        )),
+        "the canary never reached its manual step: {:?}",
+        canary_status(&p)
+    );
+    let canary_release = canary_status(&p).unwrap()["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    child.kill().unwrap(); // SIGKILL: the deploy's process dies mid-canary.
+    let _ = child.wait();
+
+    // The agent goes on with it, and the store says so: the run is in progress, the release is
+    // not CANCELED.
+    let status = json(&p.run(&["status", "--json"]));
+    assert_eq!(status["services"][0]["canary"]["weight"], 50, "{status}");
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the run is still in progress: {status}");
+    let releases = json(&p.run(&["releases", "api", "--json"]));
+    let phase = releases["releases"][0]["phase"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(releases["releases"][0]["id"], canary_release.as_str());
+    assert!(
+        phase == "DEPLOYING" || phase == "VERIFYING",
+        "the canary release is in progress, not {phase}"
+    );
+
+    // A new deploy of the service does not wait silently: it refuses at once naming the canary.
+    p.write("svc/api/VERSION", "v3");
+    p.commit("v3");
+    let started = std::time::Instant::now();
+    let out = p.run(&["deploy", "api"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let err = stderr(&out);
+    assert!(
+        err.contains("canary of api") && err.contains("50%") && err.contains("cutover promote api"),
+        "{err}"
+    );
+
+    // promote finishes it under the agent; the agent records the outcome.
+    let out = p.run(&["promote", "api"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let r = json(&p.run(&["releases", "api", "--json"]));
+            r["releases"][0]["phase"] == "ACTIVE"
+        }),
+        "the agent recorded the canary ACTIVE"
+    );
+    load.stop();
+    assert_eq!(version(port).as_deref(), Some("v2"));
+    let releases = json(&p.run(&["releases", "api", "--json"]));
+    assert_eq!(releases["releases"][0]["id"], canary_release.as_str());
+    assert_eq!(releases["releases"][1]["phase"], "SUPERSEDED");
+    let status = json(&p.run(&["status", "--json"]));
+    assert!(status["runs"].as_array().unwrap().is_empty(), "{status}");
+    assert_eq!(status["services"][0]["release"], canary_release.as_str());
+    assert_eq!(status["services"][0]["phase"], "ACTIVE");
+    assert_eq!(load.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The next deploy is no longer refused: its own canary starts (and is aborted here).
+    let child = deploy_in_background(&p, &["api"]);
+    assert!(wait_until(Duration::from_secs(30), || canary_status(&p)
+        .is_some_and(|c| c["release"] != canary_release.as_str())));
+    assert_eq!(code(&p.run(&["abort", "api"])), 0);
+    let (exit, doc, err) = finish(child);
+    assert_eq!(exit, 1, "{doc}\n{err}");
+    assert_eq!(service_result(&doc, "api").0, "rolled_back");
+}

@@ -11,6 +11,7 @@ use tokio::net::UnixStream;
 
 use super::types::{
     AgentStatus, ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest,
+    HandOverRequest,
 };
 
 /// What can go wrong talking to the agent.
@@ -214,6 +215,14 @@ impl AgentClient {
         })
         .map_err(|e| self.transport(e))?;
         let _: serde_json::Value = self.json(Method::POST, path, Some(body)).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/hand-over`: the command running `request.run` died; the agent, which goes on
+    /// deploying `request.release`, records how it ends. An error when it is not deploying it.
+    pub async fn hand_over(&self, request: &HandOverRequest) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| self.transport(e))?;
+        let _: serde_json::Value = self.json(Method::POST, "/v1/hand-over", Some(body)).await?;
         Ok(())
     }
 

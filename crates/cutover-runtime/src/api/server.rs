@@ -16,7 +16,9 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::types::{ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest};
+use super::types::{
+    ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest, HandOverRequest,
+};
 use crate::agent::{Agent, Control};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -102,6 +104,13 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
+        (Method::POST, "/v1/hand-over") => match read_json::<HandOverRequest>(req).await {
+            Ok(h) => match agent.hand_over(h).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            },
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::POST, "/v1/down") => match read_json::<DownRequest>(req).await {
             Ok(d) => {
                 let stopped = agent.down(&d.env).await;

@@ -208,6 +208,21 @@ pub struct Judgement {
     pub detail: String,
 }
 
+/// `POST /v1/hand-over` body: the command that deployed `release` died while the agent goes
+/// on with it (a canary's pauses, a rolling update); the agent records how it ends in the
+/// release store and finishes `run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandOverRequest {
+    /// The run whose command died.
+    pub run: String,
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// The release the agent is deploying.
+    pub release: String,
+}
+
 /// `POST /v1/down` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DownRequest {
@@ -274,6 +289,9 @@ pub struct ServiceStatus {
     /// restart): the service counts as changed for the next deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The release a deploy (or rollback) is bringing in right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploying: Option<String>,
 }
 
 /// A service's recent traffic, from the proxy.

@@ -41,6 +41,36 @@ fn control(cli: &Cli, service: &str, action: Action) -> Result<i32, CliError> {
         return Err(none());
     };
     let runtime = context::runtime()?;
+    // A deploy that died while its canary goes on is handed to the agent first, so what
+    // follows is recorded; a canary whose release the store no longer holds as in progress
+    // (CANCELED, FAILED, ROLLED_BACK) can only be aborted, never become stable.
+    if let Some(store) = context::store(&project, false)? {
+        context::settle_interrupted_runs(store.as_ref(), &project)?;
+        if !matches!(action, Action::Abort) {
+            let canary = runtime.block_on(client.status()).ok().and_then(|s| {
+                s.services
+                    .into_iter()
+                    .find(|x| x.env == env.name && x.service == service)
+                    .and_then(|x| x.canary)
+            });
+            if let Some(c) = canary
+                && let Some(rel) = store.release(service, &c.release)?
+                && rel.phase.is_terminal()
+            {
+                return Err(CliError::failed(
+                    format!(
+                        "the canary release {} of {service} is {} in the release store: it \
+                         cannot become stable",
+                        c.release,
+                        rel.phase.as_str()
+                    ),
+                    Some(format!(
+                        "`cutover abort {service}` returns to the stable release"
+                    )),
+                ));
+            }
+        }
+    }
     let sent = runtime.block_on(async {
         match action {
             Action::Promote => client.promote(&env.name, service, false).await,
