@@ -176,6 +176,8 @@ pub fn settle_interrupted_runs(
         if run.pid.is_some_and(pid_alive) {
             continue;
         }
+        // Its checks, builds and hooks outlived it (reparented to PID 1): end them first.
+        cutover_engine::command::end_leftovers(&run.id, &project.state_dir());
         store.finish_run(
             &run.id,
             cutover_store::RunStatus::Canceled,
