@@ -131,24 +131,9 @@ fn has_marker(dir: &Path) -> bool {
     MARKERS.iter().any(|m| dir.join(m).is_file())
 }
 
-/// A name matching `[a-z0-9-]{1,63}`.
+/// A name matching `[a-z0-9-]{1,63}` (60 at most, to leave room for a `-N` suffix).
 fn sanitize(raw: &str) -> String {
-    let mut out = String::new();
-    for c in raw.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
-            out.push(c);
-        }
-    }
-    let mut out: String = out.trim_end_matches('-').chars().take(60).collect();
-    if out.is_empty() {
-        out = "service".to_string();
-    }
-    out
+    crate::validate::sanitize_name(raw, 60).unwrap_or_else(|| "service".to_string())
 }
 
 fn guess(dir: &Path, name: String, path: String) -> Found {
