@@ -254,7 +254,8 @@ pub fn agent(
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
     use std::os::unix::process::CommandExt;
     let state = project.state_dir();
-    let socket = cutover_runtime::daemon::socket_path(&state);
+    let socket = cutover_runtime::daemon::socket_path(&state)
+        .map_err(|e| CliError::failed(e.to_string(), None))?;
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Ok(Some(client));

@@ -112,3 +112,61 @@ fn a_project_made_by_init_redeploys_only_what_changed() {
         .as_deref()
         == Some("w2")));
 }
+
+#[test]
+fn a_socket_directory_owned_by_someone_else_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = TestProject::git_repo();
+    // A project path too long for a socket, so the agent's socket goes to the runtime dir.
+    let long = format!("project-{}", "p".repeat(100));
+    p.service_dir(&format!("{long}/api"));
+    p.write(
+        &format!("{long}/cutover.toml"),
+        &format!(
+            "[project]\nname = \"long\"\n\n{}",
+            common::service("api", "api", free_port(), "")
+        ),
+    );
+    let runtime = tempfile::tempdir().unwrap();
+    let (base, foreign) = if nix::unistd::Uid::current().is_root() {
+        // A world-writable cutover/ made by `nobody`, as another user of /tmp could.
+        let dir = runtime.path().join("cutover");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        (runtime.path().to_path_buf(), dir)
+    } else {
+        // Not root: a directory root owns stands for someone else's.
+        (std::path::PathBuf::from("/"), std::path::PathBuf::from("/"))
+    };
+    let project = p.path().join(&long);
+    for args in [&["agent"][..], &["deploy"][..]] {
+        let out = std::process::Command::new(common::bin())
+            .arg("-C")
+            .arg(&project)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &base)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{args:?}: {}{}", stdout(&out), stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "refusing the socket directory {}",
+                foreign.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("it is owned by"), "{err}");
+        assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
+    }
+    if nix::unistd::Uid::current().is_root() {
+        let mode = std::fs::metadata(&foreign).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777, "its mode was changed");
+        assert_eq!(
+            std::fs::read_dir(&foreign).unwrap().count(),
+            0,
+            "something was put there"
+        );
+    }
+}
