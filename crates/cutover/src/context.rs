@@ -463,15 +463,15 @@ pub fn notifier(
     Some(Notifier::new(hooks, secrets.values().cloned()))
 }
 
-/// Opens (appending) `.cutover/logs/<kind>s/<kind>-YYYYMMDD-HHMMSS.log` for a command that
-/// keeps a log of its own (`rollback`, `merge`), creating the directory.
+/// Opens (appending) `.cutover/logs/<kind>s/<name>.log` for a command that keeps a log of its
+/// own (`rollback`: its run id `rollback-YYYYMMDD-HHMMSS`; `merge`), creating the directory.
 pub fn command_log(
     project: &Project,
     kind: &str,
-    started: chrono::DateTime<chrono::Utc>,
+    name: &str,
 ) -> Result<(std::path::PathBuf, std::fs::File), CliError> {
     let dir = project.state_dir().join("logs").join(format!("{kind}s"));
-    let path = dir.join(format!("{kind}-{}.log", started.format("%Y%m%d-%H%M%S")));
+    let path = dir.join(format!("{name}.log"));
     let file = std::fs::create_dir_all(&dir)
         .and_then(|()| {
             std::fs::File::options()

@@ -170,3 +170,81 @@ fn a_socket_directory_owned_by_someone_else_is_refused() {
         );
     }
 }
+
+fn releases(p: &TestProject) -> Vec<serde_json::Value> {
+    let out = p.run(&["releases", "api", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out)["releases"].as_array().cloned().unwrap()
+}
+
+#[test]
+fn rollback_refuses_releases_that_must_not_serve_again_and_names_its_run() {
+    let port = free_port();
+    let p = common::runtime::one_service(port, "");
+    let _agent = AgentGuard(&p);
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    p.write("svc/api/VERSION", "v2");
+    p.commit("v2");
+    assert_eq!(code(&p.run(&["deploy"])), 0);
+    p.write("svc/api/VERSION", "v3");
+    p.write("svc/api/crash", "");
+    p.commit("v3 crashes");
+    assert_eq!(code(&p.run(&["deploy"])), 1);
+    let list = releases(&p);
+    let phases: Vec<&str> = list.iter().map(|r| r["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["FAILED", "ACTIVE", "SUPERSEDED"], "{list:?}");
+    let id = |i: usize| list[i]["id"].as_str().unwrap().to_string();
+    let (failed, v2, v1) = (id(0), id(1), id(2));
+
+    let out = p.run(&["rollback", "api", "--to", &failed]);
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("api cannot go back to {failed}: it is FAILED")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("can go back to (newest first): {v1}\n")),
+        "only v1 may be gone back to (v2 is ACTIVE, v3 FAILED): {err}"
+    );
+    assert!(!err.contains(&format!("{v2},")), "{err}");
+    let out = p.run(&["rollback", "api", "--to", "20990101-000000-0000000"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains(&format!("(newest first): {v1}\n")),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing ran: same phases, v2 still serving, no rollback run recorded.
+    let after: Vec<String> = releases(&p)
+        .iter()
+        .map(|r| format!("{} {}", r["id"], r["phase"]))
+        .collect();
+    let before: Vec<String> = list
+        .iter()
+        .map(|r| format!("{} {}", r["id"], r["phase"]))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(version(port).as_deref(), Some("v2"));
+    assert!(!p.path().join(".cutover/logs/rollbacks").exists());
+
+    // A rollback that runs names its run as its log file does.
+    let out = p.run(&["rollback", "api", "--to", &v1]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(version(port).as_deref(), Some("v1"));
+    let logs: Vec<String> = std::fs::read_dir(p.path().join(".cutover/logs/rollbacks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let run = logs[0].strip_suffix(".log").unwrap().to_string();
+    assert!(run.starts_with("rollback-"), "{run}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{run} started in development")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{run} succeeded")), "{err}");
+    assert!(!err.contains("deploy-"), "{err}");
+    assert!(stdout(&out).contains(&logs[0]), "{}", stdout(&out));
+}
