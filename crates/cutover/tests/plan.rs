@@ -280,7 +280,7 @@ fn plan_shows_each_strategy_and_its_minimum_time() {
     };
     let review = row("review");
     assert!(
-        review.contains("canary") && review.contains("45m20s + manual approval"),
+        review.contains("canary") && review.contains("45m20s + manual promote"),
         "{review}"
     );
     let api = row("api");
