@@ -364,6 +364,18 @@ fn describe(message: &str, at: Range<usize>, path: &[Seg]) -> Diag {
             .map(str::to_string)
             .unwrap_or_else(|| translate_expected(expected));
         let found = translate_found(found);
+        // An integer where an integer is expected failed only for its size (beyond 64 bits).
+        if found.starts_with("integer") && expected.contains("integer") {
+            let literal = found.split('`').nth(1).unwrap_or("it");
+            let size = if literal.starts_with('-') {
+                "too small"
+            } else {
+                "too large"
+            };
+            return Diag::at(at, format!("`{key}` is {size}: {literal}"))
+                .help(format!("`{leaf}` must be {expected}"))
+                .label(size);
+        }
         let help = type_help(leaf, parent, &found, &expected);
         return Diag::at(at, format!("`{key}` must be {expected}, found {found}"))
             .help_opt(help)

@@ -3,6 +3,12 @@
 //! A service is a directory (an immediate subdirectory of the project, or one level below) that
 //! holds a marker: Dockerfile, requirements.txt, pyproject.toml, package.json, Cargo.toml or
 //! go.mod. The guesses for `checks`, `build` and `run` follow the marker; ports count up from 8080.
+//!
+//! The guesses keep change detection working: checks write nothing into the working tree (a
+//! written `__pycache__/` would make every later deploy see a changed service), builds install
+//! into the release snapshot (a Python service gets a `.venv` there, so a rollback rolls its
+//! dependencies back too), `run` `exec`s the server (signals reach it, not a shell), and
+//! [`InitTemplate::ignores`] lists the build outputs to add to `.gitignore`.
 
 use std::fmt::Write as _;
 use std::io;
@@ -15,7 +21,16 @@ pub struct InitTemplate {
     pub text: String,
     /// Names of the services found, in file order.
     pub services: Vec<String>,
+    /// `.gitignore` lines for the build outputs of the languages found (`.cutover/` first),
+    /// without duplicates.
+    pub ignores: Vec<&'static str>,
 }
+
+/// What cutover itself writes next to `cutover.toml`: never part of a service's changes.
+const STATE_IGNORE: &str = ".cutover/";
+/// Checks Python syntax like `compileall` but writes no `__pycache__/` (which `compileall`
+/// and `py_compile` write whatever PYTHONDONTWRITEBYTECODE says).
+const PYTHON_SYNTAX_CHECK: &str = "python3 -c \"import ast, pathlib; [ast.parse(f.read_bytes(), str(f)) for f in pathlib.Path('.').rglob('*.py') if not {'.venv', 'venv', 'node_modules'} & set(f.parts)]\"";
 
 const MARKERS: &[&str] = &[
     "Dockerfile",
@@ -41,6 +56,8 @@ struct Found {
     build: Option<String>,
     run: String,
     note: &'static str,
+    /// `.gitignore` lines for what its checks and builds write when run by hand.
+    ignores: &'static [&'static str],
 }
 
 /// Looks at `project_dir`'s subdirectories (depth ≤ 2) for services and writes a template.
@@ -81,9 +98,16 @@ pub fn init_template(project_dir: &Path) -> io::Result<InitTemplate> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
+    let mut ignores = vec![STATE_IGNORE];
+    for line in found.iter().flat_map(|f| f.ignores) {
+        if !ignores.contains(line) {
+            ignores.push(line);
+        }
+    }
     Ok(InitTemplate {
         text: render(&project, &found),
         services: found.iter().map(|f| f.name.clone()).collect(),
+        ignores,
     })
 }
 
@@ -107,24 +131,9 @@ fn has_marker(dir: &Path) -> bool {
     MARKERS.iter().any(|m| dir.join(m).is_file())
 }
 
-/// A name matching `[a-z0-9-]{1,63}`.
+/// A name matching `[a-z0-9-]{1,63}` (60 at most, to leave room for a `-N` suffix).
 fn sanitize(raw: &str) -> String {
-    let mut out = String::new();
-    for c in raw.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
-            out.push(c);
-        }
-    }
-    let mut out: String = out.trim_end_matches('-').chars().take(60).collect();
-    if out.is_empty() {
-        out = "service".to_string();
-    }
-    out
+    crate::validate::sanitize_name(raw, 60).unwrap_or_else(|| "service".to_string())
 }
 
 fn guess(dir: &Path, name: String, path: String) -> Found {
@@ -134,26 +143,31 @@ fn guess(dir: &Path, name: String, path: String) -> Found {
             .into_iter()
             .find(|f| has(f));
         let run = match entry {
-            Some(f) => format!("python3 {f}"),
-            None => "python3 -m app".to_string(),
+            Some(f) => format!("exec .venv/bin/python {f}"),
+            None => "exec .venv/bin/python -m app".to_string(),
         };
         let checks = if has("tests") || has("test") {
-            vec!["python3 -m pytest -q".to_string()]
+            // No bytecode and no .pytest_cache in the working tree.
+            vec!["PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -q -p no:cacheprovider".to_string()]
         } else {
-            vec!["python3 -m compileall -q .".to_string()]
+            vec![PYTHON_SYNTAX_CHECK.to_string()]
         };
-        let build = if has("requirements.txt") {
-            Some("pip install -r requirements.txt".to_string())
+        // Dependencies go into a virtual environment inside the release snapshot.
+        let install = if has("requirements.txt") {
+            "-r requirements.txt"
         } else {
-            Some("pip install .".to_string())
+            "."
         };
         return Found {
             name,
             path,
             checks,
-            build,
+            build: Some(format!(
+                "python3 -m venv .venv && .venv/bin/pip install -q {install}"
+            )),
             run,
             note: "Python",
+            ignores: &["__pycache__/", "*.pyc", ".venv/", ".pytest_cache/"],
         };
     }
     if has("package.json") {
@@ -176,8 +190,9 @@ fn guess(dir: &Path, name: String, path: String) -> Found {
             path,
             checks,
             build: Some(build.to_string()),
-            run: "npm start".to_string(),
+            run: "exec npm start".to_string(),
             note: "Node.js",
+            ignores: &["node_modules/", "dist/"],
         };
     }
     if has("Cargo.toml") {
@@ -189,29 +204,32 @@ fn guess(dir: &Path, name: String, path: String) -> Found {
         return Found {
             checks: vec!["cargo test".to_string()],
             build: Some("cargo build --release".to_string()),
-            run: format!("./target/release/{package}"),
+            run: format!("exec ./target/release/{package}"),
             name,
             path,
             note: "Rust",
+            ignores: &["target/"],
         };
     }
     if has("go.mod") {
         return Found {
             checks: vec!["go vet ./...".to_string()],
             build: Some("go build -o app .".to_string()),
-            run: "./app".to_string(),
+            run: "exec ./app".to_string(),
             name,
             path,
             note: "Go",
+            ignores: &[],
         };
     }
     Found {
         checks: Vec::new(),
         build: None,
-        run: "docker run --rm -p 127.0.0.1:$PORT:8080 $(docker build -q .)".to_string(),
+        run: "exec docker run --rm -p 127.0.0.1:$PORT:8080 $(docker build -q .)".to_string(),
         name,
         path,
         note: "Dockerfile",
+        ignores: &[],
     }
 }
 
@@ -264,8 +282,8 @@ fn render(project: &str, found: &[Found]) -> String {
             "# [services.api]\n",
             "# path = \"api\"                            # source dir and change-detection scope\n",
             "# checks = [\"python3 -m pytest -q\"]\n",
-            "# build = \"pip install -r requirements.txt\"\n",
-            "# run = \"python3 app.py\"                  # must listen on $PORT\n",
+            "# build = \"python3 -m venv .venv && .venv/bin/pip install -r requirements.txt\"\n",
+            "# run = \"exec .venv/bin/python app.py\"    # must listen on $PORT\n",
             "# port = 8080                              # public port; the proxy listens here\n",
         ));
     }
@@ -391,14 +409,83 @@ mod tests {
             t.services,
             ["api", "box", "pr-review", "api-2", "cli", "web"]
         );
-        assert!(t.text.contains("run = \"python3 app.py\""));
-        assert!(t.text.contains("run = \"./target/release/cli-tool\""));
+        assert!(t.text.contains("run = \"exec .venv/bin/python app.py\""));
+        assert!(t.text.contains("run = \"exec ./target/release/cli-tool\""));
         assert!(t.text.contains("build = \"npm ci\""));
         assert!(t.text.contains("checks = [\"npm test\"]"));
         let project = crate::parse(&t.text, &root.join("cutover.toml"), root)?;
         let dev = project.resolve("development")?;
         let ports: Vec<_> = dev.services.iter().filter_map(|s| s.port).collect();
         assert_eq!(ports, [8080, 8081, 8082, 8083, 8084, 8085]);
+        // Two Python services, one of each other language: each ignore line once.
+        assert_eq!(
+            t.ignores,
+            [
+                ".cutover/",
+                "__pycache__/",
+                "*.pyc",
+                ".venv/",
+                ".pytest_cache/",
+                "target/",
+                "node_modules/",
+                "dist/"
+            ]
+        );
+        for svc in &dev.services {
+            assert!(
+                svc.run.as_deref().is_some_and(|r| r.starts_with("exec ")),
+                "{svc:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The whole file `init` writes for a Python, a Node.js and a Rust service, reviewed as
+    /// text.
+    #[test]
+    fn template_text() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().join("shop");
+        mkdir(&root, "api", &[("requirements.txt", ""), ("app.py", "")]);
+        mkdir(&root, "worker", &[("pyproject.toml", "")]);
+        mkdir(&root, "worker/tests", &[("test_it.py", "")]);
+        mkdir(
+            &root,
+            "web",
+            &[("package.json", r#"{"scripts":{"test":"x","build":"y"}}"#)],
+        );
+        mkdir(
+            &root,
+            "tools/cli",
+            &[("Cargo.toml", "[package]\nname = \"cli\"\n")],
+        );
+        let t = init_template(&root)?;
+        insta::assert_snapshot!(t.text);
+        Ok(())
+    }
+
+    /// The syntax check fails on a syntax error and leaves the tree as it was.
+    #[test]
+    fn python_syntax_check_writes_nothing() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        mkdir(tmp.path(), "pkg", &[("ok.py", "x = 1\n")]);
+        let run = || {
+            std::process::Command::new("sh")
+                .args(["-c", PYTHON_SYNTAX_CHECK])
+                .current_dir(tmp.path())
+                .output()
+        };
+        assert!(run()?.status.success());
+        mkdir(tmp.path(), "pkg", &[("bad.py", "def f(:\n")]);
+        let out = run()?;
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bad.py"));
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(tmp.path().join("pkg"))? {
+            names.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(names, ["bad.py", "ok.py"]);
         Ok(())
     }
 

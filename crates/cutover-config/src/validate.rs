@@ -45,6 +45,13 @@ impl Ctx<'_> {
         if (lo..=hi).contains(&n) {
             return Some(n);
         }
+        if n > hi && !matches!(key, "port" | "weight" | "expect_status") {
+            self.err(
+                Diag::at(v.span(), format!("`{key}` is too large: {n}, at most {hi}"))
+                    .help(format!("use a value from {lo} to {hi}")),
+            );
+            return None;
+        }
         let expected = expectation(key, parent)
             .map_or_else(|| format!("an integer from {lo} to {hi}"), str::to_string);
         let help = match key {
@@ -150,17 +157,33 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// `raw` made a valid name: lowercase, every run of other characters one `-`, no `-` at the
+/// ends, at most `max` characters. None when nothing is left (e.g. "日本", "!!").
+pub(crate) fn sanitize_name(raw: &str, max: usize) -> Option<String> {
+    let mut out = String::new();
+    for c in raw.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
+            out.push(c);
+        }
+    }
+    let out: String = out.chars().take(max).collect();
+    let out = out.trim_end_matches('-');
+    (!out.is_empty()).then(|| out.to_string())
+}
+
 fn name_check(cx: &mut Ctx<'_>, key: &Sp<String>, what: &str) -> bool {
     if is_name(key.get()) {
         return true;
     }
-    let fixed: String = key
-        .get()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
+    let example = match sanitize_name(key.get(), 63) {
+        Some(fixed) => format!("e.g. {fixed:?}"),
+        None => "e.g. \"api\"".to_string(),
+    };
     cx.err(
         Diag::at(
             key.span(),
@@ -170,7 +193,7 @@ fn name_check(cx: &mut Ctx<'_>, key: &Sp<String>, what: &str) -> bool {
             ),
         )
         .help(format!(
-            "{what} names become paths, branch names and DNS labels; e.g. {fixed:?}"
+            "{what} names become paths, branch names and DNS labels; {example}"
         )),
     );
     false
@@ -388,7 +411,8 @@ fn project(
             cx.err(Diag::at(n.span(), "`name` is empty").help("e.g. name = \"myapp\""));
             None
         }
-        Some(n) => Some(n.get().clone()),
+        // It names paths (worktrees, runtime files): `../../x` must never get that far.
+        Some(n) => name_check(cx, n, "project").then(|| n.get().clone()),
         None => {
             if !pruned {
                 cx.err(
@@ -549,6 +573,19 @@ mod tests {
         assert!(!is_name("PR"));
         assert!(!is_name("pr_review"));
         assert!(!is_name("pr.review"));
+        assert_eq!(
+            sanitize_name("My_Service", 63).as_deref(),
+            Some("my-service")
+        );
+        assert_eq!(sanitize_name("api!", 63).as_deref(), Some("api"));
+        assert_eq!(
+            sanitize_name("  Web  App!! ", 63).as_deref(),
+            Some("web-app")
+        );
+        assert_eq!(sanitize_name("../../../x", 63).as_deref(), Some("x"));
+        assert_eq!(sanitize_name("日本", 63), None);
+        let long = sanitize_name(&format!("{}-b", "a".repeat(62)), 63).unwrap();
+        assert!(is_name(&long) && !long.ends_with('-'), "{long}");
         assert!(is_env_name("_X1"));
         assert!(!is_env_name("1X"));
         assert!(!is_env_name("A-B"));

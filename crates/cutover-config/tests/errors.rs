@@ -97,6 +97,30 @@ case!(
     &with_head("[services.Api_Server]\npath = \"api\"\nrun = \"x\"\nport = 8080\n")
 );
 case!(
+    bad_service_name_punctuation,
+    "[project]\nname = \"demo\"\n\n[services.\"api!\"]\npath = \"api\"\nrun = \"x\"\nport = 8080\n"
+);
+case!(
+    instances_too_large,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ninstances = 99999999999\n"
+    )
+);
+case!(
+    instances_beyond_64_bits,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ninstances = 99999999999999999999999\n"
+    )
+);
+case!(
+    bad_project_name,
+    "[project]\nname = \"../../../x\"\n\n[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n"
+);
+case!(
+    bad_project_name_capitals,
+    "[project]\nname = \"My Shop\"\n\n[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n"
+);
+case!(
     bad_environment_name,
     &with_head(
         "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.Prod]\ntarget = \"local\"\n"

@@ -3,6 +3,10 @@
 //!
 //! The whole process group is killed on timeout, on cancel, when the caller drops the future,
 //! and after the command exits (so a `sleep 100 &` left behind by a check does not outlive it).
+//!
+//! A run's commands carry its mark in their environment ([`RUN_MARK`], [`STATE_MARK`]), so
+//! when the process running them dies (kill -9, power loss) and nothing is left to kill their
+//! groups, the next command that settles the run finds them in /proc ([`end_leftovers`]).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -21,6 +25,71 @@ pub const TAIL_LINES: usize = 20;
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 /// Longest line kept; the rest of a longer line is dropped with a marker.
 const MAX_LINE: usize = 16 * 1024;
+
+/// The environment variable naming the run a command belongs to (`CUTOVER_RUN=<run id>`).
+pub const RUN_MARK: &str = "CUTOVER_RUN";
+/// The environment variable naming the state directory (`.cutover/`) of that run's project, so
+/// two projects' runs of the same second are never taken for one another.
+pub const STATE_MARK: &str = "CUTOVER_STATE_DIR";
+
+/// The marks every command of run `run_id` of the project with state in `state_dir` carries.
+pub fn run_marks(run_id: &str, state_dir: &Path) -> [(String, String); 2] {
+    [
+        (RUN_MARK.to_string(), run_id.to_string()),
+        (STATE_MARK.to_string(), state_dir.display().to_string()),
+    ]
+}
+
+/// Kills (SIGKILL) the process group of every process still carrying the marks of run
+/// `run_id` of the project with state in `state_dir` (see [`run_marks`]); never the caller's
+/// own group. Returns how many groups it killed.
+///
+/// For a run whose process died: its checks, builds and hooks were reparented to PID 1 and
+/// would otherwise run on. Processes of other users (unreadable environ) are left alone.
+pub fn end_leftovers(run_id: &str, state_dir: &Path) -> usize {
+    let [(run_key, run_value), (state_key, state_value)] = run_marks(run_id, state_dir);
+    let run_mark = format!("{run_key}={run_value}");
+    let state_mark = format!("{state_key}={state_value}");
+    let own_group = nix::unistd::getpgrp();
+    let own_pid = std::process::id();
+    let mut groups = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own_pid {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars = || environ.split(|b| *b == 0);
+        if !(vars().any(|v| v == run_mark.as_bytes()) && vars().any(|v| v == state_mark.as_bytes()))
+        {
+            continue;
+        }
+        let Ok(pid) = i32::try_from(pid) else {
+            continue;
+        };
+        if let Ok(group) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+            && group != own_group
+            && group.as_raw() > 1
+        {
+            groups.insert(group);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|g| killpg(*g, Signal::SIGKILL).is_ok())
+        .count()
+}
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -285,6 +354,7 @@ async fn forward_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     /// Whether `pid` still runs (a zombie awaiting its reaper does not count), after giving
     /// a killed process a moment to die.
@@ -402,6 +472,40 @@ mod tests {
             .parse()
             .expect("number");
         assert!(!alive(pid).await, "background child outlived its command");
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_a_run_are_ended_and_no_other() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let spawn = |run: &str, state: &Path| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 60 & wait"])
+                .envs(run_marks(run, state))
+                .process_group(0)
+                .spawn()
+                .expect("spawn")
+        };
+        let mut ours = spawn("deploy-20260101-000000", state.path());
+        let mut same_id_other_project = spawn("deploy-20260101-000000", Path::new("/elsewhere"));
+        let mut other_run = spawn("deploy-20260101-000001", state.path());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        assert_eq!(end_leftovers("deploy-20260101-000000", state.path()), 1);
+        let status = ours.wait().expect("wait");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        for child in [&mut same_id_other_project, &mut other_run] {
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "killed too much"
+            );
+            let _ = killpg(
+                Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+                Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+        assert_eq!(end_leftovers("deploy-20260101-000000", state.path()), 0);
     }
 
     #[tokio::test]

@@ -14,13 +14,23 @@ use cutover_runtime::api::client::AgentClient;
 use cutover_runtime::api::types::{DeployProgress, DeployRequest};
 use cutover_store::{Release, ReleasePhase};
 
+/// Whether a rollback may make `release` ACTIVE again: it served once (was ACTIVE) and did not
+/// end FAILED, ROLLED_BACK or CANCELED (a release judged bad or never finished never becomes
+/// stable again).
+pub fn can_roll_back_to(release: &Release) -> bool {
+    release.activated_at.is_some()
+        && !matches!(
+            release.phase,
+            ReleasePhase::Failed | ReleasePhase::RolledBack | ReleasePhase::Canceled
+        )
+}
+
 /// The release that was ACTIVE before `current`: the most recently activated one that is
-/// neither current, FAILED nor ROLLED_BACK.
+/// not current and [`can_roll_back_to`].
 pub fn previous_active(releases: &[Release], current: Option<&Release>) -> Option<Release> {
     let mut candidates: Vec<&Release> = releases
         .iter()
-        .filter(|r| r.activated_at.is_some())
-        .filter(|r| !matches!(r.phase, ReleasePhase::Failed | ReleasePhase::RolledBack))
+        .filter(|r| can_roll_back_to(r))
         .filter(|r| current.is_none_or(|c| c.id != r.id))
         .collect();
     candidates.sort_by_key(|r| r.activated_at);

@@ -21,6 +21,22 @@ pub enum AgentError {
         /// The socket.
         socket: PathBuf,
     },
+    /// The directory meant for the agent's socket belongs to another user.
+    #[error(
+        "refusing the socket directory {}: it is owned by {owner}, not by you ({user}); \
+         its owner could answer in the agent's place. Remove it (e.g. `sudo rm -rf {}`) or set \
+         XDG_RUNTIME_DIR to a directory only you own",
+        dir.display(),
+        dir.display()
+    )]
+    ForeignSocketDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Who owns it ("nobody, uid 65534").
+        owner: String,
+        /// Who runs cutover.
+        user: String,
+    },
     /// A file operation failed.
     #[error("{doing} {}: {source}", path.display())]
     Io {
@@ -35,18 +51,55 @@ pub enum AgentError {
 
 /// Where the agent of the project whose state is in `state_dir` listens:
 /// `<state_dir>/agent.sock`, or, when that path is too long for a socket, a path in the user's
-/// runtime directory named after a hash of `state_dir` (recorded in `agent.json` too).
-pub fn socket_path(state_dir: &Path) -> PathBuf {
+/// runtime directory named after a hash of `state_dir` (recorded in `agent.json` too):
+/// `$XDG_RUNTIME_DIR/cutover/`, else `/tmp/cutover-<uid>/cutover/`.
+///
+/// Those directories, where they exist, must be the user's own: whoever can write in them
+/// could put their own socket there and receive what cutover sends its agent (secrets
+/// included). One owned by anyone else is refused ([`AgentError::ForeignSocketDir`]).
+pub fn socket_path(state_dir: &Path) -> Result<PathBuf, AgentError> {
     let direct = state_dir.join("agent.sock");
     if direct.as_os_str().len() <= MAX_SOCKET_PATH {
-        return direct;
+        return Ok(direct);
     }
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/cutover-{}", nix::unistd::Uid::current())));
-    base.join("cutover")
-        .join(format!("{:016x}.sock", fnv(state_dir)))
+    let dir = base.join("cutover");
+    owned_by_user(&base)?;
+    owned_by_user(&dir)?;
+    Ok(dir.join(format!("{:016x}.sock", fnv(state_dir))))
+}
+
+/// Ok when `dir` does not exist (cutover makes it) or belongs to the current user.
+fn owned_by_user(dir: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let me = nix::unistd::Uid::current();
+    if meta.uid() == me.as_raw() {
+        return Ok(());
+    }
+    let name = |uid: nix::unistd::Uid| {
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    };
+    let owner = nix::unistd::Uid::from_raw(meta.uid());
+    Err(AgentError::ForeignSocketDir {
+        dir: dir.to_path_buf(),
+        owner: match name(owner) {
+            Some(n) => format!("{n} (uid {owner})"),
+            None => format!("uid {owner}"),
+        },
+        user: match name(me) {
+            Some(n) => format!("{n}, uid {me}"),
+            None => format!("uid {me}"),
+        },
+    })
 }
 
 fn fnv(path: &Path) -> u64 {
@@ -80,12 +133,15 @@ pub async fn run(
     store: Option<StoreLocation>,
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&state_dir).map_err(io("cannot create", &state_dir))?;
-    let socket = socket_path(&state_dir);
-    if let Some(dir) = socket.parent() {
+    let socket = socket_path(&state_dir)?;
+    if let Some(dir) = socket.parent()
+        && dir != state_dir
+    {
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
-        if dir != state_dir {
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
+        // Checked again now that it exists: made by someone else since, it is refused.
+        socket_path(&state_dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("cannot restrict", dir))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {

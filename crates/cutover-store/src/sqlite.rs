@@ -390,7 +390,12 @@ impl SqliteStore {
         started_at: DateTime<Utc>,
         pid: Option<u32>,
     ) -> Result<Run> {
-        let base = format!("deploy-{}", started_at.format("%Y%m%d-%H%M%S"));
+        // A rollback is not a pipeline run: its id says so, as its log file's name does.
+        let prefix = match kind {
+            RunKind::Rollback => "rollback",
+            RunKind::Build | RunKind::Deploy => "deploy",
+        };
+        let base = format!("{prefix}-{}", started_at.format("%Y%m%d-%H%M%S"));
         let taken = taken_ids(
             tx,
             "SELECT id FROM runs WHERE id = ?1 OR (id > ?1 || '-' AND id < ?1 || '.')",

@@ -112,7 +112,8 @@ fn run_ids_get_suffixes_within_one_second() {
     let a = s
         .create_run(RunKind::Deploy, "staging", t0(), None)
         .unwrap();
-    // Same second, another millisecond and kind and env: the id space is shared.
+    // Same second, another millisecond and kind and env: the id space is shared (rollbacks
+    // have their own prefix).
     let b = s
         .create_run(
             RunKind::Build,
@@ -134,8 +135,13 @@ fn run_ids_get_suffixes_within_one_second() {
         .unwrap();
     assert_eq!(a.id, "deploy-20261123-101500");
     assert_eq!(b.id, "deploy-20261123-101500-2");
-    assert_eq!(c.id, "deploy-20261123-101500-3");
+    // A rollback's id says it is one, as its log file's name does.
+    assert_eq!(c.id, "rollback-20261123-101500");
     assert_eq!(d.id, "deploy-20261123-101501");
+    let e = s
+        .create_run(RunKind::Rollback, "production", t0(), None)
+        .unwrap();
+    assert_eq!(e.id, "rollback-20261123-101500-2");
 }
 
 #[test]

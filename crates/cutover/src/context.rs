@@ -281,6 +281,8 @@ pub fn settle_interrupted_runs(
                 let _ = store.set_phase(&svc.name, &rel.id, phase, reason, now);
             }
         }
+        // Its checks, builds and hooks outlived it (reparented to PID 1): end them.
+        cutover_engine::command::end_leftovers(&run.id, &project.state_dir());
         if handed_over {
             continue;
         }
@@ -405,7 +407,8 @@ pub fn agent_in(
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
     use std::os::unix::process::CommandExt;
     let state = state.to_path_buf();
-    let socket = cutover_runtime::daemon::socket_path(&state);
+    let socket = cutover_runtime::daemon::socket_path(&state)
+        .map_err(|e| CliError::failed(e.to_string(), None))?;
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Ok(Some(client));
@@ -614,15 +617,15 @@ pub fn notifier(
     Some(Notifier::new(hooks, secrets.values().cloned()))
 }
 
-/// Opens (appending) `.cutover/logs/<kind>s/<kind>-YYYYMMDD-HHMMSS.log` for a command that
-/// keeps a log of its own (`rollback`, `merge`), creating the directory.
+/// Opens (appending) `.cutover/logs/<kind>s/<name>.log` for a command that keeps a log of its
+/// own (`rollback`: its run id `rollback-YYYYMMDD-HHMMSS`; `merge`), creating the directory.
 pub fn command_log(
     project: &Project,
     kind: &str,
-    started: chrono::DateTime<chrono::Utc>,
+    name: &str,
 ) -> Result<(std::path::PathBuf, std::fs::File), CliError> {
     let dir = project.state_dir().join("logs").join(format!("{kind}s"));
-    let path = dir.join(format!("{kind}-{}.log", started.format("%Y%m%d-%H%M%S")));
+    let path = dir.join(format!("{name}.log"));
     let file = std::fs::create_dir_all(&dir)
         .and_then(|()| {
             std::fs::File::options()

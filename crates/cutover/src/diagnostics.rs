@@ -1,5 +1,5 @@
-//! How errors reach the user: a miette report for configuration errors (with the source
-//! snippet), an `error:` line plus `help:` for the rest.
+//! How errors reach the user: a miette report for configuration errors (each error once, with
+//! its source snippet), an `error:` line plus `help:` for the rest.
 
 use std::io::{IsTerminal, Write};
 
@@ -13,16 +13,30 @@ pub fn report(err: &CliError) {
     match err {
         CliError::Config(e) => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let theme = if color {
+            let mut theme = if color {
                 GraphicalTheme::unicode()
             } else {
                 GraphicalTheme::unicode_nocolor()
             };
-            let mut out = String::new();
+            // Each error once, introduced by `error:` like every other failure (not `×`).
+            theme.characters.error = "error:".into();
             let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(2);
-            let _ = writeln!(stderr, "error: {e}");
-            if handler.render_report(&mut out, e.as_ref()).is_ok() {
-                let _ = write!(stderr, "{out}");
+            // One report per error, in file order (miette's own rendering of related errors
+            // adds a bare `Error:` line before each).
+            for (i, one) in e.all().enumerate() {
+                let one = cutover_config::ConfigError {
+                    others: Vec::new(),
+                    ..one.clone()
+                };
+                let mut out = String::new();
+                if i > 0 {
+                    let _ = writeln!(stderr);
+                }
+                if handler.render_report(&mut out, &one).is_ok() {
+                    let _ = write!(stderr, "{out}");
+                } else {
+                    let _ = write!(stderr, "{}", one.report());
+                }
             }
         }
         CliError::Usage { message, help }

@@ -79,3 +79,87 @@ fn ctrl_c_kills_every_child_and_records_canceled() {
     assert_eq!(status["status"], "canceled");
     assert_eq!(status["services"]["s0"]["deployment_status"], "CANCELED");
 }
+
+/// Kills a process group when dropped, so a failing test leaves nothing behind.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_build_outlives_its_killed_deploy_only_until_the_next_command_settles_it() {
+    let p = TestProject::git_repo();
+    p.service_dir("s");
+    let pid_file = p.path().join("build.pid");
+    // The build's shell records its pid (its process group's id) and waits on a long sleep.
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"k\"\n\n{}",
+            service(
+                "s",
+                "s",
+                9590,
+                &format!("build = \"echo $$ > {}; sleep 300\"", pid_file.display())
+            )
+        ),
+    );
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("init");
+    let mut deploy = p
+        .cutover()
+        .arg("deploy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() || p.read("build.pid").trim().is_empty() {
+        assert!(Instant::now() < deadline, "the build never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let group: i32 = p.read("build.pid").trim().parse().unwrap();
+    let _cleanup = KillGroupOnDrop(group);
+    deploy.kill().unwrap(); // SIGKILL: nothing of the deploy gets to clean up
+    deploy.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let members = |g: i32| -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                alive(*pid)
+                    && nix::unistd::getpgid(Some(Pid::from_raw(*pid)))
+                        .is_ok_and(|x| x.as_raw() == g)
+            })
+            .collect()
+    };
+    assert!(
+        !members(group).is_empty(),
+        "the build should still run after the deploy died (else this test proves nothing)"
+    );
+
+    let out = p.run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !members(group).is_empty() {
+        if Instant::now() > deadline {
+            panic!("the dead deploy's build group {group} outlived `cutover status`");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = p.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["runs"].as_array().is_none_or(|r| r.is_empty()),
+        "the dead run is still in progress: {status}"
+    );
+}

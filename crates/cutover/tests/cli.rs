@@ -134,3 +134,60 @@ fn help_and_version() {
         .unwrap();
     assert!(stdout(&out).starts_with("cutover "));
 }
+
+#[test]
+fn each_config_error_is_printed_once() {
+    let p = TestProject::new();
+    p.service_dir("api");
+    p.write(
+        "cutover.toml",
+        "[project]\nname = \"x\"\n\n[services.api]\npath = \"api\"\nrun = \"true\"\nport = 8080\ninstances = 99999999999\nhelth = 1\n",
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("`instances` is too large: 99999999999, at most 10000")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("unknown key `helth`").count(), 1, "{err}");
+    assert_eq!(err.matches("error: ").count(), 2, "{err}");
+    assert!(
+        err.lines().any(|l| l.trim_start().starts_with("error: ")
+            && l.ends_with(
+                "cutover.toml:8:13: `instances` is too large: 99999999999, at most 10000"
+            )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_project_name_that_is_a_path_is_refused_before_anything_is_made() {
+    let p = TestProject::git_repo();
+    p.service_dir("api");
+    let escape = format!("escaped-{}", std::process::id());
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"../../../../../../{escape}\"\n\n{}",
+            service("api", "api", 8080, "")
+        ),
+    );
+    p.commit("init");
+    for args in [&["validate"][..], &["worktree", "setup"][..]] {
+        let out = p.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("cutover.toml:2:8"), "{err}");
+        assert!(err.contains("project name"), "{err}");
+        assert!(err.contains(&format!("e.g. \"{escape}\"")), "{err}");
+    }
+    assert!(!std::path::Path::new("/").join(&escape).exists());
+    assert!(
+        !std::path::Path::new("/")
+            .join(format!("{escape}-worktrees"))
+            .exists()
+    );
+}

@@ -102,6 +102,32 @@ fn watch_globs_and_untracked_files_count() {
 }
 
 #[test]
+fn files_git_ignores_are_no_change() {
+    let p = three_services();
+    p.write(".gitignore", "__pycache__/\n*.pyc\nsvc/api/build-output/\n");
+    p.commit("ignore build outputs");
+    // What a check or build run by hand leaves behind, in the root .gitignore and in a
+    // service's own one.
+    p.write("svc/api/__pycache__/app.cpython-311.pyc", "bytecode");
+    p.write("svc/web/lib.pyc", "bytecode");
+    p.write("svc/api/build-output/bundle.js", "x");
+    p.write("svc/worker/.gitignore", "node_modules/\n");
+    p.commit("worker ignores node_modules");
+    p.write("svc/worker/node_modules/x/index.js", "x");
+    let out = p.run(&["plan", "--since", "HEAD", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = json(&out);
+    assert!(affected(&plan).is_empty(), "{plan}");
+    for s in plan["services"].as_array().unwrap() {
+        assert_eq!(s["dirty"], false, "{s}");
+    }
+    // An untracked file git does not ignore still counts.
+    p.write("svc/api/new.txt", "x");
+    let out = p.run(&["plan", "--since", "HEAD", "--json"]);
+    assert_eq!(affected(&json(&out)), ["api"]);
+}
+
+#[test]
 fn nothing_changed_means_nothing_affected() {
     let p = three_services();
     let out = p.run(&["plan", "--since", "HEAD", "--json"]);
@@ -254,7 +280,7 @@ fn plan_shows_each_strategy_and_its_minimum_time() {
     };
     let review = row("review");
     assert!(
-        review.contains("canary") && review.contains("45m20s + manual approval"),
+        review.contains("canary") && review.contains("45m20s + manual promote"),
         "{review}"
     );
     let api = row("api");

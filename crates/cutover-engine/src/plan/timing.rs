@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use cutover_config::{Pause, ResolvedService, StrategyKind};
 
-/// The least time a deploy of a service takes, and the manual approvals it waits for.
+/// The least time a deploy of a service takes, and the manual canary pauses (ended by
+/// `cutover promote`) it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MinDuration {
     /// The timed part.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use cutover_runtime::api::client::AgentClient;
 use cutover_runtime::api::types::{DeployProgress, DeployRequest};
 
-use crate::command::{CommandSpec, run_command};
+use crate::command::{self, CommandSpec, run_command};
 use crate::event::{EventKind, Outcome, Stage};
 use crate::plan::PlannedService;
 use crate::stage::snapshot;
@@ -620,7 +620,8 @@ impl Executor {
         let _ = tokio::task::spawn_blocking(move || store.set_artifact(&svc, &rel, &art)).await;
     }
 
-    /// The service's `env` (secrets resolved) plus CUTOVER_SERVICE, CUTOVER_RELEASE, CUTOVER_ENV.
+    /// The service's `env` (secrets resolved) plus CUTOVER_SERVICE, CUTOVER_RELEASE, CUTOVER_ENV,
+    /// and the run's marks (`CUTOVER_RUN`, `CUTOVER_STATE_DIR`: see [`command::end_leftovers`]).
     fn command_env(&self, release: &str) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
             .service
@@ -634,6 +635,7 @@ impl Executor {
         env.push(("CUTOVER_SERVICE".into(), self.service.name.clone()));
         env.push(("CUTOVER_RELEASE".into(), release.to_string()));
         env.push(("CUTOVER_ENV".into(), self.env.clone()));
+        env.extend(command::run_marks(&self.release.run_id, &self.state_dir));
         env
     }
 }

@@ -35,11 +35,12 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display()), None))?;
     f.write_all(template.text.as_bytes())
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display()), None))?;
-    let ignored = ignore_state_dir(&dir);
+    let ignored = ignore_build_outputs(&dir, &template.ignores)?;
     if cli.json {
         let doc = serde_json::json!({
             "file": file.display().to_string(),
             "services": template.services,
+            "gitignore_added": ignored,
         });
         println!("{doc}");
     } else {
@@ -53,38 +54,81 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
                 template.services.join(", ")
             );
         }
-        if ignored {
-            println!("added .cutover/ to .gitignore");
+        if !ignored.is_empty() {
+            println!("added to .gitignore: {}", ignored.join(" "));
         }
         println!("next: review it, then `cutover validate` and `cutover plan`");
     }
     Ok(OK)
 }
 
-/// Adds `.cutover/` to the .gitignore next to cutover.toml when the project is in git and it
-/// is not ignored yet. Returns whether it did.
-fn ignore_state_dir(dir: &std::path::Path) -> bool {
-    if cutover_engine::plan::GitRepo::discover(dir)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        return false;
-    }
+/// Adds each of `lines` (`.cutover/` and the build outputs of the languages found) to the
+/// `.gitignore` next to cutover.toml, creating it, unless an equivalent line is there already
+/// (`x`, `x/`, `/x`, `/x/` ignore the same directory here). Returns the lines it added.
+///
+/// Without these, the first run of a check or build by hand leaves files that every later
+/// `plan` counts as changes.
+fn ignore_build_outputs<'a>(
+    dir: &std::path::Path,
+    lines: &[&'a str],
+) -> Result<Vec<&'a str>, CliError> {
     let path = dir.join(".gitignore");
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current.lines().any(|l| {
-        matches!(
-            l.trim(),
-            ".cutover" | ".cutover/" | "/.cutover" | "/.cutover/"
-        )
-    }) {
-        return false;
+    let current = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(CliError::failed(
+                format!("cannot read {}: {e}", path.display()),
+                None,
+            ));
+        }
+    };
+    let bare = |l: &str| {
+        l.trim()
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let present: Vec<String> = current.lines().map(bare).collect();
+    let added: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !present.contains(&bare(l)))
+        .collect();
+    if added.is_empty() {
+        return Ok(added);
     }
     let mut text = current;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(".cutover/\n");
-    std::fs::write(&path, text).is_ok()
+    for l in &added {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display()), None))?;
+    Ok(added)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitignore_lines_are_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".gitignore");
+        std::fs::write(&path, "/.cutover\nnode_modules").unwrap();
+        let lines = [".cutover/", "node_modules/", "__pycache__/", "*.pyc"];
+        let added = ignore_build_outputs(dir.path(), &lines).unwrap();
+        assert_eq!(added, ["__pycache__/", "*.pyc"]);
+        let again = ignore_build_outputs(dir.path(), &lines).unwrap();
+        assert!(again.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "/.cutover\nnode_modules\n__pycache__/\n*.pyc\n"
+        );
+    }
 }

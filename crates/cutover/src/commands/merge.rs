@@ -63,7 +63,11 @@ pub fn run(cli: &Cli, args: &MergeArgs) -> Result<i32, CliError> {
         None => None,
     };
     let started = chrono::Utc::now();
-    let (log_path, mut log) = context::command_log(&project, "merge", started)?;
+    let (log_path, mut log) = context::command_log(
+        &project,
+        "merge",
+        &format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
+    )?;
     let mut note = |line: &str| {
         let _ = writeln!(
             log,

@@ -62,14 +62,15 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<i32, CliError> {
     Ok(OK)
 }
 
-/// "45m40s", "0s", "30s + manual approval", "10s + 2 manual approvals".
+/// "45m40s", "0s", "30s + manual promote", "10s + 2 manual promotes" (a manual canary pause
+/// ends with `cutover promote`; approvals are the `require_approval` gate, another thing).
 fn min_time(s: &PlannedService) -> String {
     let d = std::time::Duration::try_from_secs_f64(s.min_duration_seconds)
         .unwrap_or(std::time::Duration::MAX);
     let time = cutover_config::format_duration(d);
     match s.manual_pauses {
         0 => time,
-        1 => format!("{time} + manual approval"),
-        n => format!("{time} + {n} manual approvals"),
+        1 => format!("{time} + manual promote"),
+        n => format!("{time} + {n} manual promotes"),
     }
 }

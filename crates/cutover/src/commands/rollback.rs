@@ -48,27 +48,16 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
             .iter()
             .find(|r| r.phase == ReleasePhase::Active)
             .cloned();
-        let target =
-            match &args.to {
-                Some(id) => Some(releases.iter().find(|r| &r.id == id).cloned().ok_or_else(
-                    || {
-                        let known: Vec<&str> =
-                            releases.iter().take(5).map(|r| r.id.as_str()).collect();
-                        CliError::usage(
-                            format!("release `{id}` of {name} does not exist in {}", env.name),
-                            Some(if known.is_empty() {
-                                format!("{name} has no releases in {} yet", env.name)
-                            } else {
-                                format!(
-                                    "`cutover releases {name}` lists them; newest: {}",
-                                    known.join(", ")
-                                )
-                            }),
-                        )
-                    },
-                )?),
-                None => cutover_engine::rollback::previous_active(&releases, current.as_ref()),
-            };
+        let target = match &args.to {
+            Some(id) => Some(chosen_target(
+                &releases,
+                current.as_ref(),
+                name,
+                &env.name,
+                id,
+            )?),
+            None => cutover_engine::rollback::previous_active(&releases, current.as_ref()),
+        };
         match target {
             Some(t) if current.as_ref().is_some_and(|c| c.id == t.id) => {
                 return Err(CliError::failed(
@@ -108,7 +97,8 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         started_at,
         Some(std::process::id()),
     )?;
-    let (log_path, mut log) = context::command_log(&project, "rollback", started_at)?;
+    // Named after the run, so the terminal lines and the log file say the same name.
+    let (log_path, mut log) = context::command_log(&project, "rollback", &run.id)?;
     let redactor = cutover_engine::redact::Redactor::new(secrets.values().cloned());
     let mut note = |line: &str| {
         let line = redactor.redact(line);
@@ -239,6 +229,60 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
     } else {
         summary.exit_code()
     })
+}
+
+/// The release `rollback NAME --to ID` names, when a rollback may make it ACTIVE; else a usage
+/// error (exit 2, before anything runs) whose hint lists the releases it may go back to.
+fn chosen_target(
+    releases: &[Release],
+    current: Option<&Release>,
+    name: &str,
+    env: &str,
+    id: &str,
+) -> Result<Release, CliError> {
+    let candidates: Vec<&str> = releases
+        .iter()
+        .filter(|r| cutover_engine::rollback::can_roll_back_to(r))
+        .filter(|r| current.is_none_or(|c| c.id != r.id))
+        .take(5)
+        .map(|r| r.id.as_str())
+        .collect();
+    let hint = if candidates.is_empty() {
+        format!(
+            "{name} has no release it can go back to in {env}; `cutover releases {name}` shows its history"
+        )
+    } else {
+        format!(
+            "releases {name} can go back to (newest first): {}",
+            candidates.join(", ")
+        )
+    };
+    let Some(target) = releases.iter().find(|r| r.id == id) else {
+        return Err(CliError::usage(
+            format!("release `{id}` of {name} does not exist in {env}"),
+            Some(hint),
+        ));
+    };
+    let is_current = current.is_some_and(|c| c.id == target.id);
+    if is_current || cutover_engine::rollback::can_roll_back_to(target) {
+        return Ok(target.clone());
+    }
+    let why = match target.phase {
+        ReleasePhase::Failed | ReleasePhase::RolledBack | ReleasePhase::Canceled => format!(
+            "it is {}{}",
+            target.phase.as_str(),
+            target
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        _ => format!("it never served ({})", target.phase.as_str()),
+    };
+    Err(CliError::usage(
+        format!("{name} cannot go back to {id}: {why}"),
+        Some(hint),
+    ))
 }
 
 /// `deploy --atomic` after a run where a service failed: every service the run made ACTIVE goes
