@@ -110,7 +110,9 @@ fn a_killed_agent_comes_back_by_itself_and_adopts_its_instances() {
         }),
         "the adopted instance that died was replaced"
     );
-    assert_eq!(version(port).as_deref(), Some("v1"));
+    assert!(wait_until(Duration::from_secs(5), || version(port)
+        .as_deref()
+        == Some("v1")));
     // Its output still reaches the release's log after the adoption.
     let logs = p.run(&["logs", "api"]);
     assert!(stdout(&logs).contains("adopted pid"), "{}", stdout(&logs));

@@ -97,8 +97,8 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
                     );
                 } else if stopped {
                     println!(
-                        "the agent of {} is stopped (`cutover agent stop`); `cutover agent start` \
-                         or the next deploy starts it",
+                        "no agent runs for {}: stopped by `cutover agent stop`; `cutover agent \
+                         start` or the next deploy starts it",
                         loaded.dir().display()
                     );
                 } else {
