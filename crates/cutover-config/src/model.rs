@@ -188,6 +188,8 @@ impl ResolvedEnvironment {
 /// A service with defaults, its own keys and the environment's overrides applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedService {
+    /// Where its releases run: its own `target`, else the environment's.
+    pub target: TargetKind,
     /// The service name.
     pub name: String,
     /// Source directory, relative to the project dir.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::error::UnknownEnvironment;
 use crate::model::{
     DEVELOPMENT, EnvValue, EnvironmentDecl, Health, HealthSettings, Project, ResolvedEnvironment,
-    ResolvedService, ServiceDecl, ServiceSettings,
+    ResolvedService, ServiceDecl, ServiceSettings, TargetKind,
 };
 
 impl Project {
@@ -85,7 +85,7 @@ pub(crate) fn resolve_decl(project: &Project, env: &EnvironmentDecl) -> Resolved
             if let Some(over) = env.service_overrides.get(&decl.name) {
                 merged = layer(merged, over);
             }
-            finish(decl, merged)
+            finish(decl, merged, env.target)
         })
         .collect();
     ResolvedEnvironment {
@@ -150,10 +150,11 @@ fn layer_health(base: HealthSettings, over: &HealthSettings) -> HealthSettings {
 }
 
 /// Applies the built-in defaults.
-fn finish(decl: &ServiceDecl, s: ServiceSettings) -> ResolvedService {
+fn finish(decl: &ServiceDecl, s: ServiceSettings, env_target: TargetKind) -> ResolvedService {
     let builtin = Health::default();
     let h = s.health.unwrap_or_default();
     ResolvedService {
+        target: s.target.unwrap_or(env_target),
         name: decl.name.clone(),
         path: decl.path.clone(),
         watch: decl.watch.clone(),

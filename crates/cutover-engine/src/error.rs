@@ -56,6 +56,22 @@ pub enum EngineError {
         /// Where it is used.
         used_by: String,
     },
+    /// An environment's services run on a target this build of cutover cannot drive.
+    #[error(
+        "environment `{env}` deploys to target `{target}` ({}), which this build of cutover \
+         cannot drive",
+        services.join(", ")
+    )]
+    UndrivenTarget {
+        /// The target.
+        target: String,
+        /// The environment.
+        env: String,
+        /// Its services on that target.
+        services: Vec<String>,
+        /// The targets this build drives.
+        driven: Vec<String>,
+    },
     /// An operation was refused as it stands (a dirty work tree, a branch in the way...).
     #[error("{message}")]
     Refused {
@@ -97,6 +113,11 @@ impl EngineError {
                 })
             }
             EngineError::Refused { help, .. } => help.clone(),
+            EngineError::UndrivenTarget { env, driven, .. } => Some(format!(
+                "this build drives the target(s): {}; set `target = \"local\"` in \
+                 [environments.{env}] to run it on this host",
+                driven.join(", ")
+            )),
             EngineError::MissingSecret { name, .. } => Some(format!(
                 "store it with `printf %s VALUE | cutover secrets set {name}`, or export {name} \
                  in the environment that runs cutover"
@@ -112,6 +133,7 @@ impl EngineError {
             | EngineError::Revision { .. }
             | EngineError::UnknownService { .. }
             | EngineError::Glob { .. }
+            | EngineError::UndrivenTarget { .. }
             | EngineError::MissingSecret { .. } => 2,
             _ => 1,
         }

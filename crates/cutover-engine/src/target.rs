@@ -1,4 +1,5 @@
-//! The local target: what the agent is asked to run for a release.
+//! Targets: which ones this build drives, and the local target's description of a release
+//! for the agent.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +8,30 @@ use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind};
 use cutover_runtime::api::types::{
     CanarySpec, CanaryStepSpec, EnvVar, PauseSpec, PrometheusCheck, ReleaseSpec, Strategy,
 };
+
+/// The targets this build of cutover drives. Adding a target is its implementation plus its
+/// line here; an environment whose services run on any other target is refused (exit 2)
+/// before anything runs, never run somewhere else.
+pub const DRIVEN: &[cutover_config::TargetKind] = &[cutover_config::TargetKind::Local];
+
+/// Refuses `env` when one of its services runs on a target this build cannot drive: the
+/// error names the target, the environment and the services.
+pub fn check_driven(env: &cutover_config::ResolvedEnvironment) -> Result<(), crate::EngineError> {
+    let undriven: Vec<&cutover_config::ResolvedService> = env
+        .services
+        .iter()
+        .filter(|s| !DRIVEN.contains(&s.target))
+        .collect();
+    let Some(first) = undriven.first() else {
+        return Ok(());
+    };
+    Err(crate::EngineError::UndrivenTarget {
+        target: first.target.as_str().to_string(),
+        env: env.name.clone(),
+        services: undriven.iter().map(|s| s.name.clone()).collect(),
+        driven: DRIVEN.iter().map(|t| t.as_str().to_string()).collect(),
+    })
+}
 
 /// The agent's description of `release` of `svc` (snapshot in `dir`), with secret values from
 /// `secrets` (a secret missing there is left out; callers check secrets before a run starts).

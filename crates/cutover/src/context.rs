@@ -118,9 +118,12 @@ fn load_config(dir: &Path) -> Result<Project, CliError> {
 }
 
 /// The environment named by `--env`, else the project's default.
+/// An environment whose services run on a target this build cannot drive is refused (exit 2).
 pub fn environment(cli: &Cli, project: &Project) -> Result<ResolvedEnvironment, CliError> {
     let name = cli.env.as_deref().unwrap_or_else(|| project.default_env());
-    Ok(project.resolve(name)?)
+    let env = project.resolve(name)?;
+    cutover_engine::target::check_driven(&env)?;
+    Ok(env)
 }
 
 /// Opens the release store; with `create = false`, a store that does not exist yet is None
