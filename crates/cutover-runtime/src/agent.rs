@@ -248,6 +248,8 @@ pub struct Agent {
     problems: std::sync::Mutex<BTreeMap<(String, String), (ReleaseSpec, String)>>,
     /// Fires when the agent should stop (API `stop`, SIGTERM).
     pub shutdown: CancellationToken,
+    /// Hands out the instances' internal ports (and reserves adopted ones: [`Agent::ports`]).
+    ports: crate::supervisor::Ports,
 }
 
 impl Agent {
@@ -265,6 +267,7 @@ impl Agent {
             store,
             problems: std::sync::Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
+            ports: crate::supervisor::Ports::from_env(),
         })
     }
 
@@ -295,6 +298,12 @@ impl Agent {
             .map(|(_, why)| why.clone())
     }
 
+    /// The agent's port allocator: `ports().adopt(port)` reserves the port of an instance
+    /// adopted after a restart.
+    pub fn ports(&self) -> &crate::supervisor::Ports {
+        &self.ports
+    }
+
     fn desired_path(&self) -> PathBuf {
         self.state_dir.join("agent").join("desired.json")
     }
@@ -303,6 +312,7 @@ impl Agent {
         SpawnContext {
             state_dir: self.state_dir.clone(),
             socket: self.socket.clone(),
+            ports: self.ports.clone(),
         }
     }
 

@@ -48,9 +48,10 @@ pub(super) async fn run(
             Err(e) => return Err(restore(agent, rt, &old, &new, removed, total, e).await),
         };
         let _ = progress.send(DeployProgress::Verifying);
-        if let Err(reason) = new.wait_ready(&members).await {
-            return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
-        }
+        let members = match new.wait_ready(&members).await {
+            Ok(members) => members,
+            Err(reason) => return Err(restore(agent, rt, &old, &new, removed, total, reason).await),
+        };
         for m in &members {
             m.instance.set_restart(true);
         }
@@ -129,12 +130,18 @@ async fn restore(
     if removed > 0 {
         match old.start(removed, &agent.spawn_context()) {
             Ok(back) => match old.wait_ready(&back).await {
-                Ok(()) => {
+                Ok(back) => {
                     for m in &back {
                         m.instance.set_restart(true);
                     }
                 }
                 Err(e) => {
+                    // Those it still has of the ones just started (a replaced one is in it).
+                    let back: Vec<_> = old
+                        .members()
+                        .into_iter()
+                        .filter(|m| back.iter().any(|b| b.index == m.index))
+                        .collect();
                     old.remove(&back);
                     stop_members(&back).await;
                     restored = format!(
