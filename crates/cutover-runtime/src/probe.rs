@@ -50,7 +50,7 @@ const MAX_BODY: usize = 1024 * 1024;
 /// The shortest period between probes (a zero period would spin).
 const MIN_PERIOD: Duration = Duration::from_millis(10);
 /// How soon a starting instance that refused the connection is probed again.
-pub const LISTEN_POLL: Duration = Duration::from_millis(15);
+pub const LISTEN_POLL: Duration = Duration::from_millis(10);
 /// The detail of a probe whose connection was refused.
 const REFUSED: &str = "connection refused";
 
