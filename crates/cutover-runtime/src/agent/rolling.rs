@@ -71,6 +71,11 @@ pub(super) async fn run(
             new.len()
         ));
     }
+    // At the switch every new instance is ready: one that failed since its batch fails the
+    // roll, never a release live with fewer ready instances than asked for.
+    if let Err(reason) = new.wait_ready(&new.members()).await {
+        return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
+    }
     let leftover = {
         let mut sets = rt.sets.lock().await;
         sets.next = None;
