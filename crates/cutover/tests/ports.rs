@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::runtime::{AgentGuard, app_service, app_toml, free_port, version, wait_until};
+use common::runtime::{
+    AgentGuard, app_service, app_toml, free_port, one_service, version, wait_until,
+};
 use common::{TestProject, code, json, stderr, stdout};
 
 /// Kills a process outside the instances (written to a pid file by the test app) at the end.
@@ -41,6 +43,73 @@ fn internal_ports(p: &TestProject) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// Whether some process holds the lock of internal `port` (the agent's reservation), tried as
+/// another agent of this user would.
+fn port_reserved(port: u16) -> bool {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d).join("cutover/ports"),
+        None => std::path::PathBuf::from(format!(
+            "/tmp/cutover-{}/ports",
+            nix::unistd::geteuid().as_raw()
+        )),
+    };
+    let Ok(file) = std::fs::File::open(dir.join(format!("{port}.lock"))) else {
+        return false;
+    };
+    file.try_lock().is_err()
+}
+
+fn agent_pid(p: &TestProject) -> i32 {
+    let out = p.run(&["agent", "status", "--json"]);
+    i32::try_from(json(&out)["pid"].as_i64().unwrap()).unwrap()
+}
+
+#[test]
+fn instance_ports_stay_reserved_through_an_agent_crash_and_are_released_when_stopped() {
+    let port = free_port();
+    let p = one_service(port, "instances = 2");
+    let _agent = AgentGuard(&p);
+    let out = p.run(&["deploy"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ports = internal_ports(&p);
+    assert_eq!(ports.len(), 2);
+    assert!(
+        ports.iter().all(|p| (20000..=29999).contains(p)),
+        "{ports:?}"
+    );
+    assert!(ports.iter().all(|p| port_reserved(*p)), "{ports:?}");
+
+    // kill -9: the agent's locks die with it; the agent that comes back adopts the instances
+    // and reserves their ports again.
+    let old = agent_pid(&p);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let out = p.run(&["agent", "status", "--json"]);
+            code(&out) == 0
+                && json(&out)["pid"].as_i64() != Some(i64::from(old))
+                && internal_ports(&p) == ports
+                && ports.iter().all(|p| port_reserved(*p))
+        }),
+        "the adopted instances' ports are not reserved by the new agent"
+    );
+    assert_eq!(version(port).as_deref(), Some("v1"));
+
+    // Once the instances are gone, their ports are free for anyone.
+    let out = p.run(&["down"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || ports
+            .iter()
+            .all(|p| !port_reserved(*p))),
+        "ports still reserved after down"
+    );
 }
 
 #[test]
