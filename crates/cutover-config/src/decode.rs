@@ -236,6 +236,7 @@ pub(crate) const DURATION_KEYS: &[&str] = &[
     "scale_down_delay",
     "timeout",
     "initial_delay",
+    "ready_timeout",
     "period",
     "interval",
     "max_p99_latency",

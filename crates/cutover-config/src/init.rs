@@ -272,7 +272,8 @@ fn render(project: &str, found: &[Found]) -> String {
         "# period = \"1s\"                           # default\n",
         "# timeout = \"1s\"                          # default\n",
         "# success_threshold = 1                    # default\n",
-        "# failure_threshold = 3                    # default\n",
+        "# failure_threshold = 3                    # default: failures in a row of a ready instance\n",
+        "# ready_timeout = \"60s\"                    # default: a starting instance may take this long\n",
     ));
     if found.is_empty() {
         t.push_str(concat!(

@@ -142,6 +142,8 @@ pub struct HealthSettings {
     pub success_threshold: Option<u32>,
     /// `failure_threshold`.
     pub failure_threshold: Option<u32>,
+    /// `ready_timeout`.
+    pub ready_timeout: Option<Duration>,
 }
 
 /// A declared environment.
@@ -320,7 +322,7 @@ pub enum ProbeKind {
 }
 
 /// A resolved health probe (built-in defaults: http, /health, 200, delay 0s, period 1s,
-/// timeout 1s, success 1, failure 3).
+/// timeout 1s, success 1, failure 3, ready_timeout 60s).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     /// HTTP or TCP.
@@ -339,8 +341,11 @@ pub struct Health {
     pub timeout: Duration,
     /// Consecutive successes to become ready.
     pub success_threshold: u32,
-    /// Consecutive failures to become unready.
+    /// Consecutive failures of a ready instance to take it out of the route (and restart it).
     pub failure_threshold: u32,
+    /// How long a starting instance (no passing probe yet) may take to become ready; until
+    /// then failed probes mean "not yet".
+    pub ready_timeout: Duration,
 }
 
 impl Default for Health {
@@ -355,6 +360,7 @@ impl Default for Health {
             timeout: Duration::from_secs(1),
             success_threshold: 1,
             failure_threshold: 3,
+            ready_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -435,9 +435,13 @@ pub(crate) struct RawHealth {
     /// Consecutive successes to become ready (default 1).
     #[schemars(range(min = 1))]
     pub success_threshold: Option<Sp<i64>>,
-    /// Consecutive failures to become unready (default 3).
+    /// Consecutive failures of a ready instance to take it out of the route and restart it
+    /// (default 3).
     #[schemars(range(min = 1))]
     pub failure_threshold: Option<Sp<i64>>,
+    /// How long a starting instance may take to pass its first probe; failures before that
+    /// mean "not yet" (default 60s).
+    pub ready_timeout: Option<Sp<RawDuration>>,
 }
 
 /// `canary`.

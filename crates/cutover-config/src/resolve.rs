@@ -146,6 +146,7 @@ fn layer_health(base: HealthSettings, over: &HealthSettings) -> HealthSettings {
         timeout: over.timeout.or(base.timeout),
         success_threshold: over.success_threshold.or(base.success_threshold),
         failure_threshold: over.failure_threshold.or(base.failure_threshold),
+        ready_timeout: over.ready_timeout.or(base.ready_timeout),
     }
 }
 
@@ -184,6 +185,7 @@ fn finish(decl: &ServiceDecl, s: ServiceSettings, env_target: TargetKind) -> Res
             timeout: h.timeout.unwrap_or(builtin.timeout),
             success_threshold: h.success_threshold.unwrap_or(builtin.success_threshold),
             failure_threshold: h.failure_threshold.unwrap_or(builtin.failure_threshold),
+            ready_timeout: h.ready_timeout.unwrap_or(builtin.ready_timeout),
         },
         canary: s.canary,
         smoke: s.smoke.unwrap_or_default(),
@@ -240,7 +242,7 @@ smoke = [{ path = "/web", method = "head", expect_status = 204 }]
 target = "local"
 instances = 4
 env = { C = "production" }
-health = { type = "tcp" }
+health = { type = "tcp", ready_timeout = "2m" }
 canary = { steps = [{ weight = 50 }], max_error_rate = 0 }
 
 [environments.production.services.api]
@@ -295,6 +297,11 @@ health = { period = "9s" }
         assert_eq!(h.timeout, Duration::from_secs(3));
         assert_eq!(h.kind, ProbeKind::Http);
         assert_eq!(h.failure_threshold, 3);
+        assert_eq!(
+            h.ready_timeout,
+            Duration::from_secs(60),
+            "the built-in default"
+        );
         let prod = p.resolve("production").unwrap();
         let h = &prod.service("api").unwrap().health;
         assert_eq!(
@@ -306,6 +313,7 @@ health = { period = "9s" }
             )
         );
         assert_eq!(h.path, "/ready");
+        assert_eq!(h.ready_timeout, Duration::from_secs(120));
     }
 
     #[test]

@@ -263,6 +263,12 @@ case!(
     )
 );
 case!(
+    ready_timeout_zero,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[services.api.health]\nready_timeout = \"0s\"\n"
+    )
+);
+case!(
     threshold_zero,
     &with_head(
         "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[services.api.health]\nfailure_threshold = 0\n"

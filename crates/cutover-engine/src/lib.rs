@@ -10,7 +10,8 @@
 //! - `report/`: the reporter thread and the engine-side sinks (log files, status file, store).
 //! - `redact.rs`: the one place secret values are masked.
 //! - `rollback.rs`: going back to an earlier release (`cutover rollback`, failed hooks).
-//! - `smoke.rs`: smoke tests against a service's public URL (`cutover test`, `deploy --smoke`).
+//! - `smoke.rs`: smoke tests against a service's public URL (`cutover test`, `deploy --smoke`);
+//!   `smoke_serving.rs`: `cutover test` runs them only on the ACTIVE release the agent serves.
 //! - `team/`: a branch and worktree per service, and health-gated merges.
 //!
 //! # Theory of operation
@@ -30,6 +31,7 @@ pub mod report;
 pub mod rollback;
 pub mod run;
 pub mod smoke;
+pub mod smoke_serving;
 pub mod stage;
 pub mod summary;
 pub mod target;

@@ -4,7 +4,8 @@
 //!
 //! The stages, per service, in order:
 //! 1. `health`: the health path answers its expected status (and `expect_json` subset);
-//! 2. `response_time`: that request answered within [`MAX_RESPONSE_TIME`];
+//! 2. `response_time`: that request passed stage 1 within [`MAX_RESPONSE_TIME`] (a failed
+//!    health answer fails it too);
 //! 3. `metadata`: `GET /` answers 200 with a JSON body;
 //! 4. `error_handling`: an unknown path answers 404 and `POST` on the health path answers 405;
 //! 5. `docs`: `GET /docs` answers 2xx or 3xx (redirects are not followed).
@@ -165,8 +166,13 @@ pub async fn run(target: &Target) -> ServiceReport {
         message,
     });
 
-    // 2. response time
+    // 2. response time: of a health answer that passed (a fast error is not a good time).
+    let health_passed = passed;
     let (passed, message) = match &health {
+        Ok(_) if !health_passed => (
+            false,
+            "not judged: the health answer failed (see health)".to_string(),
+        ),
         Ok(a) if a.elapsed < MAX_RESPONSE_TIME => (
             true,
             format!(
@@ -581,6 +587,38 @@ pub fn xml_escape(s: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_fast_failed_health_answer_is_not_a_good_response_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                    .await;
+            }
+        });
+        let target = Target {
+            service: "api".into(),
+            addr,
+            health_path: "/health".into(),
+            expect_status: 200,
+            expect_json: None,
+            smoke: Vec::new(),
+        };
+        let r = run(&target).await;
+        assert!(!r.checks[0].passed, "{:?}", r.checks[0]);
+        assert!(!r.checks[1].passed, "{:?}", r.checks[1]);
+        assert!(
+            r.checks[1].message.contains("health answer failed"),
+            "{:?}",
+            r.checks[1]
+        );
+    }
 
     fn report(checks: Vec<(&str, bool, &str)>) -> ServiceReport {
         ServiceReport {

@@ -268,6 +268,8 @@ pub struct Agent {
     handed: std::sync::Mutex<handover::HandedOver>,
     /// Fires when the agent should stop (API `stop`, SIGTERM).
     pub shutdown: CancellationToken,
+    /// Hands out the instances' internal ports (and reserves adopted ones: [`Agent::ports`]).
+    ports: crate::supervisor::Ports,
 }
 
 impl Agent {
@@ -286,6 +288,7 @@ impl Agent {
             problems: std::sync::Mutex::new(BTreeMap::new()),
             handed: std::sync::Mutex::new(handover::HandedOver::default()),
             shutdown: CancellationToken::new(),
+            ports: crate::supervisor::Ports::from_env(),
         })
     }
 
@@ -316,6 +319,12 @@ impl Agent {
             .map(|(_, why)| why.clone())
     }
 
+    /// The agent's port allocator: `ports().adopt(port)` reserves the port of an instance
+    /// adopted after a restart.
+    pub fn ports(&self) -> &crate::supervisor::Ports {
+        &self.ports
+    }
+
     fn desired_path(&self) -> PathBuf {
         self.state_dir.join("agent").join("desired.json")
     }
@@ -324,6 +333,7 @@ impl Agent {
         SpawnContext {
             state_dir: self.state_dir.clone(),
             socket: self.socket.clone(),
+            ports: self.ports.clone(),
         }
     }
 

@@ -6,6 +6,8 @@
 //! - `metrics.rs`: per-release request counts, errors and latency histograms.
 //! - `supervisor/`: instances (one process group each), restarts with backoff, log capture.
 //! - `probe.rs`: health probes with thresholds; an instance starts not ready.
+//! - `owner.rs`: which process holds the socket answering on a port (a probe judges only its
+//!   own instance).
 //! - `agent.rs`: release sets per service, the deploy order, recovery after a crash.
 //! - `daemon.rs`: the agent as a process: socket, stale-socket replacement, signals.
 //! - `api/`: the admin API over the Unix socket (types shared by server and client).
@@ -26,6 +28,7 @@ pub mod daemon;
 pub mod exposition;
 pub mod metrics;
 pub mod metrics_listen;
+pub mod owner;
 pub mod probe;
 pub mod promql;
 pub mod proxy;

@@ -5,10 +5,21 @@
 //! # Theory of operation
 //! Like kamal-proxy's `TargetStateAdding` and pingora's `observe_health`, an instance starts
 //! not ready and only consecutive results against the thresholds move it:
-//! `success_threshold` successes in a row make it ready (and live); after `initial_delay`,
+//! `success_threshold` successes in a row make it ready (and live). Until then it is
+//! *starting*: failures are recorded but mean "not yet" (the caller gives up after
+//! `ready_timeout`, see `agent/set.rs`). Once it was ready, after `initial_delay`,
 //! `failure_threshold` failures in a row make it neither ready nor live. Failures during
 //! `initial_delay` are recorded but not counted: it is a grace period for a slow start, not a
 //! delay before the first probe (probing starts at once, so a fast instance is ready at once).
+//!
+//! While a starting instance refuses connections (nothing listens yet), it is probed again
+//! every [`LISTEN_POLL`] instead of every `period`: a refused connect costs microseconds, and
+//! the probe that finds the port listening is the full probe, so an instance is ready as soon
+//! as it answers, not on the next period tick.
+//!
+//! A probe given an owner check ([`Probe::spawn_checked`]) runs it before a success may make
+//! the instance ready: a success from another process answering on the port is a failure with
+//! the check's reason (see `owner.rs`).
 //!
 //! Each probe opens a fresh connection (no pooled state can hide a dead instance) and is
 //! bounded by `timeout`; a hanging instance costs one timeout, never more. Probes run one at a
@@ -38,6 +49,14 @@ pub const HISTORY: usize = 10;
 const MAX_BODY: usize = 1024 * 1024;
 /// The shortest period between probes (a zero period would spin).
 const MIN_PERIOD: Duration = Duration::from_millis(10);
+/// How soon a starting instance that refused the connection is probed again.
+pub const LISTEN_POLL: Duration = Duration::from_millis(10);
+/// The detail of a probe whose connection was refused.
+const REFUSED: &str = "connection refused";
+
+/// Checks, before a success makes an instance ready, that the answer came from that instance;
+/// `Err` is the reason it did not. Runs on a blocking thread.
+pub type OwnerCheck = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +86,10 @@ pub struct ProbeStatus {
     pub consecutive_ok: u32,
     /// Counted failures in a row, up to the latest result.
     pub consecutive_failures: u32,
+    /// Has been ready at least once. Before that the instance is *starting*: its failures are
+    /// not counted against `failure_threshold`.
+    #[serde(default)]
+    pub was_ready: bool,
 }
 
 impl Default for ProbeStatus {
@@ -77,6 +100,7 @@ impl Default for ProbeStatus {
             history: Vec::new(),
             consecutive_ok: 0,
             consecutive_failures: 0,
+            was_ready: false,
         }
     }
 }
@@ -88,7 +112,8 @@ impl ProbeStatus {
     }
 
     /// Applies one result against the thresholds; `counts` is false during `initial_delay`
-    /// (a failure then does not count). Returns whether `ready` or `live` flipped.
+    /// (a failure then does not count), and a failure never counts while the instance is
+    /// starting (before it was ready once). Returns whether `ready` or `live` flipped.
     pub fn observe(
         &mut self,
         result: ProbeResult,
@@ -103,10 +128,11 @@ impl ProbeStatus {
             if self.consecutive_ok >= success_threshold.max(1) {
                 self.ready = true;
                 self.live = true;
+                self.was_ready = true;
             }
         } else {
             self.consecutive_ok = 0;
-            if counts {
+            if counts && self.was_ready {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             }
             if self.consecutive_failures >= failure_threshold.max(1) {
@@ -138,9 +164,19 @@ impl Probe {
     /// # Panics
     /// When called outside a Tokio runtime.
     pub fn spawn(health: Health, addr: SocketAddr) -> Probe {
+        Probe::spawn_checked(health, addr, None)
+    }
+
+    /// Like [`Probe::spawn`]; with `owner`, a success counts towards readiness only when
+    /// `owner` says the answer came from the instance (checked each time the instance is not
+    /// ready and a probe passes).
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn spawn_checked(health: Health, addr: SocketAddr, owner: Option<OwnerCheck>) -> Probe {
         let (tx, rx) = watch::channel(ProbeStatus::default());
         let cancel = CancellationToken::new();
-        tokio::spawn(run(health, addr, tx, cancel.clone()));
+        tokio::spawn(run(health, addr, owner, tx, cancel.clone()));
         Probe {
             status: rx,
             _stop_on_drop: cancel.clone().drop_guard(),
@@ -179,22 +215,58 @@ impl Probe {
 async fn run(
     health: Health,
     addr: SocketAddr,
+    owner: Option<OwnerCheck>,
     status: watch::Sender<ProbeStatus>,
     cancel: CancellationToken,
 ) {
     let grace_ends = Instant::now() + health.initial_delay;
     let mut ticks = tokio::time::interval(health.period.max(MIN_PERIOD));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut soon = false;
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
+        if soon {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(LISTEN_POLL) => {}
+            }
+            ticks.reset();
+        } else {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
         }
         let counts = Instant::now() >= grace_ends;
-        let result = tokio::select! {
+        let mut result = tokio::select! {
             () = cancel.cancelled() => return,
             result = check(&health, addr) => result,
         };
+        let (ready, was_ready) = {
+            let s = status.borrow();
+            (s.ready, s.was_ready)
+        };
+        if result.ok
+            && !ready
+            && let Some(owner) = &owner
+        {
+            let owner = std::sync::Arc::clone(owner);
+            let verdict = tokio::select! {
+                () = cancel.cancelled() => return,
+                v = tokio::task::spawn_blocking(move || owner()) => v,
+            };
+            match verdict {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    result.ok = false;
+                    result.detail = why;
+                }
+                Err(e) => {
+                    result.ok = false;
+                    result.detail = format!("checking who answers failed: {e}");
+                }
+            }
+        }
+        soon = !result.ok && !was_ready && result.detail == REFUSED;
         status.send_if_modified(|s| {
             s.observe(
                 result,
@@ -229,7 +301,7 @@ pub async fn check(health: &Health, addr: SocketAddr) -> ProbeResult {
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     TcpStream::connect(addr).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        std::io::ErrorKind::ConnectionRefused => REFUSED.to_string(),
         std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
         _ => format!("connect to {addr} failed: {e}"),
     })
@@ -344,15 +416,36 @@ mod tests {
     #[test]
     fn failures_in_grace_do_not_count() {
         let mut s = ProbeStatus::default();
+        s.observe(result(true), false, 1, 2);
         for _ in 0..5 {
             assert!(!s.observe(result(false), false, 1, 2));
         }
-        assert!(s.live && !s.ready);
+        assert!(s.live && s.ready);
         assert_eq!(s.consecutive_failures, 0);
         assert!(!s.observe(result(false), true, 1, 2));
         assert!(s.observe(result(false), true, 1, 2));
         assert!(!s.live && !s.ready);
-        assert_eq!(s.history.len(), 7);
+        assert_eq!(s.history.len(), 8);
+    }
+
+    #[test]
+    fn a_starting_instance_is_never_failed_by_its_probes() {
+        let mut s = ProbeStatus::default();
+        for _ in 0..100 {
+            assert!(!s.observe(result(false), true, 1, 3));
+        }
+        assert!(s.live && !s.ready && !s.was_ready, "starting, not failing");
+        assert_eq!(s.consecutive_failures, 0);
+        assert!(s.observe(result(true), true, 1, 3));
+        assert!(s.was_ready);
+        for _ in 0..2 {
+            assert!(!s.observe(result(false), true, 1, 3));
+        }
+        assert!(
+            s.observe(result(false), true, 1, 3),
+            "after it was ready, they count"
+        );
+        assert!(!s.live && !s.ready && s.was_ready);
     }
 
     #[test]

@@ -271,6 +271,7 @@ async fn expect_json_is_a_subset_match() {
 #[tokio::test]
 async fn failures_during_initial_delay_do_not_count() {
     let port = free_port().unwrap();
+    let server = Server::start(port, None);
     let began = std::time::Instant::now();
     let probe = Probe::spawn(
         Health {
@@ -280,8 +281,11 @@ async fn failures_during_initial_delay_do_not_count() {
         },
         addr(port),
     );
+    let mut rx = probe.watch();
+    wait_status(&mut rx, "ready", |s| s.ready).await;
+    server.answer("500 0 {}");
     poll_until(&probe, "failures in the grace period", |s| {
-        s.history.len() >= 4
+        s.history.iter().rev().take(3).all(|r| !r.ok)
     })
     .await;
     let status = probe.status();
@@ -292,12 +296,55 @@ async fn failures_during_initial_delay_do_not_count() {
         );
         assert_eq!(status.consecutive_failures, 0);
     }
-    let mut rx = probe.watch();
     wait_status(&mut rx, "not live after the grace period", |s| !s.live).await;
     assert!(
         began.elapsed() >= Duration::from_millis(1500),
         "not live before the grace period ended"
     );
+}
+
+#[tokio::test]
+async fn a_starting_instance_stays_live_and_is_probed_soon_while_refusing() {
+    let port = free_port().unwrap();
+    let probe = Probe::spawn(
+        Health {
+            failure_threshold: 1,
+            ..health(1000)
+        },
+        addr(port),
+    );
+    // A one-second period, but refusals are retried every few milliseconds.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = probe.status();
+    assert!(
+        status.history.len() >= 5,
+        "refused probes of a starting instance waited for the period: {status:#?}"
+    );
+    assert!(status.live && !status.ready, "starting, not failed");
+    assert_eq!(status.consecutive_failures, 0);
+
+    // It answers: ready well before the next period tick would have come.
+    let _server = Server::start(port, None);
+    let mut rx = probe.watch();
+    wait_status(&mut rx, "ready", |s| s.ready).await;
+}
+
+#[tokio::test]
+async fn an_owner_check_that_fails_keeps_the_instance_not_ready_with_its_reason() {
+    let port = free_port().unwrap();
+    let _server = Server::start(port, None);
+    let probe = Probe::spawn_checked(
+        health(50),
+        addr(port),
+        Some(std::sync::Arc::new(|| {
+            Err("port P is held by pid X (y), not by instance 0".into())
+        })),
+    );
+    poll_until(&probe, "the owner's reason", |s| {
+        last_detail(s) == "port P is held by pid X (y), not by instance 0"
+    })
+    .await;
+    assert!(!probe.status().ready);
 }
 
 #[tokio::test]

@@ -128,9 +128,15 @@ fn a_failing_health_check_or_crash_keeps_the_old_release_serving() {
     assert_eq!(code(&p.run(&["deploy"])), 0);
     let mut load = Load::start(port, 4);
 
-    // Answers 500 on /health: never ready; fails after failure_threshold × period.
+    // Answers 500 on /health: never ready; fails once ready_timeout is over, quoting the
+    // last probe.
     p.write("svc/api/VERSION", "v2");
     p.write("svc/api/unhealthy", "");
+    let toml = p.read("cutover.toml").replace(
+        "failure_threshold = 30 }",
+        "failure_threshold = 30, ready_timeout = \"2s\" }",
+    );
+    p.write("cutover.toml", &toml);
     p.commit("v2 unhealthy");
     let started = Instant::now();
     let out = p.run(&["deploy", "--json"]);
@@ -141,8 +147,12 @@ fn a_failing_health_check_or_crash_keeps_the_old_release_serving() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(reason.contains("never became healthy"), "{reason}");
-    assert!(reason.contains("status 500"), "{reason}");
+    assert!(
+        reason.contains(
+            "was not ready within 2s (ready_timeout); last probe: status 500, expected 200"
+        ),
+        "{reason}"
+    );
     assert_eq!(version(port).as_deref(), Some("v1"));
 
     // Crashes at start: fails at once, with its output.

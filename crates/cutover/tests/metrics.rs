@@ -81,6 +81,11 @@ fn dora_numbers_match_a_history_with_a_failure_and_its_restore() {
     // 2. v2, committed 2h ago, never gets healthy: the deploy fails at verify.
     app_service(&p, "svc/api", "v2");
     p.write("svc/api/unhealthy", "");
+    let toml = p.read("cutover.toml").replace(
+        "failure_threshold = 30 }",
+        "failure_threshold = 30, ready_timeout = \"2s\" }",
+    );
+    p.write("cutover.toml", &toml);
     commit_at(&p, "v2 broken", c2);
     let (rc, b2, a2) = deploy(&p);
     assert_eq!(rc, 1);

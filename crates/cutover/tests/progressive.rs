@@ -380,9 +380,15 @@ fn a_rolling_update_under_load_fails_no_request_and_a_bad_instance_stops_it() {
     assert_eq!(status["services"][0]["instances"]["ready"], 3, "{status}");
     assert_eq!(status["services"][0]["instances"]["desired"], 3, "{status}");
 
-    // v3 never becomes healthy: the roll stops and v2 keeps its three instances.
+    // v3 never becomes healthy (within its ready_timeout): the roll stops and v2 keeps its
+    // three instances.
     p.write("svc/api/VERSION", "v3");
     p.write("svc/api/unhealthy", "");
+    let toml = p.read("cutover.toml").replace(
+        "failure_threshold = 30 }",
+        "failure_threshold = 30, ready_timeout = \"3s\" }",
+    );
+    p.write("cutover.toml", &toml);
     p.commit("v3 sick");
     let (exit, doc, _) = finish(deploy_in_background(&p, &[]));
     load.stop();

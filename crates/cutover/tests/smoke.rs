@@ -240,7 +240,7 @@ fn cutover_test_passes_a_good_service_and_names_every_failure_of_the_others() {
         health["message"]
             .as_str()
             .unwrap()
-            .contains("connection refused"),
+            .contains("ghost has no ACTIVE release in development"),
         "{health}"
     );
     assert_eq!(report["services"][2]["checks"].as_array().unwrap().len(), 5);
@@ -324,9 +324,32 @@ fn cutover_test_refuses_unknown_services_and_unwritable_junit() {
     let out = p.run(&["test", "api"]);
     assert_eq!(code(&out), 1);
     assert!(
-        stdout(&out).contains("connection refused"),
+        stdout(&out).contains("agent does not run"),
         "{}",
         stdout(&out)
+    );
+    // Another program answering on the service's port, healthy as can be, is not the service.
+    let dir = p.path().join("svc/api");
+    let mut impostor = std::process::Command::new("python3")
+        .arg("app.py")
+        .current_dir(&dir)
+        .env("PORT", port.to_string())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || version(port).is_some()));
+    let out = p.run(&["test", "api", "--json"]);
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let report = json(&out);
+    let health = check(&report, "api", "health");
+    assert_eq!(health["passed"], false, "{health}");
+    assert!(
+        health["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent does not run"),
+        "{health}"
     );
 }
 

@@ -151,6 +151,7 @@ fn health(cx: &mut Ctx<'_>, h: &RawHealth) -> HealthSettings {
         failure_threshold: cx
             .int(&h.failure_threshold, "failure_threshold", "", 1, 1_000)
             .and_then(|n| u32::try_from(n).ok()),
+        ready_timeout: cx.duration(&h.ready_timeout, "ready_timeout", true),
     }
 }
 

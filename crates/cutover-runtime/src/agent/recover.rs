@@ -299,7 +299,7 @@ impl Agent {
             }
         }
         match set.wait_ready(&members).await {
-            Ok(()) => {
+            Ok(_) => {
                 let (tx, _rx) = mpsc::unbounded_channel();
                 let mut sets = rt.sets.lock().await;
                 self.switch(&rt, &mut sets, set.clone(), &tx);

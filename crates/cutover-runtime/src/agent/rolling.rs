@@ -48,9 +48,10 @@ pub(super) async fn run(
             Err(e) => return Err(restore(agent, rt, &old, &new, removed, total, e).await),
         };
         let _ = progress.send(DeployProgress::Verifying);
-        if let Err(reason) = new.wait_ready(&members).await {
-            return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
-        }
+        let members = match new.wait_ready(&members).await {
+            Ok(members) => members,
+            Err(reason) => return Err(restore(agent, rt, &old, &new, removed, total, reason).await),
+        };
         for m in &members {
             m.instance.set_restart(true);
         }
@@ -69,6 +70,11 @@ pub(super) async fn run(
             new.spec.release,
             new.len()
         ));
+    }
+    // At the switch every new instance is ready: one that failed since its batch fails the
+    // roll, never a release live with fewer ready instances than asked for.
+    if let Err(reason) = new.wait_ready(&new.members()).await {
+        return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
     }
     let leftover = {
         let mut sets = rt.sets.lock().await;
@@ -129,12 +135,18 @@ async fn restore(
     if removed > 0 {
         match old.start(removed, &agent.spawn_context()) {
             Ok(back) => match old.wait_ready(&back).await {
-                Ok(()) => {
+                Ok(back) => {
                     for m in &back {
                         m.instance.set_restart(true);
                     }
                 }
                 Err(e) => {
+                    // Those it still has of the ones just started (a replaced one is in it).
+                    let back: Vec<_> = old
+                        .members()
+                        .into_iter()
+                        .filter(|m| back.iter().any(|b| b.index == m.index))
+                        .collect();
                     old.remove(&back);
                     stop_members(&back).await;
                     restored = format!(

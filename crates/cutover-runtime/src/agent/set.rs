@@ -2,6 +2,12 @@
 //!
 //! Its members can grow and shrink (a rolling update adds new instances and removes old ones a
 //! batch at a time); everything else about the set is fixed by its [`ReleaseSpec`].
+//!
+//! Each member holds the lease of its internal port (from the agent's [`Ports`]) until it is
+//! stopped or dropped, and its probe checks that the socket answering there is the member's
+//! own before it calls it ready. A member that exits during its first readiness because its
+//! port was taken after all ("Address already in use") is replaced by one on another port, a
+//! few times at most, instead of failing the deploy or restarting on the same port.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,12 +15,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use cutover_config::format_duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::AGENT_MARK;
 use crate::api::types::ReleaseSpec;
-use crate::probe::Probe;
-use crate::supervisor::{Instance, InstanceSpec, InstanceState, RestartPolicy, free_port};
+use crate::probe::{OwnerCheck, Probe};
+use crate::supervisor::{Instance, InstanceSpec, InstanceState, PortLease, Ports, RestartPolicy};
 
 /// The variable carrying an instance's index (read back when a restarted agent adopts it).
 pub(crate) const INSTANCE_VAR: &str = "CUTOVER_INSTANCE";
@@ -23,6 +31,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest a wait for readiness goes between two looks at the instances (it is woken by
 /// their watch channels first).
 const WAIT_EVERY: Duration = Duration::from_millis(500);
+/// How many times one wait for readiness replaces a member whose port was taken.
+const PORT_RETRIES: u32 = 3;
 
 /// Where instances log and how they are marked as this agent's.
 #[derive(Debug, Clone)]
@@ -31,6 +41,8 @@ pub(crate) struct SpawnContext {
     pub(crate) state_dir: PathBuf,
     /// The agent's socket (the value of [`AGENT_MARK`]).
     pub(crate) socket: PathBuf,
+    /// The agent's port allocator.
+    pub(crate) ports: Ports,
 }
 
 /// One running instance with its probe.
@@ -39,17 +51,34 @@ pub(crate) struct Member {
     pub(crate) port: u16,
     pub(crate) instance: Instance,
     pub(crate) probe: Probe,
+    /// When it was started (its `ready_timeout` counts from here).
+    started: Instant,
+    /// The port's lease, given back once the instance is stopped (or with the member).
+    lease: Mutex<Option<PortLease>>,
 }
 
 impl Member {
-    /// A member for `instance`, probed on its port from now on.
-    fn new(index: u32, port: u16, instance: Instance, health: &cutover_config::Health) -> Member {
-        let probe = Probe::spawn(health.clone(), SocketAddr::from(([127, 0, 0, 1], port)));
+    /// A member for `instance`, probed on its port from now on (a probe that checks the
+    /// answering socket is the instance's own), holding `lease` until it is stopped.
+    fn new(
+        index: u32,
+        port: u16,
+        instance: Instance,
+        health: &cutover_config::Health,
+        lease: Option<PortLease>,
+    ) -> Member {
+        let probe = Probe::spawn_checked(
+            health.clone(),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Some(owner_check(&instance, port, index)),
+        );
         Member {
             index,
             port,
             instance,
             probe,
+            started: Instant::now(),
+            lease: Mutex::new(lease),
         }
     }
 
@@ -64,6 +93,19 @@ impl Member {
     async fn stop(&self) {
         self.probe.stop();
         self.instance.stop(STOP_GRACE).await;
+        // The process group is gone: the port may be handed out again.
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Whether its last output says it could not bind its port.
+    fn port_taken(&self) -> bool {
+        self.instance.last_lines(20).iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("address already in use") || l.contains("eaddrinuse")
+        })
     }
 }
 
@@ -72,6 +114,8 @@ pub(crate) struct ReleaseSet {
     pub(crate) spec: ReleaseSpec,
     members: Mutex<Vec<Arc<Member>>>,
     next_index: AtomicU32,
+    /// The context of the last [`ReleaseSet::start`], for replacing a member.
+    ctx: Mutex<Option<SpawnContext>>,
 }
 
 impl ReleaseSet {
@@ -81,6 +125,7 @@ impl ReleaseSet {
             spec,
             members: Mutex::new(Vec::new()),
             next_index: AtomicU32::new(0),
+            ctx: Mutex::new(None),
         }
     }
 
@@ -116,28 +161,73 @@ impl ReleaseSet {
 
     /// Starts `n` more instances (restarts off until [`ReleaseSet::set_restart`]); returns them.
     pub(crate) fn start(&self, n: u32, ctx: &SpawnContext) -> Result<Vec<Arc<Member>>, String> {
-        let spec = &self.spec;
+        *self.ctx.lock().unwrap_or_else(PoisonError::into_inner) = Some(ctx.clone());
         let mut started = Vec::new();
         for _ in 0..n {
             let index = self.next_index.fetch_add(1, Ordering::SeqCst);
-            let port = match free_port() {
-                Ok(p) => p,
+            match self.spawn_member(index, ctx) {
+                Ok(m) => started.push(m),
                 Err(e) => {
                     self.lock().extend(started.iter().cloned());
-                    return Err(format!("no free port for an instance: {e}"));
+                    return Err(e);
                 }
-            };
-            let instance = Instance::spawn(
-                self.instance_spec(index, port, ctx),
-                RestartPolicy {
-                    restart: false,
-                    ..RestartPolicy::default()
-                },
-            );
-            started.push(Arc::new(Member::new(index, port, instance, &spec.health)));
+            }
         }
         self.lock().extend(started.iter().cloned());
         Ok(started)
+    }
+
+    /// One instance numbered `index` on a newly leased port, with its probe (not yet a member).
+    fn spawn_member(&self, index: u32, ctx: &SpawnContext) -> Result<Arc<Member>, String> {
+        let spec = &self.spec;
+        let lease = ctx
+            .ports
+            .allocate()
+            .map_err(|e| format!("no port for instance {index} of {}: {e}", spec.service))?;
+        let port = lease.port();
+        let instance = Instance::spawn(
+            self.instance_spec(index, port, ctx),
+            RestartPolicy {
+                restart: false,
+                ..RestartPolicy::default()
+            },
+        );
+        Ok(Arc::new(Member::new(
+            index,
+            port,
+            instance,
+            &spec.health,
+            Some(lease),
+        )))
+    }
+
+    /// Stops `old` (its port was taken) and puts a new instance with the same index on another
+    /// port in its place.
+    async fn replace(&self, old: &Arc<Member>) -> Result<Arc<Member>, String> {
+        let ctx = self
+            .ctx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| "the set was never started".to_string())?;
+        old.stop().await;
+        let new = self.spawn_member(old.index, &ctx)?;
+        let replaced = {
+            let mut members = self.lock();
+            let at = members.iter().position(|m| Arc::ptr_eq(m, old));
+            if let Some(i) = at {
+                members[i] = Arc::clone(&new);
+            }
+            at.is_some()
+        };
+        if !replaced {
+            new.stop().await;
+            return Err(format!(
+                "instance {} of {} left its set while it was being moved to another port",
+                old.index, self.spec.service
+            ));
+        }
+        Ok(new)
     }
 
     /// What instance `index` of this release runs, on `port`.
@@ -178,11 +268,24 @@ impl ReleaseSet {
     }
 
     /// Takes over instances of this release that an earlier agent started (`(index, port,
-    /// pid)` each), restarts on; returns them.
+    /// pid)` each), restarts on; returns them. Each keeps its port, reserved again in the
+    /// agent's port table and lock (a port it cannot reserve is logged, and kept anyway: the
+    /// instance listens there).
     pub(crate) fn adopt(&self, found: &[(u32, u16, u32)], ctx: &SpawnContext) -> Vec<Arc<Member>> {
+        *self.ctx.lock().unwrap_or_else(PoisonError::into_inner) = Some(ctx.clone());
         let mut adopted = Vec::new();
         for &(index, port, pid) in found {
             self.next_index.fetch_max(index + 1, Ordering::SeqCst);
+            let lease = match ctx.ports.adopt(port) {
+                Ok(lease) => Some(lease),
+                Err(e) => {
+                    super::log(&format!(
+                        "{}/{} {}: instance {index} keeps port {port} unreserved: {e}",
+                        self.spec.env, self.spec.service, self.spec.release
+                    ));
+                    None
+                }
+            };
             let instance = Instance::adopt(
                 self.instance_spec(index, port, ctx),
                 RestartPolicy::default(),
@@ -193,6 +296,7 @@ impl ReleaseSet {
                 port,
                 instance,
                 &self.spec.health,
+                lease,
             )));
         }
         self.lock().extend(adopted.iter().cloned());
@@ -226,10 +330,44 @@ impl ReleaseSet {
         stop_members(&members).await;
     }
 
-    /// Waits until every one of `members` is ready, or says why one never will be. Woken by
-    /// the probes' and instances' watch channels, so a flip is seen at once (an exit fails at
+    /// Waits until every one of `members` is ready, or says why one never will be; returns
+    /// the members then (one whose port was taken has been replaced by another). Woken by the
+    /// probes' and instances' watch channels, so a flip is seen at once (an exit fails at
     /// once).
-    pub(crate) async fn wait_ready(&self, members: &[Arc<Member>]) -> Result<(), String> {
+    ///
+    /// A member is *starting* until its first passing probe: failed probes then mean "not
+    /// yet", and it fails only by exiting or by not being ready within the health's
+    /// `ready_timeout`.
+    pub(crate) async fn wait_ready(
+        &self,
+        members: &[Arc<Member>],
+    ) -> Result<Vec<Arc<Member>>, String> {
+        let mut members = members.to_vec();
+        let mut retries = 0;
+        loop {
+            match self.wait_once(&members).await {
+                Verdict::Ready => return Ok(members),
+                Verdict::Failed(why) => return Err(why),
+                Verdict::PortTaken(i) if retries < PORT_RETRIES => {
+                    retries += 1;
+                    let old = Arc::clone(&members[i]);
+                    super::log(&format!(
+                        "{}/{} {}: instance {} could not bind port {}; moving it to another port",
+                        self.spec.env, self.spec.service, self.spec.release, old.index, old.port
+                    ));
+                    members[i] = self.replace(&old).await?;
+                }
+                Verdict::PortTaken(i) => {
+                    let what =
+                        format!("could not bind its port ({} ports tried)", PORT_RETRIES + 1);
+                    return Err(self.reason(&members[i], &what));
+                }
+            }
+        }
+    }
+
+    /// Waits until `members` are decided.
+    async fn wait_once(&self, members: &[Arc<Member>]) -> Verdict {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let mut forwarders = Vec::new();
         for m in members {
@@ -249,13 +387,22 @@ impl ReleaseSet {
             }));
         }
         drop(tx);
+        let ready_timeout = self.spec.health.ready_timeout;
         let verdict = loop {
             match self.readiness(members) {
                 Some(v) => break v,
                 None => {
                     // A missed notification cannot stall the wait: look again at least every
-                    // half second.
-                    let _ = tokio::time::timeout(WAIT_EVERY, rx.recv()).await;
+                    // half second, and when the first `ready_timeout` runs out.
+                    let next_deadline = members
+                        .iter()
+                        .map(|m| {
+                            (m.started + ready_timeout).saturating_duration_since(Instant::now())
+                        })
+                        .min()
+                        .unwrap_or(WAIT_EVERY);
+                    let wait = WAIT_EVERY.min(next_deadline + Duration::from_millis(1));
+                    let _ = tokio::time::timeout(wait, rx.recv()).await;
                 }
             }
         };
@@ -265,32 +412,54 @@ impl ReleaseSet {
         verdict
     }
 
-    /// `Some(Ok)` when every member is ready, `Some(Err(why))` when one never will be, `None`
-    /// while undecided.
-    fn readiness(&self, members: &[Arc<Member>]) -> Option<Result<(), String>> {
+    /// `Some(Ready)` when every member is ready, `Some(Failed(why))` when one never will be,
+    /// `Some(PortTaken(i))` when member `i` exited because its port was taken, `None` while
+    /// undecided.
+    fn readiness(&self, members: &[Arc<Member>]) -> Option<Verdict> {
         let mut ready = 0;
-        for m in members {
+        let ready_timeout = self.spec.health.ready_timeout;
+        for (i, m) in members.iter().enumerate() {
             match m.instance.state() {
                 InstanceState::Exited { code, signal, .. } => {
+                    if m.port_taken() {
+                        return Some(Verdict::PortTaken(i));
+                    }
                     let how = match (code, signal) {
                         (Some(c), _) => format!("exited with code {c}"),
                         (_, Some(s)) => format!("was killed by signal {s}"),
                         _ => "exited".to_string(),
                     };
-                    return Some(Err(self.reason(m, &format!("{how} before it became ready"))));
+                    let why = self.reason(m, &format!("{how} before it became ready"));
+                    return Some(Verdict::Failed(why));
                 }
                 InstanceState::Stopped => {
-                    return Some(Err(self.reason(m, "was stopped before it became ready")));
+                    let why = self.reason(m, "was stopped before it became ready");
+                    return Some(Verdict::Failed(why));
                 }
                 _ => {}
             }
             if m.probe.ready() {
                 ready += 1;
             } else if !m.probe.live() {
-                return Some(Err(self.reason(m, "never became healthy")));
+                let why = self.reason(m, "was ready, then failed its probes");
+                return Some(Verdict::Failed(why));
+            } else if m.started.elapsed() >= ready_timeout {
+                let last = m
+                    .probe
+                    .status()
+                    .last()
+                    .map_or_else(|| "none yet".to_string(), |r| r.detail.clone());
+                let why = self.reason(
+                    m,
+                    &format!(
+                        "was not ready within {} (ready_timeout); last probe: {last}",
+                        format_duration(ready_timeout)
+                    ),
+                );
+                return Some(Verdict::Failed(why));
             }
         }
-        (ready == members.len()).then_some(Ok(()))
+        (ready == members.len()).then_some(Verdict::Ready)
     }
 
     /// "instance 0 of api (release R, port P) exited with code 1 ...; last probes: ...; last log
@@ -316,6 +485,27 @@ impl ReleaseSet {
         }
         out
     }
+}
+
+/// How a wait for readiness ended.
+enum Verdict {
+    Ready,
+    Failed(String),
+    /// The member at this position exited because its port was taken.
+    PortTaken(usize),
+}
+
+/// The owner check of an instance's probe: the socket answering on `port` must belong to the
+/// instance's process group.
+fn owner_check(instance: &Instance, port: u16, index: u32) -> OwnerCheck {
+    let state = instance.watch();
+    Arc::new(move || {
+        let pid = match *state.borrow() {
+            InstanceState::Running { pid, .. } => pid,
+            _ => return Err(format!("instance {index} is not running")),
+        };
+        crate::owner::check(port, pid, &format!("instance {index}"))
+    })
 }
 
 /// Stops `members`, all at once.

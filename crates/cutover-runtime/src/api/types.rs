@@ -406,6 +406,9 @@ mod health_serde {
         timeout_ms: u64,
         success_threshold: u32,
         failure_threshold: u32,
+        /// Absent from an older agent's desired state: the built-in default then.
+        #[serde(default)]
+        ready_timeout_ms: Option<u64>,
     }
 
     fn ms(d: Duration) -> u64 {
@@ -423,6 +426,7 @@ mod health_serde {
             timeout_ms: ms(h.timeout),
             success_threshold: h.success_threshold,
             failure_threshold: h.failure_threshold,
+            ready_timeout_ms: Some(ms(h.ready_timeout)),
         }
         .serialize(s)
     }
@@ -443,6 +447,9 @@ mod health_serde {
             timeout: Duration::from_millis(w.timeout_ms),
             success_threshold: w.success_threshold,
             failure_threshold: w.failure_threshold,
+            ready_timeout: w
+                .ready_timeout_ms
+                .map_or(Health::default().ready_timeout, Duration::from_millis),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! - `instance.rs`: [`Instance`], a handle that sends controls to the task owning the child.
 //! - `backoff.rs`: restart delays (`initial · 2^k`, capped) and crash-loop detection.
 //! - `logs.rs`: stdout/stderr into the release's log file and an in-memory ring of lines.
+//! - `ports.rs`: internal ports from a reserved range, leased per instance, locked per host.
 //!
 //! # Theory of operation
 //! Each instance runs `sh -c <run>` in the release snapshot, in a process group of its own.
@@ -24,6 +25,7 @@
 mod backoff;
 mod instance;
 mod logs;
+mod ports;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use chrono::{DateTime, Utc};
 
 pub use instance::{Instance, OUTPUT_FD, RESTART_GRACE, process_alive};
 pub use logs::RING_LINES;
+pub use ports::{DEFAULT_RANGE, PortError, PortLease, Ports, RANGE_VAR, default_lock_dir};
 
 /// What one instance runs, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,12 +135,11 @@ impl Default for RestartPolicy {
     }
 }
 
-/// An unused TCP port on 127.0.0.1, for an instance's `PORT`.
+/// An unused TCP port on 127.0.0.1 from the kernel's ephemeral range, for tests and tools.
 ///
-/// Binds port 0, reads the port the kernel chose and closes the socket. Another process may
-/// take the port between this call and the instance binding it; the window is small (the
-/// kernel hands out ephemeral ports in rotation), and an instance that fails to bind exits,
-/// which the supervisor reports like any crash.
+/// Binds port 0, reads the port the kernel chose and closes the socket: another process may
+/// take the port before it is used. The agent never uses this for instances: their ports come
+/// from [`Ports`], which reserves them.
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())

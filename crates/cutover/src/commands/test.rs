@@ -1,11 +1,14 @@
 //! `cutover test [SERVICES] [--junit FILE]`: smoke tests against each service's public URL,
 //! a pass/fail table (or `--json`), JUnit XML, and `.cutover/logs/tests/test-<ts>.log`.
+//! A service whose ACTIVE release the agent does not serve is not tested: its checks fail with
+//! that reason (`smoke_serving`).
 
 use std::io::Write;
 
 use chrono::{SecondsFormat, Utc};
 use cutover_engine::redact::Redactor;
 use cutover_engine::smoke::{self, ServiceReport, Target};
+use cutover_engine::smoke_serving;
 
 use crate::cli::{Cli, TestArgs};
 use crate::context;
@@ -66,7 +69,43 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
 
     let started = Utc::now();
     let runtime = context::runtime()?;
-    let mut reports = runtime.block_on(smoke::run_all(&targets));
+    // Who serves each service: only the ACTIVE release, served by the agent, is tested.
+    let agent = match context::agent(&project, false)? {
+        Some(client) => runtime.block_on(client.status()).ok(),
+        None => None,
+    };
+    let store = context::store(&project, false)?;
+    let mut verdicts = Vec::new();
+    for t in &targets {
+        let active = match &store {
+            Some(store) => store
+                .active_release(&t.service, &env.name)
+                .map_err(|e| CliError::failed(format!("cannot read the release store: {e}"), None))?
+                .map(|r| r.id),
+            None => None,
+        };
+        verdicts.push(smoke_serving::judge(
+            agent.as_ref(),
+            &env.name,
+            &t.service,
+            active.as_deref(),
+        ));
+    }
+    let served: Vec<Target> = targets
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.is_ok())
+        .map(|(t, _)| t.clone())
+        .collect();
+    let mut tested = runtime.block_on(smoke::run_all(&served)).into_iter();
+    let mut reports: Vec<ServiceReport> = targets
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(t, v)| match v {
+            Ok(()) => tested.next(),
+            Err(why) => Some(smoke_serving::unserved(t, why)),
+        })
+        .collect();
     for r in &mut reports {
         for c in &mut r.checks {
             redactor.redact_in_place(&mut c.message);
