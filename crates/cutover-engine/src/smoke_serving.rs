@@ -103,6 +103,7 @@ mod tests {
                 numbers: None,
                 canary: None,
                 problem: None,
+                deploying: None,
             }],
             deploys: Vec::new(),
         }
