@@ -585,7 +585,7 @@ impl Agent {
         spec: ReleaseSpec,
         progress: &mpsc::UnboundedSender<DeployProgress>,
     ) -> Result<(), DeployError> {
-        let set = Arc::new(self.start_verified(spec, progress).await?);
+        let set = self.start_verified(spec, progress).await?;
         let mut sets = rt.sets.lock().await;
         self.switch(rt, &mut sets, set, progress);
         Ok(())
@@ -597,11 +597,11 @@ impl Agent {
         &self,
         spec: ReleaseSpec,
         progress: &mpsc::UnboundedSender<DeployProgress>,
-    ) -> Result<ReleaseSet, DeployError> {
+    ) -> Result<Arc<ReleaseSet>, DeployError> {
         let _ = progress.send(DeployProgress::Starting {
             instances: spec.instances,
         });
-        let set = ReleaseSet::new(spec);
+        let set = Arc::new(ReleaseSet::new(spec));
         let started = set.start(set.spec.instances.max(1), &self.spawn_context());
         let members = match started {
             Ok(m) => m,
@@ -611,7 +611,10 @@ impl Agent {
             }
         };
         let _ = progress.send(DeployProgress::Verifying);
-        if let Err(reason) = set.wait_ready(&members).await {
+        let reporting = set::report_starting(set.clone(), progress.clone());
+        let ready = set.wait_ready(&members).await;
+        drop(reporting);
+        if let Err(reason) = ready {
             set.stop().await;
             return Err(DeployError::Failed(reason));
         }

@@ -131,6 +131,12 @@ fn a_slow_starter_deploys_with_the_default_health_settings() {
     let out = p.run(&["deploy", "--json"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(version(port).as_deref(), Some("v1"));
+    // While it started, the terminal said who was still starting, for how long and why.
+    let err = stderr(&out);
+    assert!(
+        err.contains("still starting: instance 0 starting for 2s (of 60s ready_timeout, last probe: connection refused)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -658,6 +658,23 @@ fn progress_message(step: &DeployProgress) -> Option<String> {
         DeployProgress::Batch { replaced, total } => {
             Some(format!("{replaced}/{total} instances replaced"))
         }
+        DeployProgress::Waiting { starting } => {
+            let each: Vec<String> = starting
+                .iter()
+                .map(|s| {
+                    let probe = s
+                        .last_probe
+                        .as_deref()
+                        .map(|p| format!(", last probe: {p}"))
+                        .unwrap_or_default();
+                    format!(
+                        "instance {} starting for {}s (of {}s ready_timeout{probe})",
+                        s.index, s.seconds, s.ready_timeout_seconds
+                    )
+                })
+                .collect();
+            Some(format!("still starting: {}", each.join("; ")))
+        }
         _ => None,
     }
 }

@@ -42,7 +42,7 @@ pub(super) async fn run(
     c: CanarySpec,
     progress: &mpsc::UnboundedSender<DeployProgress>,
 ) -> Result<(), DeployError> {
-    let canary = Arc::new(agent.start_verified(spec, progress).await?);
+    let canary = agent.start_verified(spec, progress).await?;
     canary.set_restart(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
     rt.set_control(Some(tx));

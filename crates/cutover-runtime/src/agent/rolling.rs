@@ -48,7 +48,10 @@ pub(super) async fn run(
             Err(e) => return Err(restore(agent, rt, &old, &new, removed, total, e).await),
         };
         let _ = progress.send(DeployProgress::Verifying);
-        let members = match new.wait_ready(&members).await {
+        let reporting = super::set::report_starting(new.clone(), progress.clone());
+        let ready = new.wait_ready(&members).await;
+        drop(reporting);
+        let members = match ready {
             Ok(members) => members,
             Err(reason) => return Err(restore(agent, rt, &old, &new, removed, total, reason).await),
         };

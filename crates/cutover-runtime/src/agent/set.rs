@@ -508,6 +508,56 @@ fn owner_check(instance: &Instance, port: u16, index: u32) -> OwnerCheck {
     })
 }
 
+/// How often a wait for readiness says who is still starting.
+const REPORT_STARTING_EVERY: Duration = Duration::from_secs(2);
+
+/// While the returned guard lives, sends [`DeployProgress::Waiting`] every
+/// [`REPORT_STARTING_EVERY`] with the instances of `set` that are not ready yet: how long they
+/// have been starting and their latest probe result (the terminal shows who is slow, and why).
+pub(crate) fn report_starting(
+    set: Arc<ReleaseSet>,
+    progress: mpsc::UnboundedSender<crate::api::types::DeployProgress>,
+) -> tokio_util::sync::DropGuard {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(REPORT_STARTING_EVERY) => {}
+            }
+            let now = chrono::Utc::now();
+            let starting: Vec<crate::api::types::StartingInstance> = set
+                .members()
+                .iter()
+                .filter(|m| !m.ready())
+                .map(|m| {
+                    let since = match m.instance.state() {
+                        InstanceState::Running { since, .. } => Some(since),
+                        _ => None,
+                    };
+                    crate::api::types::StartingInstance {
+                        index: m.index,
+                        seconds: since
+                            .and_then(|s| (now - s).to_std().ok())
+                            .map_or(0, |d| d.as_secs()),
+                        last_probe: m.probe.status().last().map(|r| r.detail.clone()),
+                        ready_timeout_seconds: set.spec.health.ready_timeout.as_secs(),
+                    }
+                })
+                .collect();
+            if !starting.is_empty()
+                && progress
+                    .send(crate::api::types::DeployProgress::Waiting { starting })
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    guard
+}
+
 /// Stops `members`, all at once.
 pub(crate) async fn stop_members(members: &[Arc<Member>]) {
     let mut stops = tokio::task::JoinSet::new();

@@ -151,6 +151,11 @@ pub enum DeployProgress {
     },
     /// Probes are deciding.
     Verifying,
+    /// Instances still starting (not ready yet), every few seconds while the wait lasts.
+    Waiting {
+        /// Each instance not ready yet.
+        starting: Vec<StartingInstance>,
+    },
     /// The route now sends all traffic to the release (confirmed).
     Switched {
         /// The route generation applied.
@@ -191,6 +196,20 @@ pub enum DeployProgress {
         /// Why, with the numbers.
         reason: String,
     },
+}
+
+/// An instance that has not passed its first probe yet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StartingInstance {
+    /// Its index.
+    pub index: u32,
+    /// Seconds since it was started.
+    pub seconds: u64,
+    /// The latest probe result, in words ("connection refused"), if one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
+    /// Its `ready_timeout`, in seconds.
+    pub ready_timeout_seconds: u64,
 }
 
 /// A canary judgement with the numbers it was made on.
