@@ -53,24 +53,14 @@ pub fn end_leftovers(run_id: &str, state_dir: &Path) -> usize {
     let own_group = nix::unistd::getpgrp();
     let own_pid = std::process::id();
     let mut groups = std::collections::BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, dir) in cutover_runtime::procfs::processes() {
         if pid == own_pid {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+        let Some(environ) = cutover_runtime::procfs::environ(&dir) else {
             continue;
         };
-        let vars = || environ.split(|b| *b == 0);
+        let vars = || environ.iter();
         if !(vars().any(|v| v == run_mark.as_bytes()) && vars().any(|v| v == state_mark.as_bytes()))
         {
             continue;

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod metrics_listen;
 pub mod owner;
 pub mod probe;
+pub mod procfs;
 pub mod promql;
 pub mod proxy;
 pub mod supervisor;

@@ -266,28 +266,9 @@ fn holds(proc: &Path, inodes: &BTreeSet<u64>) -> Option<u64> {
     None
 }
 
-fn pid_dirs() -> Vec<(u32, std::path::PathBuf)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((pid, e.path()))
-        })
-        .collect()
-}
-
 /// The command line of a process, for messages (`python3 app.py`).
 fn command_of(proc: &Path) -> String {
-    let raw = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-    let cmd = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let cmd = crate::procfs::command_line(proc);
     let cmd = if cmd.is_empty() {
         std::fs::read_to_string(proc.join("comm"))
             .unwrap_or_default()
@@ -314,12 +295,14 @@ pub struct Holder {
 
 /// The process holding one of `inodes`, if any process this user can see holds it.
 pub fn holder(inodes: &BTreeSet<u64>) -> Option<Holder> {
-    pid_dirs().into_iter().find_map(|(pid, dir)| {
-        holds(&dir, inodes).map(|_| Holder {
-            pid,
-            command: command_of(&dir),
+    crate::procfs::processes()
+        .into_iter()
+        .find_map(|(pid, dir)| {
+            holds(&dir, inodes).map(|_| Holder {
+                pid,
+                command: command_of(&dir),
+            })
         })
-    })
 }
 
 /// Checks that the socket answering on `127.0.0.1:port` belongs to process group `pgid`
@@ -339,7 +322,7 @@ pub fn check(port: u16, pgid: u32, instance: &str) -> Result<(), String> {
     if holds(&leader, &inodes).is_some() {
         return Ok(());
     }
-    for (_, dir) in pid_dirs() {
+    for (_, dir) in crate::procfs::processes() {
         if pgid_of(&dir) == Some(pgid) && holds(&dir, &inodes).is_some() {
             return Ok(());
         }

@@ -67,26 +67,16 @@ impl Leftover {
 pub(crate) fn leftovers(socket: &Path) -> Vec<Leftover> {
     let mark = format!("{AGENT_MARK}={}", socket.display());
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, dir) in crate::procfs::processes() {
         if pid == me || !crate::supervisor::process_alive(pid) {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+        let Some(environ) = crate::procfs::environ(&dir) else {
             continue;
         };
         let vars: BTreeMap<&[u8], &[u8]> = environ
-            .split(|b| *b == 0)
+            .iter()
             .filter_map(|kv| {
                 let eq = kv.iter().position(|b| *b == b'=')?;
                 Some((&kv[..eq], &kv[eq + 1..]))

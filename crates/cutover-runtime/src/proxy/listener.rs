@@ -220,15 +220,8 @@ pub(crate) fn port_holder(port: u16) -> Option<PortHolder> {
         return None;
     }
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+    for (pid, dir) in crate::procfs::processes() {
+        let Ok(fds) = fs::read_dir(dir.join("fd")) else {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
@@ -238,16 +231,7 @@ pub(crate) fn port_holder(port: u16) -> Option<PortHolder> {
                 .unwrap_or(false)
         });
         if holds {
-            let command = fs::read(entry.path().join("cmdline"))
-                .ok()
-                .map(|raw| {
-                    raw.split(|b| *b == 0)
-                        .filter(|arg| !arg.is_empty())
-                        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default();
+            let command = crate::procfs::command_line(&dir);
             return Some(PortHolder { pid, command });
         }
     }
