@@ -209,17 +209,18 @@ async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
     shutdown.cancel();
 }
 
-/// Restarts allowed within [`RESTART_WINDOW`] before the supervisor gives up.
-const MAX_RESTARTS: usize = 5;
-/// The window of [`MAX_RESTARTS`].
+/// Crashes within this window slow the next restart down (the first is immediate).
 const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest wait before a restart.
+const MAX_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps the agent running: runs the worker that `worker()` describes (the agent itself) and,
 /// when it dies by a signal (`kill -9`) or a panic, starts it again at once, so the services
 /// are adopted and served again within moments without anyone running a command. A worker that
 /// exits on its own (`cutover agent stop`, SIGTERM, or an error at start) ends the supervisor
-/// with its exit code. SIGTERM and SIGINT are passed on to the worker. More than
-/// [`MAX_RESTARTS`] crashes within a minute end it with 1.
+/// with its exit code. SIGTERM and SIGINT are passed on to the worker. It never gives up
+/// (the instances would be left without their proxy): repeated crashes within a minute are
+/// restarted after a growing delay, at most [`MAX_RESTART_DELAY`].
 pub async fn supervise(
     mut worker: impl FnMut() -> tokio::process::Command,
 ) -> Result<i32, AgentError> {
@@ -282,16 +283,13 @@ pub async fn supervise(
             (Some(c), _) => format!("exited with code {c}"),
             _ => "ended".to_string(),
         };
-        if crashes.len() > MAX_RESTARTS {
-            log(&format!(
-                "the agent {how}; it crashed {} times within a minute: giving up",
-                crashes.len()
-            ));
-            return Ok(1);
-        }
-        log(&format!("the agent {how}; starting it again"));
-        if crashes.len() > 1 {
-            let backoff = std::time::Duration::from_millis(100 << crashes.len().min(6));
+        log(&format!(
+            "the agent {how}; starting it again ({} crash(es) within a minute)",
+            crashes.len()
+        ));
+        if crashes.len() > 3 {
+            let backoff = std::time::Duration::from_millis(100 << crashes.len().min(8))
+                .min(MAX_RESTART_DELAY);
             tokio::time::sleep(backoff).await;
         }
     }

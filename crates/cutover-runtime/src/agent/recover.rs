@@ -256,23 +256,9 @@ impl Agent {
         secrets_missing: Option<String>,
     ) {
         let name = format!("{}/{} {}", spec.env, spec.service, spec.release);
-        let rt = match self.runtime_for(&spec).await {
-            Ok(rt) => rt,
-            Err(why) => {
-                found.iter().for_each(Leftover::kill);
-                self.set_problem(&spec, format!("cannot restore {}: {why}", spec.release));
-                return;
-            }
-        };
-        let deploying = rt.deploying.lock().await;
-        {
-            let mut sets = rt.sets.lock().await;
-            if sets.live.is_some() {
-                found.iter().for_each(Leftover::kill);
-                return;
-            }
-            sets.desired = spec.instances;
-        }
+        // Ready first, listening after: until the adopted instances pass a probe the public
+        // port stays closed (a client sees a refused connection, never a 503 from an empty
+        // route), and then the route is set the moment the listener opens.
         let set = Arc::new(ReleaseSet::new(spec.clone()));
         let ctx = self.spawn_context();
         let triples: Vec<(u32, u16, u32)> =
@@ -288,7 +274,26 @@ impl Agent {
                 Err(e) => log(&format!("{name}: cannot start the missing instances: {e}")),
             }
         }
-        match set.wait_ready(&members).await {
+        let ready = set.wait_ready(&members).await;
+        let rt = match self.runtime_for(&spec).await {
+            Ok(rt) => rt,
+            Err(why) => {
+                set.stop().await;
+                self.set_problem(&spec, format!("cannot restore {}: {why}", spec.release));
+                return;
+            }
+        };
+        let deploying = rt.deploying.lock().await;
+        {
+            let mut sets = rt.sets.lock().await;
+            if sets.live.is_some() {
+                drop(sets);
+                set.stop().await;
+                return;
+            }
+            sets.desired = spec.instances;
+        }
+        match ready {
             Ok(_) => {
                 let (tx, _rx) = mpsc::unbounded_channel();
                 let mut sets = rt.sets.lock().await;
