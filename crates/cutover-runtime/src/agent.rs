@@ -426,8 +426,7 @@ impl Agent {
             }
             _ => None,
         };
-        self.note_end(&env, &service, &recorded.release, result, reason);
-        self.record_if_handed_over(&env, &service, &recorded.release, result, reason);
+        self.deploy_ended(&env, &service, &recorded.release, result, reason);
         let rt = self
             .services
             .lock()

@@ -85,8 +85,22 @@ impl Agent {
         Ok(())
     }
 
+    /// A deploy of `release` ended with `result`: remembered (a hand-over racing this end still
+    /// records it) and recorded in the store when its run was handed over.
+    pub(crate) fn deploy_ended(
+        &self,
+        env: &str,
+        service: &str,
+        release: &str,
+        result: &'static str,
+        reason: Option<&str>,
+    ) {
+        self.note_end(env, service, release, result, reason);
+        self.record_if_handed_over(env, service, release, result, reason);
+    }
+
     /// Remembers how the latest deploy of a service ended (see [`HandedOver`]).
-    pub(crate) fn note_end(
+    fn note_end(
         &self,
         env: &str,
         service: &str,
@@ -107,7 +121,7 @@ impl Agent {
     /// After a deploy of `release` ended with `result` (`reason` when it did not go live):
     /// records it in the store when its run was handed over, and finishes the run once its
     /// last handed-over release ended.
-    pub(crate) fn record_if_handed_over(
+    fn record_if_handed_over(
         &self,
         env: &str,
         service: &str,
