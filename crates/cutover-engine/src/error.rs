@@ -72,6 +72,14 @@ pub enum EngineError {
         /// The targets this build drives.
         driven: Vec<String>,
     },
+    /// A target's engine does not answer (Docker unreachable): nothing was changed.
+    #[error("environment `{env}`: {why}")]
+    TargetUnavailable {
+        /// The environment.
+        env: String,
+        /// What failed, naming the engine's address.
+        why: String,
+    },
     /// An operation was refused as it stands (a dirty work tree, a branch in the way...).
     #[error("{message}")]
     Refused {

@@ -47,6 +47,7 @@ pub async fn redeploy(
     svc: &ResolvedService,
     target: &str,
     secrets: &BTreeMap<String, String>,
+    container: Option<&crate::target::docker::ContainerTarget>,
 ) -> Result<(), String> {
     let dir = state_dir.join("releases").join(&svc.name).join(target);
     if !dir.is_dir() {
@@ -55,10 +56,18 @@ pub async fn redeploy(
             dir.display()
         ));
     }
-    let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+    let run = match container {
+        Some(_) => Some(svc.run.clone().unwrap_or_default()),
+        None => svc.run.clone(),
+    };
+    let (Some(run), Some(port)) = (run, svc.port) else {
         return Err(format!("{} has no `run` or `port`", svc.name));
     };
-    let spec = crate::target::release_spec(env, svc, target, &dir, run, port, secrets);
+    let mut spec = crate::target::release_spec(env, svc, target, &dir, run, port, secrets);
+    // On the Docker target the release's image runs (tagged with its id when it was built).
+    spec.container = container
+        .filter(|_| svc.target == cutover_config::TargetKind::Docker)
+        .map(|c| c.container_spec(svc, target));
     match agent.deploy(&DeployRequest { spec }, true, |_| {}).await {
         Ok(DeployProgress::Active) => Ok(()),
         Ok(DeployProgress::Failed { reason }) => Err(reason),

@@ -270,6 +270,8 @@ pub struct Agent {
     pub shutdown: CancellationToken,
     /// Hands out the instances' internal ports (and reserves adopted ones: [`Agent::ports`]).
     ports: crate::supervisor::Ports,
+    /// The targets' backends (one client per Docker Engine).
+    backends: crate::target::Backends,
 }
 
 impl Agent {
@@ -289,6 +291,7 @@ impl Agent {
             handed: std::sync::Mutex::new(handover::HandedOver::default()),
             shutdown: CancellationToken::new(),
             ports: crate::supervisor::Ports::from_env(),
+            backends: crate::target::Backends::default(),
         })
     }
 
@@ -334,6 +337,7 @@ impl Agent {
             state_dir: self.state_dir.clone(),
             socket: self.socket.clone(),
             ports: self.ports.clone(),
+            backends: self.backends.clone(),
         }
     }
 

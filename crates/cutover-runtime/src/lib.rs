@@ -34,3 +34,4 @@ pub mod procfs;
 pub mod promql;
 pub mod proxy;
 pub mod supervisor;
+pub mod target;

@@ -32,6 +32,7 @@ fn spec(dir: &Path, index: u32, command: &str, port: u16) -> InstanceSpec {
         port,
         log: dir.join("logs/services/web/20261123-101500-abc1234.log"),
         redact: vec!["s3cr3t-value".to_string()],
+        container: None,
     }
 }
 

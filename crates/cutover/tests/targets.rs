@@ -15,7 +15,7 @@ fn project(port: u16) -> TestProject {
         "cutover.toml",
         &format!(
             "[project]\nname = \"tg\"\n\n{}\n\
-             [environments.preprod]\ntarget = \"docker\"\n\
+             [environments.preprod]\ntarget = \"swarm\"\n\
              [environments.cluster]\ntarget = \"kubernetes\"\n\
              [environments.platform]\ntarget = \"exec\"\n",
             app_toml("api", "svc/api", port, "")
@@ -33,7 +33,7 @@ fn an_environment_on_a_target_this_build_cannot_drive_is_refused_before_anything
     for (env, target) in [
         ("cluster", "kubernetes"),
         ("platform", "exec"),
-        ("preprod", "docker"),
+        ("preprod", "swarm"),
     ] {
         for args in [
             vec!["deploy", "--env", env],

@@ -147,6 +147,12 @@ impl Dispatcher {
         let detected_at = Utc::now();
         let mut tasks = JoinSet::new();
         let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+        // The Docker target of the environment (the engine was checked before the run began).
+        let (container, container_error) =
+            match crate::target::docker::ContainerTarget::of(&request.project.name, &request.env) {
+                Ok(c) => (c, None),
+                Err(e) => (None, Some(e)),
+            };
         for planned in request.plan.services.iter() {
             let Some(i) = self.index.get(&planned.name).copied() else {
                 continue;
@@ -173,6 +179,25 @@ impl Dispatcher {
                 started_at: self.started_at,
                 finished_at: Some(detected_at),
             });
+            let on_docker = request
+                .env
+                .service(&planned.name)
+                .is_some_and(|s| s.target == cutover_config::TargetKind::Docker);
+            if let (true, Some(why)) = (on_docker, &container_error) {
+                self.services[i].result = Some(Outcome::Failed);
+                self.services[i].reason = Some(why.clone());
+                self.emit(
+                    fanout,
+                    EventKind::ServiceFinished {
+                        service: planned.name.clone(),
+                        result: Outcome::Failed,
+                        release: None,
+                        reason: Some(why.clone()),
+                        tail: Vec::new(),
+                    },
+                );
+                continue;
+            }
             let (Some(svc), Some(release)) = (
                 request.env.service(&planned.name).cloned(),
                 releases.remove(&planned.name),
@@ -203,6 +228,7 @@ impl Dispatcher {
                 tx: tx.clone(),
                 cancel: cancel.clone(),
                 require_approval: request.env.require_approval,
+                container: container.clone().filter(|_| on_docker),
             };
             let handle = tasks.spawn(executor.run());
             task_names.insert(handle.id(), planned.name.clone());

@@ -122,6 +122,9 @@ pub(super) struct Executor {
     pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
     pub(super) cancel: CancellationToken,
     pub(super) require_approval: bool,
+    /// The Docker target, when the service runs in containers (its image is built, hooks run
+    /// in containers of it).
+    pub(super) container: Option<Arc<crate::target::docker::ContainerTarget>>,
 }
 
 impl Executor {
@@ -179,6 +182,9 @@ impl Executor {
             if let Some(build) = &self.service.build {
                 self.command(Stage::Build, build, &dest, &env).await?;
             }
+            if let Some(target) = &self.container {
+                self.build_image(target, &release, &dest).await?;
+            }
             Ok(())
         })
         .await?;
@@ -206,7 +212,7 @@ impl Executor {
         let dir = self.state_dir.join("releases").join(&service);
         let mut protected = vec![release.to_string()];
         let keep_activated = if self.kind == RunKind::Deploy { 1 } else { 2 };
-        let _ = tokio::task::spawn_blocking(move || {
+        let pruned = tokio::task::spawn_blocking(move || {
             let mut known: Vec<(chrono::DateTime<Utc>, String)> = Vec::new();
             for env in &envs {
                 let Ok(releases) = store.releases(&service, env, 1000) else {
@@ -228,6 +234,11 @@ impl Executor {
             snapshot::prune(&dir, keep, &protected, &order)
         })
         .await;
+        if let (Some(target), Ok(Ok(removed))) = (&self.container, pruned)
+            && !removed.is_empty()
+        {
+            target.prune(&self.service, &removed).await;
+        }
     }
 
     /// Hands the release to the agent and follows it through deploy and verify.
@@ -236,23 +247,24 @@ impl Executor {
             return Err(Stop::failed("no agent to deploy to"));
         };
         let svc = &self.service;
-        let (Some(run), Some(port)) = (svc.run.clone(), svc.port) else {
+        // In a container, `run` is optional: the image's own command runs without it.
+        let run = match &self.container {
+            Some(_) => Some(svc.run.clone().unwrap_or_default()),
+            None => svc.run.clone(),
+        };
+        let (Some(run), Some(port)) = (run, svc.port) else {
             return Err(Stop::failed(format!(
                 "{} has no `run` or `port`, which the local target needs",
                 svc.name
             )));
         };
-        let request = DeployRequest {
-            spec: crate::target::release_spec(
-                &self.env,
-                svc,
-                release,
-                dir,
-                run,
-                port,
-                &self.secrets,
-            ),
-        };
+        let mut spec =
+            crate::target::release_spec(&self.env, svc, release, dir, run, port, &self.secrets);
+        spec.container = self
+            .container
+            .as_ref()
+            .map(|t| t.container_spec(svc, release));
+        let request = DeployRequest { spec };
         let name = svc.name.clone();
         self.send(EventKind::StageStarted {
             service: name.clone(),
@@ -414,6 +426,118 @@ impl Executor {
         }
     }
 
+    /// Builds (and pushes) the release's image from the snapshot `dir`, its output in the
+    /// service's log like a command's; a failure quotes the build output's tail.
+    async fn build_image(
+        &self,
+        target: &crate::target::docker::ContainerTarget,
+        release: &str,
+        dir: &Path,
+    ) -> Result<(), Stop> {
+        let name = &self.service.name;
+        let what = format!("docker build ({})", target.release_image(&self.service, release));
+        self.send(EventKind::CommandStarted {
+            service: name.clone(),
+            stage: Stage::Build,
+            command: what.clone(),
+        });
+        let started = std::time::Instant::now();
+        let mut on_line = |line: &str| {
+            self.send(EventKind::Output {
+                service: name.clone(),
+                stage: Stage::Build,
+                stream: crate::command::Stream::Stdout,
+                line: line.to_string(),
+            });
+        };
+        let built = tokio::select! {
+            r = target.build(&self.service, release, &self.release.sha, dir, &mut on_line) => r,
+            () = self.cancel.cancelled() => Err("canceled".to_string()),
+        };
+        self.send(EventKind::CommandFinished {
+            service: name.clone(),
+            stage: Stage::Build,
+            command: what.clone(),
+            success: built.is_ok(),
+            description: match &built {
+                Ok(()) => format!("`{what}` succeeded"),
+                Err(e) => format!("`{what}` failed: {}", e.lines().next().unwrap_or("")),
+            },
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        built.map_err(|e| {
+            if self.cancel.is_cancelled() {
+                Stop::canceled("build: canceled")
+            } else {
+                Stop::failed(format!("build: {e}"))
+            }
+        })
+    }
+
+    /// Runs hook `command` in a one-off container of the release's image with the service's
+    /// environment (for migrations); its output goes to the run's log like a command's.
+    async fn container_hook(
+        &self,
+        target: &crate::target::docker::ContainerTarget,
+        stage: Stage,
+        command: &str,
+        env: &[(String, String)],
+    ) -> Result<(), Stop> {
+        let name = &self.service.name;
+        let release = self.release.id.clone();
+        self.send(EventKind::CommandStarted {
+            service: name.clone(),
+            stage,
+            command: command.to_string(),
+        });
+        let started = std::time::Instant::now();
+        let mut tail: Vec<String> = Vec::new();
+        let mut on_line = |line: &str| {
+            tail.push(line.to_string());
+            if tail.len() > 10 {
+                tail.remove(0);
+            }
+            self.send(EventKind::Output {
+                service: name.clone(),
+                stage,
+                stream: crate::command::Stream::Stdout,
+                line: line.to_string(),
+            });
+        };
+        // The run's own marks mean nothing inside a container.
+        let env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("CUTOVER_RUN") && k != "CUTOVER_STATE_DIR")
+            .cloned()
+            .collect();
+        let ran = tokio::select! {
+            r = target.hook(&self.service, &release, command, &env, self.service.timeout, &mut on_line) => r,
+            () = self.cancel.cancelled() => Err("canceled".to_string()),
+        };
+        let description = match &ran {
+            Ok(0) => format!("`{command}` succeeded (in a container)"),
+            Ok(code) => format!("`{command}` exited with code {code} (in a container)"),
+            Err(e) => format!("`{command}` could not run in a container: {e}"),
+        };
+        self.send(EventKind::CommandFinished {
+            service: name.clone(),
+            stage,
+            command: command.to_string(),
+            success: matches!(ran, Ok(0)),
+            description: description.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        match ran {
+            Ok(0) => Ok(()),
+            _ if self.cancel.is_cancelled() => Err(Stop::canceled(format!("{}: canceled", stage.as_str()))),
+            _ => Err(Stop {
+                result: Outcome::Failed,
+                reason: format!("{}: {description}: {}", stage.as_str(), tail.join(" | ")),
+                tail,
+            }),
+        }
+    }
+
     /// In an environment with `require_approval`: waits until the run is approved (or
     /// refused, or canceled) before anything of the deploy runs.
     async fn wait_for_approval(&self) -> Result<(), Stop> {
@@ -476,9 +600,13 @@ impl Executor {
         let unbounded = Semaphore::new(1);
         self.stage(stage, &unbounded, async {
             for command in commands {
-                self.command(stage, command, dir, env)
-                    .await
-                    .map_err(with_output)?;
+                match &self.container {
+                    Some(target) => self.container_hook(target, stage, command, env).await?,
+                    None => self
+                        .command(stage, command, dir, env)
+                        .await
+                        .map_err(with_output)?,
+                }
             }
             Ok(())
         })
@@ -548,6 +676,7 @@ impl Executor {
             svc,
             &previous.id,
             &self.secrets,
+            self.container.as_deref(),
         )
         .await;
         match rolled {

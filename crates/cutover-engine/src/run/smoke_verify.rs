@@ -63,6 +63,7 @@ impl Executor {
             &self.service,
             &previous.id,
             &self.secrets,
+            self.container.as_deref(),
         )
         .await;
         match rolled {

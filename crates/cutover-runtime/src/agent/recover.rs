@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::set::{INSTANCE_VAR, ReleaseSet};
+use crate::target::{Backends, Found};
 use super::{AGENT_MARK, Agent, Mode, log};
 use crate::api::types::{EnvVar, ReleaseSpec};
 
@@ -39,8 +40,8 @@ impl StoreLocation {
 /// An instance an earlier agent of this project started and that still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Leftover {
-    /// Its process id (also its process group id).
-    pub(crate) pid: u32,
+    /// The process (group leader) or container.
+    pub(crate) what: Found,
     pub(crate) env: String,
     pub(crate) service: String,
     pub(crate) release: String,
@@ -49,17 +50,73 @@ pub(crate) struct Leftover {
 }
 
 impl Leftover {
-    /// Ends it and whatever it started (SIGKILL to its process group).
-    pub(crate) fn kill(&self) {
-        if let Ok(pgid) = i32::try_from(self.pid)
-            && pgid > 1
-        {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    /// Ends it and whatever it started (SIGKILL to its process group; a container is removed).
+    pub(crate) async fn kill(&self, backends: &Backends) {
+        match &self.what {
+            Found::Process(pid) => {
+                if let Ok(pgid) = i32::try_from(*pid)
+                    && pgid > 1
+                {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            Found::Container { host, id } => {
+                if let Ok(docker) = backends.docker(host) {
+                    docker.remove(id).await;
+                }
+            }
         }
     }
+}
+
+/// The containers an earlier agent on `socket` started on the engines of `specs`: the running
+/// ones to adopt; those that no longer run are removed here.
+pub(crate) async fn container_leftovers(
+    specs: &[ReleaseSpec],
+    socket: &Path,
+    backends: &Backends,
+) -> Vec<Leftover> {
+    let hosts: std::collections::BTreeSet<&str> = specs
+        .iter()
+        .filter_map(|s| s.container.as_ref().map(|c| c.host.as_str()))
+        .collect();
+    let mut found = Vec::new();
+    for host in hosts {
+        let docker = match backends.docker(host) {
+            Ok(d) => d,
+            Err(e) => {
+                log(&format!("cannot look for containers on {host}: {e}"));
+                continue;
+            }
+        };
+        match docker.leftovers(socket).await {
+            Ok(list) => {
+                for c in list {
+                    if !c.running {
+                        docker.remove(&c.id).await;
+                        continue;
+                    }
+                    found.push(Leftover {
+                        what: Found::Container {
+                            host: host.to_string(),
+                            id: c.id,
+                        },
+                        env: c.env,
+                        service: c.service,
+                        release: c.release,
+                        index: c.index,
+                        port: c.port,
+                    });
+                }
+            }
+            Err(e) => log(&format!("cannot look for containers: {e}")),
+        }
+    }
+    found.sort_by(|a, b| (&a.env, &a.service, a.index).cmp(&(&b.env, &b.service, b.index)));
+    found
 }
 
 /// The instances an earlier agent on `socket` started that still run: process group leaders
@@ -101,7 +158,7 @@ pub(crate) fn leftovers(socket: &Path) -> Vec<Leftover> {
         };
         let leftover = (|| {
             Some(Leftover {
-                pid,
+                what: Found::Process(pid),
                 env: text("CUTOVER_ENV")?,
                 service: text("CUTOVER_SERVICE")?,
                 release: text("CUTOVER_RELEASE")?,
@@ -184,6 +241,7 @@ impl Agent {
             Err(_) => Vec::new(),
         };
         let mut found = found;
+        found.extend(container_leftovers(&specs, &self.socket, &self.backends).await);
         self.recovering
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut restores = tokio::task::JoinSet::new();
@@ -195,11 +253,13 @@ impl Agent {
             found = rest;
             let keep = usize::try_from(spec.instances.max(1)).unwrap_or(usize::MAX);
             for extra in mine.split_off(keep.min(mine.len())) {
-                extra.kill();
+                extra.kill(&self.backends).await;
             }
             let secrets = fill_secrets(&mut spec.env_vars, &spec.env, self.store.as_ref());
             if mine.is_empty() {
-                let cannot = match (&secrets, spec.dir.is_dir()) {
+                // A container's release lives in its image: no snapshot is needed to restart.
+                let snapshot = spec.container.is_some() || spec.dir.is_dir();
+                let cannot = match (&secrets, snapshot) {
                     (Err(why), _) => Some(why.clone()),
                     (Ok(()), false) => Some(format!("its snapshot {} is gone", spec.dir.display())),
                     (Ok(()), true) => None,
@@ -234,7 +294,7 @@ impl Agent {
                 "{}/{}: stopping instance {} of {} left by the previous agent",
                 stale.env, stale.service, stale.index, stale.release
             ));
-            stale.kill();
+            stale.kill(&self.backends).await;
         }
         while restores.join_next().await.is_some() {}
         self.recovering
@@ -261,9 +321,17 @@ impl Agent {
         // route), and then the route is set the moment the listener opens.
         let set = Arc::new(ReleaseSet::new(spec.clone()));
         let ctx = self.spawn_context();
-        let triples: Vec<(u32, u16, u32)> =
-            found.iter().map(|l| (l.index, l.port, l.pid)).collect();
-        let mut members = set.adopt(&triples, &ctx);
+        let triples: Vec<(u32, u16, Found)> = found
+            .iter()
+            .map(|l| (l.index, l.port, l.what.clone()))
+            .collect();
+        let mut members = match set.adopt(&triples, &ctx) {
+            Ok(m) => m,
+            Err(why) => {
+                self.set_problem(&spec, format!("cannot adopt {}: {why}", spec.release));
+                return;
+            }
+        };
         let missing = spec
             .instances
             .max(1)

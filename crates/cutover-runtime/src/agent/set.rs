@@ -21,8 +21,9 @@ use tokio::time::Instant;
 
 use super::AGENT_MARK;
 use crate::api::types::ReleaseSpec;
-use crate::probe::{OwnerCheck, Probe};
-use crate::supervisor::{Instance, InstanceSpec, InstanceState, PortLease, Ports, RestartPolicy};
+use crate::probe::Probe;
+use crate::supervisor::{InstanceSpec, InstanceState, PortLease, Ports, RestartPolicy};
+use crate::target::{Backends, Found, Unit};
 
 /// The variable carrying an instance's index (read back when a restarted agent adopts it).
 pub(crate) const INSTANCE_VAR: &str = "CUTOVER_INSTANCE";
@@ -43,13 +44,15 @@ pub(crate) struct SpawnContext {
     pub(crate) socket: PathBuf,
     /// The agent's port allocator.
     pub(crate) ports: Ports,
+    /// The targets (local processes, Docker engines).
+    pub(crate) backends: Backends,
 }
 
 /// One running instance with its probe.
 pub(crate) struct Member {
     pub(crate) index: u32,
     pub(crate) port: u16,
-    pub(crate) instance: Instance,
+    pub(crate) instance: Arc<dyn Unit>,
     pub(crate) probe: Probe,
     /// When it was started (its `ready_timeout` counts from here).
     started: Instant,
@@ -63,14 +66,14 @@ impl Member {
     fn new(
         index: u32,
         port: u16,
-        instance: Instance,
+        instance: Arc<dyn Unit>,
         health: &cutover_config::Health,
         lease: Option<PortLease>,
     ) -> Member {
         let probe = Probe::spawn_checked(
             health.clone(),
             SocketAddr::from(([127, 0, 0, 1], port)),
-            Some(owner_check(&instance, port, index)),
+            instance.owner_check(port, index),
         );
         Member {
             index,
@@ -104,7 +107,9 @@ impl Member {
     fn port_taken(&self) -> bool {
         self.instance.last_lines(20).iter().any(|l| {
             let l = l.to_ascii_lowercase();
-            l.contains("address already in use") || l.contains("eaddrinuse")
+            l.contains("address already in use")
+                || l.contains("eaddrinuse")
+                || l.contains("port is already allocated")
         })
     }
 }
@@ -185,7 +190,8 @@ impl ReleaseSet {
             .allocate()
             .map_err(|e| format!("no port for instance {index} of {}: {e}", spec.service))?;
         let port = lease.port();
-        let instance = Instance::spawn(
+        let backend = ctx.backends.for_spec(spec)?;
+        let instance = backend.start(
             self.instance_spec(index, port, ctx),
             RestartPolicy {
                 restart: false,
@@ -238,13 +244,20 @@ impl ReleaseSet {
             .iter()
             .map(|v| (v.name.clone(), v.value.clone()))
             .collect();
-        env.push(("PORT".into(), port.to_string()));
+        let inner_port = spec.container.as_ref().map_or(port, |c| c.container_port);
+        env.push(("PORT".into(), inner_port.to_string()));
         env.push(("CUTOVER_SERVICE".into(), spec.service.clone()));
         env.push(("CUTOVER_RELEASE".into(), spec.release.clone()));
         env.push(("CUTOVER_ENV".into(), spec.env.clone()));
         env.push((INSTANCE_VAR.into(), index.to_string()));
-        env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
+        if spec.container.is_none() {
+            env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
+        }
+        let container = spec.container.as_ref().map(|c| {
+            crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket)
+        });
         InstanceSpec {
+            container,
             service: spec.service.clone(),
             release: spec.release.clone(),
             index,
@@ -268,13 +281,19 @@ impl ReleaseSet {
     }
 
     /// Takes over instances of this release that an earlier agent started (`(index, port,
-    /// pid)` each), restarts on; returns them. Each keeps its port, reserved again in the
+    /// what)` each), restarts on; returns them. Each keeps its port, reserved again in the
     /// agent's port table and lock (a port it cannot reserve is logged, and kept anyway: the
     /// instance listens there).
-    pub(crate) fn adopt(&self, found: &[(u32, u16, u32)], ctx: &SpawnContext) -> Vec<Arc<Member>> {
+    pub(crate) fn adopt(
+        &self,
+        found: &[(u32, u16, Found)],
+        ctx: &SpawnContext,
+    ) -> Result<Vec<Arc<Member>>, String> {
         *self.ctx.lock().unwrap_or_else(PoisonError::into_inner) = Some(ctx.clone());
+        let backend = ctx.backends.for_spec(&self.spec)?;
         let mut adopted = Vec::new();
-        for &(index, port, pid) in found {
+        for (index, port, what) in found {
+            let (index, port) = (*index, *port);
             self.next_index.fetch_max(index + 1, Ordering::SeqCst);
             let lease = match ctx.ports.adopt(port) {
                 Ok(lease) => Some(lease),
@@ -286,10 +305,10 @@ impl ReleaseSet {
                     None
                 }
             };
-            let instance = Instance::adopt(
+            let instance = backend.adopt(
                 self.instance_spec(index, port, ctx),
                 RestartPolicy::default(),
-                pid,
+                what,
             );
             adopted.push(Arc::new(Member::new(
                 index,
@@ -300,7 +319,7 @@ impl ReleaseSet {
             )));
         }
         self.lock().extend(adopted.iter().cloned());
-        adopted
+        Ok(adopted)
     }
 
     /// Takes up to `n` members out (the oldest first) and returns them; the caller reroutes,
@@ -493,19 +512,6 @@ enum Verdict {
     Failed(String),
     /// The member at this position exited because its port was taken.
     PortTaken(usize),
-}
-
-/// The owner check of an instance's probe: the socket answering on `port` must belong to the
-/// instance's process group.
-fn owner_check(instance: &Instance, port: u16, index: u32) -> OwnerCheck {
-    let state = instance.watch();
-    Arc::new(move || {
-        let pid = match *state.borrow() {
-            InstanceState::Running { pid, .. } => pid,
-            _ => return Err(format!("instance {index} is not running")),
-        };
-        crate::owner::check(port, pid, &format!("instance {index}"))
-    })
 }
 
 /// How often a wait for readiness says who is still starting.

@@ -127,6 +127,23 @@ pub struct ReleaseSpec {
     /// Canary: steps and analysis (required when `strategy` is canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// Where instances run when they are not local processes (`target = "docker"`): the
+    /// engine and the image. `None` for the local target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+/// A release's instances as containers on a Docker Engine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// The engine's API address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
+    pub host: String,
+    /// The image with the release's tag (`fleet-api:deploy-20261204-101500-api`).
+    pub image: String,
+    /// The port the service listens on inside the container (`$PORT` there).
+    pub container_port: u16,
+    /// The project's name (the `cutover.project` label).
+    pub project: String,
 }
 
 fn one() -> u32 {

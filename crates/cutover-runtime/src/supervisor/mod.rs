@@ -22,9 +22,9 @@
 //! any ──stop()/drop──▶ Stopped (final)
 //! ```
 
-mod backoff;
+pub(crate) mod backoff;
 mod instance;
-mod logs;
+pub(crate) mod logs;
 mod ports;
 
 use std::path::PathBuf;
@@ -59,6 +59,9 @@ pub struct InstanceSpec {
     pub log: PathBuf,
     /// Secret values to mask (`***`) in the instance's output before it is logged or kept.
     pub redact: Vec<String>,
+    /// The container to run instead of `command` in `dir` (the Docker target); `None` for a
+    /// local process.
+    pub container: Option<crate::target::docker::ContainerRun>,
 }
 
 /// Where an instance is in its life.

@@ -51,6 +51,8 @@ pub fn pipeline(
     let project = Arc::new(context::load(cli)?);
     let env = Arc::new(context::environment(cli, &project)?);
     let secrets = context::secrets(&project, &env)?;
+    // A container target's engine must answer before anything is recorded or changed.
+    context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
     let (agent, run) = if kind == RunKind::Deploy {

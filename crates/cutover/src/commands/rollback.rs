@@ -433,6 +433,10 @@ fn roll_one(
         svc,
         &target.id,
         secrets,
+        cutover_engine::target::docker::ContainerTarget::of(&project.name, env)
+            .ok()
+            .flatten()
+            .as_deref(),
     ));
     match answer {
         Ok(()) => {

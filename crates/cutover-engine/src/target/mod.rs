@@ -1,5 +1,10 @@
-//! Targets: which ones this build drives, and the local target's description of a release
-//! for the agent.
+//! Targets: which ones this build drives, and the description of a release for the agent.
+//!
+//! # Layout
+//! - `mod.rs`: the registry ([`DRIVEN`]) and the agent's description of a release.
+//! - `docker.rs`: the Docker target's images (build, tags, push, prune) and hook containers.
+
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +17,10 @@ use cutover_runtime::api::types::{
 /// The targets this build of cutover drives. Adding a target is its implementation plus its
 /// line here; an environment whose services run on any other target is refused (exit 2)
 /// before anything runs, never run somewhere else.
-pub const DRIVEN: &[cutover_config::TargetKind] = &[cutover_config::TargetKind::Local];
+pub const DRIVEN: &[cutover_config::TargetKind] = &[
+    cutover_config::TargetKind::Local,
+    cutover_config::TargetKind::Docker,
+];
 
 /// Refuses `env` when one of its services runs on a target this build cannot drive: the
 /// error names the target, the environment and the services.
@@ -31,6 +39,29 @@ pub fn check_driven(env: &cutover_config::ResolvedEnvironment) -> Result<(), cra
         services: undriven.iter().map(|s| s.name.clone()).collect(),
         driven: DRIVEN.iter().map(|t| t.as_str().to_string()).collect(),
     })
+}
+
+/// Checks, before a run changes anything, that the engines of `env`'s container services
+/// answer: one clear error naming the socket otherwise.
+pub async fn preflight(
+    project: &str,
+    env: &cutover_config::ResolvedEnvironment,
+) -> Result<(), crate::EngineError> {
+    let target = docker::ContainerTarget::of(project, env).map_err(|why| {
+        crate::EngineError::TargetUnavailable {
+            env: env.name.clone(),
+            why,
+        }
+    })?;
+    if let Some(t) = target {
+        t.preflight()
+            .await
+            .map_err(|why| crate::EngineError::TargetUnavailable {
+                env: env.name.clone(),
+                why,
+            })?;
+    }
+    Ok(())
 }
 
 /// The agent's description of `release` of `svc` (snapshot in `dir`), with secret values from
@@ -81,6 +112,7 @@ pub fn release_spec(
         drain_timeout_ms: millis(svc.drain_timeout),
         batch: svc.batch.max(1),
         canary: canary_spec(svc),
+        container: None,
     }
 }
 
