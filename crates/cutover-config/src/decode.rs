@@ -194,7 +194,11 @@ fn key_name(path: &[Seg]) -> String {
         .rposition(|s| matches!(s, Seg::Key(..)))
         .unwrap_or(0);
     let start = match path.get(last_key.wrapping_sub(1)) {
-        Some(Seg::Key(parent, _)) if parent == "env" && last_key > 0 => last_key - 1,
+        Some(Seg::Key(parent, _))
+            if (parent == "env" || parent == "build_args") && last_key > 0 =>
+        {
+            last_key - 1
+        }
         _ => last_key,
     };
     let name = dotted(path.get(start..).unwrap_or_default());
@@ -248,7 +252,9 @@ pub(crate) const DURATION_KEYS: &[&str] = &[
 /// validation so both read the same.
 pub(crate) fn expectation(key: &str, parent: &str) -> Option<&'static str> {
     Some(match key {
-        "port" => "an integer from 1 to 65535",
+        "port" | "container_port" => "an integer from 1 to 65535",
+        "min" | "max" | "target_inflight" if parent == "autoscale" => "an integer of at least 1",
+        "autoscale" => "a table: { min = 2, max = 6, target_inflight = 10 }",
         "expect_status" => "an integer from 100 to 599",
         "weight" => "an integer from 1 to 100",
         "max_parallel" | "keep_releases" | "instances" | "batch" | "success_threshold"
@@ -265,7 +271,7 @@ pub(crate) fn expectation(key: &str, parent: &str) -> Option<&'static str> {
         "steps" => "an array of tables: [{ weight = 5, pause = \"30m\" }]",
         "notify" => "an array of tables ([[notify]])",
         "health" | "canary" | "prometheus" | "env" | "project" | "defaults" | "services"
-        | "environments" | "expect_json" => "a table",
+        | "environments" | "expect_json" | "build_args" | "docker" | "swarm" => "a table",
         "pause" => "a duration such as \"30m\" or \"manual\"",
         k if DURATION_KEYS.contains(&k) => "a duration string such as \"10s\"",
         _ => return None,
@@ -321,6 +327,10 @@ fn describe(message: &str, at: Range<usize>, path: &[Seg]) -> Diag {
         } else if ["path", "watch", "depends_on"].contains(&unknown) {
             format!(
                 "`{unknown}` belongs to a service: set it in [services.NAME]; valid keys here: {list}"
+            )
+        } else if ["registry", "docker", "swarm"].contains(&unknown) {
+            format!(
+                "`{unknown}` belongs to an environment: set it in [environments.NAME]; valid keys here: {list}"
             )
         } else {
             match suggest(unknown, valid.iter().map(String::as_str)) {
@@ -393,6 +403,17 @@ fn describe(message: &str, at: Range<usize>, path: &[Seg]) -> Diag {
 }
 
 fn type_help(leaf: &str, parent: &str, found: &str, expected: &str) -> Option<String> {
+    if parent == "build_args" {
+        let literal = found.split('`').nth(1).unwrap_or("...");
+        let scalar = ["integer", "float", "boolean"]
+            .iter()
+            .any(|t| found.starts_with(t));
+        return Some(if scalar {
+            format!("build args are strings; quote it: {leaf} = \"{literal}\"")
+        } else {
+            format!("build args are strings: {leaf} = \"value\"")
+        });
+    }
     if parent == "env" || leaf == "secret" && parent != "canary" {
         if found.starts_with("integer")
             || found.starts_with("float")

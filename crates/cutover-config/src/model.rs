@@ -119,6 +119,16 @@ pub struct ServiceSettings {
     pub smoke: Option<Vec<Smoke>>,
     /// `target` (only meaningful on an environment, but accepted on layers for symmetry).
     pub target: Option<TargetKind>,
+    /// `dockerfile`: relative to the service's path.
+    pub dockerfile: Option<PathBuf>,
+    /// `image`: an image name without a tag, as written.
+    pub image: Option<String>,
+    /// `build_args`: merged key by key across layers (a later layer overrides a key).
+    pub build_args: Option<BTreeMap<String, String>>,
+    /// `container_port`: where the service listens inside its container.
+    pub container_port: Option<u16>,
+    /// `autoscale`: replaced as a whole by a later layer.
+    pub autoscale: Option<Autoscale>,
 }
 
 /// `[health]` keys as set on one layer.
@@ -157,6 +167,13 @@ pub struct EnvironmentDecl {
     pub branch: Option<String>,
     /// `require_approval` (default false).
     pub require_approval: bool,
+    /// `registry`: where container targets push images, `host[:port][/path]`.
+    pub registry: Option<String>,
+    /// `[environments.E.docker] host`: `unix:///path` or `tcp://host:port`; `None` means
+    /// `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    /// `[environments.E.swarm] host`: a swarm manager's Docker API, in the same forms.
+    pub swarm_host: Option<String>,
     /// Overrides for every service in this environment.
     pub overrides: ServiceSettings,
     /// Per-service overrides (`[environments.E.services.S]`).
@@ -176,6 +193,12 @@ pub struct ResolvedEnvironment {
     pub branch: Option<String>,
     /// Runs stop before traffic changes until approved.
     pub require_approval: bool,
+    /// `registry`: where container targets push images, `host[:port][/path]`.
+    pub registry: Option<String>,
+    /// `[environments.E.docker] host` (`None`: `DOCKER_HOST`, else the local socket).
+    pub docker_host: Option<String>,
+    /// `[environments.E.swarm] host`: a swarm manager's Docker API.
+    pub swarm_host: Option<String>,
     /// Services in declaration order.
     pub services: Vec<ResolvedService>,
 }
@@ -236,6 +259,39 @@ pub struct ResolvedService {
     pub canary: Option<Canary>,
     /// Extra smoke checks for `cutover test`.
     pub smoke: Vec<Smoke>,
+    /// How container targets build and run it (defaults filled in; unused by the local target).
+    pub container: ContainerSettings,
+}
+
+/// A service's container keys, resolved: what the docker, swarm and kubernetes targets build
+/// and run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSettings {
+    /// The Dockerfile, relative to the project dir: the service's path joined with the
+    /// `dockerfile` key (default `Dockerfile`), `.` and `..` folded away.
+    pub dockerfile: PathBuf,
+    /// The image name without a tag: the `image` key, else `<project>-<service>`; prefixed with
+    /// `<registry>/` when the environment has a registry the name does not already start with.
+    pub image: String,
+    /// `--build-arg` values (plain strings: secrets never go into an image).
+    pub build_args: BTreeMap<String, String>,
+    /// The port the service listens on inside its container, given to it as `$PORT`
+    /// (default 8080).
+    pub container_port: u16,
+    /// Instances between `min` and `max` by in-flight requests, when set.
+    pub autoscale: Option<Autoscale>,
+}
+
+/// `autoscale = { min, max, target_inflight }`: instances between `min` and `max`, aiming at
+/// `target_inflight` in-flight requests per instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autoscale {
+    /// Fewest instances (at least 1).
+    pub min: u32,
+    /// Most instances (at least `min`).
+    pub max: u32,
+    /// In-flight requests per instance to aim for (at least 1).
+    pub target_inflight: u32,
 }
 
 /// A value in a service's `env` table.

@@ -216,6 +216,58 @@ impl JsonSchema for RawEnvValue {
     }
 }
 
+/// A `build_args` value: a string. A `{ secret = "NAME" }` table is accepted here only so
+/// validation can explain why secrets cannot be build args; any other value is a type error.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawBuildArg {
+    Plain(String),
+    /// `{ secret = ... }`, with the secret's name when it is a string.
+    Secret(Option<String>),
+}
+
+impl<'de> Deserialize<'de> for RawBuildArg {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBuildArg;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawBuildArg::Plain(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut secret = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "secret" {
+                        let name = map.next_value::<serde_json::Value>()?;
+                        secret = Some(name.as_str().map(str::to_string));
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                match secret {
+                    Some(name) => Ok(RawBuildArg::Secret(name)),
+                    None => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RawBuildArg {
+    fn schema_name() -> Cow<'static, str> {
+        "BuildArg".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A literal string. Secrets are not allowed: build args stay in the image's history; give secrets to the service through `env`."
+        })
+    }
+}
+
 /// `strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -347,6 +399,23 @@ macro_rules! layer {
             pub smoke: Option<Sp<Vec<Sp<RawSmoke>>>>,
             /// Where releases run (default local).
             pub target: Option<Sp<RawTarget>>,
+            /// Container targets: the Dockerfile, relative to the service's path (default
+            /// "Dockerfile").
+            pub dockerfile: Option<Sp<String>>,
+            /// Container targets: the image name without a tag (cutover adds the tags); default
+            /// "<project>-<service>", after "<registry>/" when the environment sets a registry.
+            #[schemars(pattern(r"^((\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"))]
+            pub image: Option<Sp<String>>,
+            /// Container targets: `--build-arg` values (merged key by key across layers). Plain
+            /// strings only: secrets go in `env`, never into an image.
+            pub build_args: Option<Sp<Named<Sp<RawBuildArg>>>>,
+            /// Container targets: the port the service listens on inside the container, given
+            /// to it as $PORT (default 8080).
+            #[schemars(range(min = 1, max = 65535))]
+            pub container_port: Option<Sp<i64>>,
+            /// Container targets: keep between `min` and `max` instances by in-flight requests
+            /// per instance (replaced as a whole by a later layer).
+            pub autoscale: Option<Sp<RawAutoscale>>,
         }
 
         impl $name {
@@ -372,6 +441,11 @@ macro_rules! layer {
                     canary: self.canary.clone(),
                     smoke: self.smoke.clone(),
                     target: self.target.clone(),
+                    dockerfile: self.dockerfile.clone(),
+                    image: self.image.clone(),
+                    build_args: self.build_args.clone(),
+                    container_port: self.container_port.clone(),
+                    autoscale: self.autoscale.clone(),
                 }
             }
         }
@@ -408,8 +482,46 @@ layer!(
         require_approval: Option<Sp<bool>>,
         /// Per-service overrides; keys name declared services.
         services: Option<Sp<Named<RawSettings>>>,
+        /// Container registry images are pushed to: host[:port][/path], no scheme, e.g.
+        /// "127.0.0.1:5000" (needed by swarm and kubernetes).
+        #[schemars(pattern(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"))]
+        registry: Option<Sp<String>>,
+        /// The Docker Engine of the docker target (default DOCKER_HOST, else the local socket).
+        docker: Option<Sp<RawEngine>>,
+        /// The swarm manager's Docker Engine API, for the swarm target.
+        swarm: Option<Sp<RawEngine>>,
     }
 );
+
+/// `[environments.E.docker]` and `[environments.E.swarm]`: how to reach a Docker Engine API.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Engine")]
+pub(crate) struct RawEngine {
+    /// "unix:///path/to/docker.sock" or "tcp://host:port".
+    #[schemars(pattern(r"^(unix:///.+|tcp://.+:[0-9]+)$"))]
+    pub host: Option<Sp<String>>,
+}
+
+/// `autoscale = { min, max, target_inflight }`: instances between `min` and `max`, by in-flight
+/// requests per instance.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Autoscale")]
+pub(crate) struct RawAutoscale {
+    /// Fewest instances, at least 1 (required).
+    #[schemars(required)]
+    #[schemars(range(min = 1))]
+    pub min: Option<Sp<i64>>,
+    /// Most instances, at least `min` (required).
+    #[schemars(required)]
+    #[schemars(range(min = 1))]
+    pub max: Option<Sp<i64>>,
+    /// In-flight requests per instance to aim for, at least 1 (required).
+    #[schemars(required)]
+    #[schemars(range(min = 1))]
+    pub target_inflight: Option<Sp<i64>>,
+}
 
 /// `health`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

@@ -1,17 +1,24 @@
 //! Layering, done once per environment: built-in defaults ← `[defaults]` ← `[services.S]` ←
 //! `[environments.E]` ← `[environments.E.services.S]`.
 //!
-//! `env` merges key by key and `health` field by field; `canary` and `smoke` replace as a whole;
-//! every other key (scalars and lists) replaces.
+//! `env` and `build_args` merge key by key and `health` field by field; `canary`, `smoke` and
+//! `autoscale` replace as a whole; every other key (scalars and lists) replaces.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::UnknownEnvironment;
 use crate::model::{
-    DEVELOPMENT, EnvValue, EnvironmentDecl, Health, HealthSettings, Project, ResolvedEnvironment,
-    ResolvedService, ServiceDecl, ServiceSettings, TargetKind,
+    ContainerSettings, DEVELOPMENT, EnvValue, EnvironmentDecl, Health, HealthSettings, Project,
+    ResolvedEnvironment, ResolvedService, ServiceDecl, ServiceSettings,
 };
+
+/// The `dockerfile` a service uses when no layer sets one (relative to its path).
+pub(crate) const DEFAULT_DOCKERFILE: &str = "Dockerfile";
+
+/// The port a service listens on inside its container when no layer sets `container_port`.
+pub(crate) const DEFAULT_CONTAINER_PORT: u16 = 8080;
 
 impl Project {
     /// Environment names in declaration order, `development` included.
@@ -85,7 +92,7 @@ pub(crate) fn resolve_decl(project: &Project, env: &EnvironmentDecl) -> Resolved
             if let Some(over) = env.service_overrides.get(&decl.name) {
                 merged = layer(merged, over);
             }
-            finish(decl, merged, env.target)
+            finish(project, env, decl, merged)
         })
         .collect();
     ResolvedEnvironment {
@@ -93,6 +100,9 @@ pub(crate) fn resolve_decl(project: &Project, env: &EnvironmentDecl) -> Resolved
         target: env.target,
         branch: env.branch.clone(),
         require_approval: env.require_approval,
+        registry: env.registry.clone(),
+        docker_host: env.docker_host.clone(),
+        swarm_host: env.swarm_host.clone(),
         services,
     }
 }
@@ -100,6 +110,13 @@ pub(crate) fn resolve_decl(project: &Project, env: &EnvironmentDecl) -> Resolved
 /// `over` on top of `base`.
 pub(crate) fn layer(base: ServiceSettings, over: &ServiceSettings) -> ServiceSettings {
     let env = match (base.env, &over.env) {
+        (Some(mut b), Some(o)) => {
+            b.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(b)
+        }
+        (b, o) => o.clone().or(b),
+    };
+    let build_args = match (base.build_args, &over.build_args) {
         (Some(mut b), Some(o)) => {
             b.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
             Some(b)
@@ -132,6 +149,11 @@ pub(crate) fn layer(base: ServiceSettings, over: &ServiceSettings) -> ServiceSet
         canary: over.canary.clone().or(base.canary),
         smoke: over.smoke.clone().or(base.smoke),
         target: over.target.or(base.target),
+        dockerfile: over.dockerfile.clone().or(base.dockerfile),
+        image: over.image.clone().or(base.image),
+        build_args,
+        container_port: over.container_port.or(base.container_port),
+        autoscale: over.autoscale.clone().or(base.autoscale),
     }
 }
 
@@ -151,11 +173,31 @@ fn layer_health(base: HealthSettings, over: &HealthSettings) -> HealthSettings {
 }
 
 /// Applies the built-in defaults.
-fn finish(decl: &ServiceDecl, s: ServiceSettings, env_target: TargetKind) -> ResolvedService {
+fn finish(
+    project: &Project,
+    env: &EnvironmentDecl,
+    decl: &ServiceDecl,
+    s: ServiceSettings,
+) -> ResolvedService {
     let builtin = Health::default();
     let h = s.health.unwrap_or_default();
+    let dockerfile = s
+        .dockerfile
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKERFILE));
+    let container = ContainerSettings {
+        dockerfile: fold(&decl.path.join(dockerfile)),
+        image: image_name(
+            s.image.as_deref(),
+            &project.name,
+            &decl.name,
+            env.registry.as_deref(),
+        ),
+        build_args: s.build_args.unwrap_or_default(),
+        container_port: s.container_port.unwrap_or(DEFAULT_CONTAINER_PORT),
+        autoscale: s.autoscale,
+    };
     ResolvedService {
-        target: s.target.unwrap_or(env_target),
+        target: s.target.unwrap_or(env.target),
         name: decl.name.clone(),
         path: decl.path.clone(),
         watch: decl.watch.clone(),
@@ -189,15 +231,52 @@ fn finish(decl: &ServiceDecl, s: ServiceSettings, env_target: TargetKind) -> Res
         },
         canary: s.canary,
         smoke: s.smoke.unwrap_or_default(),
+        container,
     }
+}
+
+/// The image a service's releases are tagged on: `image`, else `<project>-<service>`, after
+/// `<registry>/` unless it already starts with that.
+pub(crate) fn image_name(
+    image: Option<&str>,
+    project: &str,
+    service: &str,
+    registry: Option<&str>,
+) -> String {
+    let name = image.map_or_else(|| format!("{project}-{service}"), str::to_string);
+    match registry {
+        Some(r) if !name.starts_with(&format!("{r}/")) => format!("{r}/{name}"),
+        _ => name,
+    }
+}
+
+/// `path` with `.` removed and each `..` folded into the component before it; a `..` with
+/// nothing left to fold stays at the front (validation reports such a path as leaving the
+/// project dir).
+pub(crate) fn fold(path: &Path) -> PathBuf {
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                _ => out.push(c),
+            },
+            other => out.push(other),
+        }
+    }
+    out.iter().collect()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::path::Path;
     use std::time::Duration;
 
-    use crate::model::{EnvValue, Pause, ProbeKind, StrategyKind, TargetKind};
+    use crate::model::{Autoscale, EnvValue, Pause, ProbeKind, StrategyKind, TargetKind};
 
     fn project(src: &str) -> crate::Project {
         let tmp = tempfile::tempdir().unwrap();
@@ -336,6 +415,178 @@ health = { period = "9s" }
             ("HEAD", 204)
         );
         assert_eq!(dev.service("api").unwrap().smoke.len(), 2);
+    }
+
+    const CONTAINERS: &str = r#"
+[project]
+name = "demo"
+
+[defaults]
+container_port = 9000
+build_args = { A = "defaults", B = "defaults" }
+
+[services.api]
+path = "api"
+run = "python3 app.py"
+port = 8080
+dockerfile = "docker/Dockerfile.prod"
+build_args = { B = "service", C = "service" }
+autoscale = { min = 2, max = 6, target_inflight = 10 }
+
+[services.web]
+path = "web"
+run = "npm start"
+port = 8081
+image = "acme/web"
+
+[environments.preprod]
+target = "docker"
+registry = "127.0.0.1:5000"
+container_port = 7000
+[environments.preprod.docker]
+host = "tcp://127.0.0.1:2375"
+[environments.preprod.services.api]
+image = "127.0.0.1:5000/team/api"
+dockerfile = "../Dockerfile"
+container_port = 7001
+build_args = { C = "preprod" }
+autoscale = { min = 1, max = 1, target_inflight = 5 }
+
+[environments.cluster]
+target = "swarm"
+registry = "registry.example.com/acme"
+[environments.cluster.swarm]
+host = "unix:///run/manager.sock"
+"#;
+
+    #[test]
+    fn container_keys_resolve_with_defaults_on_a_local_target() {
+        let p = project(CONTAINERS);
+        let dev = p.resolve("development").unwrap();
+        assert_eq!(dev.target, TargetKind::Local);
+        assert_eq!(
+            (&dev.registry, &dev.docker_host, &dev.swarm_host),
+            (&None, &None, &None)
+        );
+        let api = &dev.service("api").unwrap().container;
+        assert_eq!(api.dockerfile, Path::new("api/docker/Dockerfile.prod"));
+        assert_eq!(
+            api.image, "demo-api",
+            "<project>-<service> without a registry"
+        );
+        assert_eq!(api.container_port, 9000, "from [defaults]");
+        assert_eq!(
+            api.autoscale,
+            Some(Autoscale {
+                min: 2,
+                max: 6,
+                target_inflight: 10
+            })
+        );
+        let args: Vec<(&str, &str)> = api
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            args,
+            [("A", "defaults"), ("B", "service"), ("C", "service")]
+        );
+        let web = &dev.service("web").unwrap().container;
+        assert_eq!(web.dockerfile, Path::new("web/Dockerfile"), "the default");
+        assert_eq!(web.image, "acme/web");
+        assert_eq!(web.autoscale, None);
+        assert_eq!(web.build_args.len(), 2);
+    }
+
+    #[test]
+    fn container_keys_follow_the_layers_and_the_registry() {
+        let p = project(CONTAINERS);
+        let preprod = p.resolve("preprod").unwrap();
+        assert_eq!(preprod.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(preprod.docker_host.as_deref(), Some("tcp://127.0.0.1:2375"));
+        assert_eq!(preprod.swarm_host, None);
+        let api = &preprod.service("api").unwrap();
+        assert_eq!(api.target, TargetKind::Docker);
+        let api = &api.container;
+        assert_eq!(
+            api.image, "127.0.0.1:5000/team/api",
+            "an image already under the registry is not prefixed twice"
+        );
+        assert_eq!(api.dockerfile, Path::new("Dockerfile"), "api/../Dockerfile");
+        assert_eq!(
+            api.container_port, 7001,
+            "environment.service over environment"
+        );
+        assert_eq!(api.build_args.get("C").map(String::as_str), Some("preprod"));
+        assert_eq!(api.build_args.get("B").map(String::as_str), Some("service"));
+        assert_eq!(
+            api.autoscale,
+            Some(Autoscale {
+                min: 1,
+                max: 1,
+                target_inflight: 5
+            }),
+            "replaced as a whole"
+        );
+        let web = &preprod.service("web").unwrap().container;
+        assert_eq!(web.image, "127.0.0.1:5000/acme/web");
+        assert_eq!(web.container_port, 7000, "environment over [defaults]");
+
+        let cluster = p.resolve("cluster").unwrap();
+        assert_eq!(cluster.target, TargetKind::Swarm);
+        assert_eq!(
+            cluster.swarm_host.as_deref(),
+            Some("unix:///run/manager.sock")
+        );
+        assert_eq!(cluster.docker_host, None);
+        let images: Vec<&str> = cluster
+            .services
+            .iter()
+            .map(|s| s.container.image.as_str())
+            .collect();
+        assert_eq!(
+            images,
+            [
+                "registry.example.com/acme/demo-api",
+                "registry.example.com/acme/acme/web"
+            ]
+        );
+    }
+
+    #[test]
+    fn image_names_and_dockerfile_paths() {
+        use super::{fold, image_name};
+        assert_eq!(image_name(None, "shop", "api", None), "shop-api");
+        assert_eq!(
+            image_name(None, "shop", "api", Some("localhost:5000")),
+            "localhost:5000/shop-api"
+        );
+        assert_eq!(
+            image_name(
+                Some("localhost:5000/x"),
+                "shop",
+                "api",
+                Some("localhost:5000")
+            ),
+            "localhost:5000/x"
+        );
+        assert_eq!(
+            image_name(
+                Some("localhost:50000/x"),
+                "shop",
+                "api",
+                Some("localhost:5000")
+            ),
+            "localhost:5000/localhost:50000/x",
+            "a prefix of the registry is not the registry"
+        );
+        assert_eq!(fold(Path::new("./Dockerfile")), Path::new("Dockerfile"));
+        assert_eq!(
+            fold(Path::new("a/./b/../Dockerfile")),
+            Path::new("a/Dockerfile")
+        );
+        assert_eq!(fold(Path::new("a/../../x")), Path::new("../x"));
     }
 
     #[test]

@@ -93,4 +93,40 @@ mod tests {
         );
         assert_eq!(schema["$defs"]["Service"]["required"], json!(["path"]));
     }
+
+    #[test]
+    fn describes_the_container_keys() {
+        let schema = json_schema();
+        let defs = &schema["$defs"];
+        for layer in ["Service", "Settings", "Environment"] {
+            let props = &defs[layer]["properties"];
+            for key in [
+                "dockerfile",
+                "image",
+                "build_args",
+                "container_port",
+                "autoscale",
+            ] {
+                assert!(props.get(key).is_some(), "{layer}.{key} missing");
+            }
+        }
+        let env = &defs["Environment"]["properties"];
+        for key in ["registry", "docker", "swarm"] {
+            assert!(env.get(key).is_some(), "Environment.{key} missing");
+            assert!(defs["Service"]["properties"].get(key).is_none(), "{key}");
+        }
+        assert_eq!(defs["Engine"]["additionalProperties"], json!(false));
+        assert!(defs["Engine"]["properties"]["host"]["pattern"].is_string());
+        assert_eq!(
+            defs["Autoscale"]["required"],
+            json!(["min", "max", "target_inflight"])
+        );
+        assert_eq!(defs["BuildArg"]["type"], "string");
+        let image = &defs["Service"]["properties"]["image"];
+        assert!(image["pattern"].is_string(), "{image}");
+        assert_eq!(
+            defs["Service"]["properties"]["container_port"]["maximum"],
+            65535
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! [`RawFile`] → [`Project`], with every check that needs more than a type: names, ranges,
 //! durations, paths on disk, globs, the dependency graph, and per-environment rules (a local
-//! target needs `run` and `port`; ports do not collide).
+//! target needs `run` and `port`; ports do not collide; container targets get valid, distinct
+//! image names and Dockerfiles inside the project).
 
+mod container;
 mod environment;
 mod graph;
 mod notify;
@@ -45,17 +47,23 @@ impl Ctx<'_> {
         if (lo..=hi).contains(&n) {
             return Some(n);
         }
-        if n > hi && !matches!(key, "port" | "weight" | "expect_status") {
+        if n > hi && !matches!(key, "port" | "container_port" | "weight" | "expect_status") {
             self.err(
                 Diag::at(v.span(), format!("`{key}` is too large: {n}, at most {hi}"))
                     .help(format!("use a value from {lo} to {hi}")),
             );
             return None;
         }
-        let expected = expectation(key, parent)
+        // `autoscale.min` reads as `min` of `autoscale`.
+        let leaf = key.rsplit_once('.').map_or(key, |(_, k)| k);
+        let expected = expectation(leaf, parent)
             .map_or_else(|| format!("an integer from {lo} to {hi}"), str::to_string);
         let help = match key {
             "port" => "ports are 1 to 65535; use 8080 or above to avoid needing root".to_string(),
+            "container_port" => {
+                "the port the service listens on inside its container ($PORT), 1 to 65535; the default is 8080"
+                    .to_string()
+            }
             "weight" => "a step's weight is the percent of traffic the canary gets, from 1 to 100"
                 .to_string(),
             "expect_status" => "an HTTP status code, e.g. 200".to_string(),
@@ -206,6 +214,10 @@ pub(crate) struct Spans {
     /// `port` spans by layer: ("", "") defaults, (service, "") service, ("", env) env,
     /// (service, env) env.service.
     pub port: HashMap<(String, String), Range<usize>>,
+    /// `dockerfile` spans per (service, env) layer as above.
+    pub dockerfile: HashMap<(String, String), Range<usize>>,
+    /// `image` spans per (service, env) layer as above.
+    pub image: HashMap<(String, String), Range<usize>>,
     /// `target` per (service, env) layer as above.
     pub target: HashMap<(String, String), crate::TargetKind>,
     /// `[project] metrics_listen`.
@@ -310,6 +322,9 @@ pub(crate) fn validate(
             target: defaults.target.unwrap_or_default(),
             branch: None,
             require_approval: false,
+            registry: None,
+            docker_host: None,
+            swarm_host: None,
             overrides: ServiceSettings::default(),
             service_overrides: Default::default(),
             declared: false,
@@ -377,6 +392,12 @@ fn record_layer(spans: &mut Spans, s: &crate::raw::RawSettings, service: &str, e
     let key = (service.to_string(), env.to_string());
     if let Some(p) = &s.port {
         spans.port.insert(key.clone(), p.span());
+    }
+    if let Some(d) = &s.dockerfile {
+        spans.dockerfile.insert(key.clone(), d.span());
+    }
+    if let Some(i) = &s.image {
+        spans.image.insert(key.clone(), i.span());
     }
     if let Some(t) = &s.target {
         spans.target.insert(key, settings::target(*t.get()));

@@ -376,6 +376,172 @@ case!(
         "[services.api]\npath = \"api\"\nrun = \"x\"\nport = \"8080\"\nhelth = 1\n[services.web]\npath = \"web\"\nrun = \"\"\nport = 8081\nhealth = { period = \"soon\" }\n"
     )
 );
+case!(
+    build_args_secret,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nbuild_args = { PY = \"3.12\", TOKEN = { secret = \"NPM_TOKEN\" } }\n"
+    )
+);
+case!(
+    build_args_not_strings,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nbuild_args = { PY = 3.12, DEBUG = true, LIST = [\"a\"] }\n"
+    )
+);
+case!(
+    build_args_bad_name,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[services.api.build_args]\n\"PY-VERSION\" = \"3.12\"\n"
+    )
+);
+case!(
+    image_with_tag,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"acme/api:1.0\"\n"
+    )
+);
+case!(
+    image_registry_only,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"localhost:5000\"\n"
+    )
+);
+case!(
+    image_with_digest,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"acme/api@sha256:0123abcd\"\n"
+    )
+);
+case!(
+    image_uppercase,
+    &with_head("[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"Acme/API\"\n")
+);
+case!(
+    image_bad_characters,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"acme/my_-api\"\n"
+    )
+);
+case!(
+    container_port_out_of_range,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ncontainer_port = 0\n[environments.preprod]\ncontainer_port = 70000\n"
+    )
+);
+case!(
+    container_port_wrong_type,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ncontainer_port = \"8080\"\n"
+    )
+);
+case!(
+    autoscale_min_above_max,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nautoscale = { min = 6, max = 2, target_inflight = 10 }\n"
+    )
+);
+case!(
+    autoscale_zero,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nautoscale = { min = 0, max = 2, target_inflight = 0 }\n"
+    )
+);
+case!(
+    autoscale_missing_keys,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nautoscale = { min = 2 }\n"
+    )
+);
+case!(
+    autoscale_unknown_key,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nautoscale = { min = 1, max = 2, target_inflight = 10, target_cpu = 80 }\n"
+    )
+);
+case!(
+    dockerfile_absolute,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ndockerfile = \"/srv/Dockerfile\"\n"
+    )
+);
+case!(
+    dockerfile_outside_project,
+    &with_head(
+        "[defaults]\ndockerfile = \"../Dockerfile\"\n[services.api]\npath = \".\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ntarget = \"docker\"\n"
+    )
+);
+case!(
+    registry_with_scheme,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ntarget = \"docker\"\nregistry = \"http://127.0.0.1:5000\"\n"
+    )
+);
+case!(
+    registry_with_spaces,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\nregistry = \"127.0.0.1: 5000\"\n"
+    )
+);
+case!(
+    registry_without_host,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\nregistry = \"acme\"\n"
+    )
+);
+case!(
+    registry_on_a_service,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nregistry = \"127.0.0.1:5000\"\n"
+    )
+);
+case!(
+    docker_host_bad,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ntarget = \"docker\"\n[environments.preprod.docker]\nhost = \"docker.example.com\"\n"
+    )
+);
+case!(
+    docker_host_http,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ntarget = \"docker\"\ndocker = { host = \"http://127.0.0.1:2375\" }\n"
+    )
+);
+case!(
+    docker_host_bad_port,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ndocker = { host = \"tcp://127.0.0.1:99999\" }\n"
+    )
+);
+case!(
+    docker_host_relative_socket,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ndocker = { host = \"unix://var/run/docker.sock\" }\n"
+    )
+);
+case!(
+    docker_unknown_key,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod.docker]\nhots = \"unix:///var/run/docker.sock\"\n"
+    )
+);
+case!(
+    swarm_host_bad,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.cluster]\ntarget = \"swarm\"\nswarm = { host = \"ssh://manager\" }\n"
+    )
+);
+case!(
+    two_services_one_image,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\nimage = \"acme/app\"\n[services.web]\npath = \"web\"\nrun = \"y\"\nport = 8081\nimage = \"acme/app\"\n[environments.preprod]\ntarget = \"docker\"\n"
+    )
+);
+case!(
+    default_image_invalid,
+    &with_head(
+        "[services.api-]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.preprod]\ntarget = \"docker\"\n"
+    )
+);
 
 #[test]
 fn missing_file() {

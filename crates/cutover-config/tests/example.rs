@@ -26,7 +26,7 @@ fn parses_with_every_key_read() {
     assert_eq!(p.name, "odoobo");
     assert_eq!(
         p.environment_names(),
-        ["staging", "production", "development"]
+        ["staging", "preprod", "production", "development"]
     );
     assert_eq!(p.default_env(), "development");
     assert_eq!(p.secret_names(), ["HOOK_KEY", "OPENAI_API_KEY"]);
@@ -106,11 +106,37 @@ fn production_overrides_instances_and_port() {
 }
 
 #[test]
+fn preprod_builds_images_for_its_registry() {
+    let (_tmp, p) = project();
+    let preprod = p.resolve("preprod").expect("preprod");
+    assert_eq!(preprod.target, TargetKind::Docker);
+    assert_eq!(preprod.registry.as_deref(), Some("127.0.0.1:5000"));
+    assert_eq!(
+        preprod.docker_host, None,
+        "the commented table keeps the default"
+    );
+    let s = preprod.service("pr-review").expect("pr-review");
+    assert_eq!(s.target, TargetKind::Docker);
+    assert_eq!(s.container.image, "127.0.0.1:5000/odoobo-pr-review");
+    assert_eq!(
+        s.container.dockerfile,
+        Path::new("skills/pr-review/Dockerfile")
+    );
+    assert_eq!(s.container.container_port, 8080);
+    assert!(s.container.build_args.is_empty());
+    assert_eq!(s.container.autoscale, None);
+    let staging = p.resolve("staging").expect("staging");
+    assert_eq!(staging.registry, None);
+    let s = staging.service("pr-review").expect("pr-review");
+    assert_eq!(s.container.image, "odoobo-pr-review");
+}
+
+#[test]
 fn unknown_environment_lists_the_known_ones() {
     let (_tmp, p) = project();
     let err = p.resolve("prod").expect_err("an error");
     assert_eq!(
         err.to_string(),
-        "unknown environment `prod`; known: staging, production, development"
+        "unknown environment `prod`; known: staging, preprod, production, development"
     );
 }

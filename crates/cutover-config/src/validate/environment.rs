@@ -1,8 +1,10 @@
 //! `[environments.E]` tables, and the checks that only make sense once every layer is applied:
-//! each environment's target has what it needs, and no two services share a listener.
+//! each environment's target has what it needs, no two services share a listener or an image,
+//! and every Dockerfile is inside the project.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::path::{Component, PathBuf};
 
 use crate::error::Diag;
 use crate::model::{
@@ -11,7 +13,7 @@ use crate::model::{
 use crate::raw::RawFile;
 use crate::resolve::resolve_decl;
 
-use super::{Ctx, Spans, name_check, record_layer, settings, suggest};
+use super::{Ctx, Spans, container, name_check, record_layer, settings, suggest};
 
 /// Converts the declared environments, in file order.
 pub(crate) fn environments(
@@ -50,6 +52,18 @@ pub(crate) fn environments(
                 Some(v.to_string())
             }
         });
+        let registry = env
+            .registry
+            .as_ref()
+            .and_then(|r| container::registry(cx, r));
+        let docker_host = env.docker.as_ref().and_then(|d| {
+            let host = d.get().host.as_ref()?;
+            container::engine_host(cx, host, &format!("[environments.{name}.docker]"))
+        });
+        let swarm_host = env.swarm.as_ref().and_then(|d| {
+            let host = d.get().host.as_ref()?;
+            container::engine_host(cx, host, &format!("[environments.{name}.swarm]"))
+        });
         let mut service_overrides = BTreeMap::new();
         for (skey, s) in env
             .services
@@ -83,6 +97,9 @@ pub(crate) fn environments(
             name,
             branch,
             require_approval: env.require_approval.as_ref().is_some_and(|r| *r.get()),
+            registry,
+            docker_host,
+            swarm_host,
             overrides,
             service_overrides,
             declared: true,
@@ -99,12 +116,26 @@ fn target_of(spans: &Spans, service: &str, env: &str) -> TargetKind {
         .unwrap_or_default()
 }
 
-/// Where the port a service uses in `env` was set (the most specific layer).
-fn port_span(spans: &Spans, service: &str, env: &str) -> Option<Range<usize>> {
+/// Where a key a service uses in `env` was set (the most specific layer), else the service's
+/// own key.
+fn layer_span(
+    spans: &Spans,
+    by_layer: &HashMap<(String, String), Range<usize>>,
+    service: &str,
+    env: &str,
+) -> Option<Range<usize>> {
     [(service, env), ("", env), (service, ""), ("", "")]
         .iter()
-        .find_map(|(s, e)| spans.port.get(&(s.to_string(), e.to_string())).cloned())
+        .find_map(|(s, e)| by_layer.get(&(s.to_string(), e.to_string())).cloned())
         .or_else(|| spans.service_key.get(service).cloned())
+}
+
+/// Targets that build an image and run containers.
+fn builds_image(target: TargetKind) -> bool {
+    matches!(
+        target,
+        TargetKind::Docker | TargetKind::Swarm | TargetKind::Kubernetes
+    )
 }
 
 fn envs_list(envs: &[String]) -> String {
@@ -119,6 +150,10 @@ fn envs_list(envs: &[String]) -> String {
 /// Where a port collision was first seen, and every environment where it happens.
 type Clash = (Option<Range<usize>>, Vec<String>);
 
+/// Something wrong with a service's resolved value: where it was set, the value, and every
+/// environment where it happens.
+type Found<T> = (Option<Range<usize>>, T, Vec<String>);
+
 /// Per-environment checks on the resolved services.
 pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans) {
     // (service index, key) → target → environments
@@ -130,9 +165,52 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
     // service index → environments where its public listener is the metrics listener.
     let mut metrics_clashes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let metrics = project.settings.metrics_listen;
+    // service index → its Dockerfile when that leaves the project dir.
+    let mut outside: BTreeMap<usize, Found<PathBuf>> = BTreeMap::new();
+    // service index → its image name and what is wrong with it.
+    let mut bad_images: BTreeMap<usize, Found<(String, String, String)>> = BTreeMap::new();
+    // (first index, second index) → the image both build.
+    let mut same_image: BTreeMap<(usize, usize), Found<String>> = BTreeMap::new();
     for env in &project.environments {
         let resolved = resolve_decl(project, env);
         for (i, svc) in resolved.services.iter().enumerate() {
+            if svc.container.dockerfile.components().next() == Some(Component::ParentDir) {
+                outside
+                    .entry(i)
+                    .or_insert_with(|| {
+                        let span = layer_span(spans, &spans.dockerfile, &svc.name, &env.name);
+                        (span, svc.container.dockerfile.clone(), Vec::new())
+                    })
+                    .2
+                    .push(env.name.clone());
+            }
+            if builds_image(svc.target) {
+                if let Some((message, help)) = container::image_problem(&svc.container.image) {
+                    bad_images
+                        .entry(i)
+                        .or_insert_with(|| {
+                            let span = layer_span(spans, &spans.image, &svc.name, &env.name);
+                            let found = (svc.container.image.clone(), message, help);
+                            (span, found, Vec::new())
+                        })
+                        .2
+                        .push(env.name.clone());
+                }
+                for (j, earlier) in resolved.services[..i].iter().enumerate() {
+                    if builds_image(earlier.target)
+                        && earlier.container.image == svc.container.image
+                    {
+                        same_image
+                            .entry((j, i))
+                            .or_insert_with(|| {
+                                let span = layer_span(spans, &spans.image, &svc.name, &env.name);
+                                (span, svc.container.image.clone(), Vec::new())
+                            })
+                            .2
+                            .push(env.name.clone());
+                    }
+                }
+            }
             let target = target_of(spans, &svc.name, &env.name);
             if target == TargetKind::Local && svc.run.is_none() {
                 missing
@@ -168,9 +246,12 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                     || earlier.listen.is_unspecified()
                     || svc.listen.is_unspecified();
                 if a == b && overlap {
-                    let entry = clashes
-                        .entry((j, i, a))
-                        .or_insert_with(|| (port_span(spans, &svc.name, &env.name), Vec::new()));
+                    let entry = clashes.entry((j, i, a)).or_insert_with(|| {
+                        (
+                            layer_span(spans, &spans.port, &svc.name, &env.name),
+                            Vec::new(),
+                        )
+                    });
                     entry.1.push(env.name.clone());
                 }
             }
@@ -210,6 +291,41 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
         ))
             .help("give metrics_listen a port no service uses, e.g. metrics_listen = \"127.0.0.1:9464\"")
             .label("port already taken"));
+    }
+    for (i, (span, dockerfile, envs)) in outside {
+        let svc = &project.services[i];
+        cx.err(Diag::new(span, format!(
+            "the Dockerfile of service `{}` is outside the project dir in {}: {}",
+            svc.name,
+            envs_list(&envs),
+            dockerfile.display()
+        ))
+            .help(format!(
+                "`dockerfile` is relative to the service's path ({}) and must stay inside {}, e.g. dockerfile = \"Dockerfile\"",
+                svc.path.display(),
+                project.dir.display()
+            )));
+    }
+    for (i, (span, (image, message, help), envs)) in bad_images {
+        let name = &project.services[i].name;
+        cx.err(
+            Diag::new(
+                span,
+                format!(
+                    "the image of service `{name}`, {image:?}, {message} (in {})",
+                    envs_list(&envs)
+                ),
+            )
+            .help(format!(
+                "{help}; without `image` it is <project>-<service>, after the environment's `registry`"
+            )),
+        );
+    }
+    for ((j, i), (span, image, envs)) in same_image {
+        let (a, b) = (&project.services[j].name, &project.services[i].name);
+        cx.err(Diag::new(span, format!("services `{a}` and `{b}` both build image {image:?} in {}", envs_list(&envs)))
+            .help(format!("each service needs its own image (cutover tags <image>:<env>-latest per service): give `{b}` its own `image` in [services.{b}], or leave `image` out to get <project>-<service>"))
+            .label("image already taken"));
     }
     for ((j, i, port), (span, envs)) in clashes {
         let (a, b) = (&project.services[j].name, &project.services[i].name);

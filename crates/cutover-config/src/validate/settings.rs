@@ -14,7 +14,7 @@ use crate::raw::{
 };
 use crate::{Diag, ServiceSettings};
 
-use super::{Ctx, is_env_name};
+use super::{Ctx, container, is_env_name};
 
 /// Converts and checks one layer; `section` names it in messages (`[services.api]`).
 pub(crate) fn settings(cx: &mut Ctx<'_>, raw: &RawSettings, section: &str) -> ServiceSettings {
@@ -59,6 +59,11 @@ pub(crate) fn settings(cx: &mut Ctx<'_>, raw: &RawSettings, section: &str) -> Se
             .as_ref()
             .map(|list| list.get().iter().filter_map(|s| smoke(cx, s, section)).collect()),
         target: raw.target.as_ref().map(|t| target(*t.get())),
+        dockerfile: raw.dockerfile.as_ref().and_then(|d| container::dockerfile(cx, d)),
+        image: raw.image.as_ref().and_then(|i| container::image(cx, i)),
+        build_args: raw.build_args.as_ref().map(|b| container::build_args(cx, b.get())),
+        container_port: cx.int(&raw.container_port, "container_port", "", 1, 65535).and_then(|p| u16::try_from(p).ok()),
+        autoscale: raw.autoscale.as_ref().and_then(|a| container::autoscale(cx, a)),
     }
 }
 
