@@ -451,7 +451,7 @@ impl Executor {
             });
         };
         let built = tokio::select! {
-            r = target.build(&self.service, release, &self.release.sha, dir, &mut on_line) => r,
+            r = target.build(&self.service, release, self.release.sha.as_deref().unwrap_or(""), dir, &mut on_line) => r,
             () = self.cancel.cancelled() => Err("canceled".to_string()),
         };
         self.send(EventKind::CommandFinished {
