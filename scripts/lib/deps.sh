@@ -5,6 +5,7 @@
 #   . scripts/lib/deps.sh
 #   need git git              # need COMMAND PACKAGE: PACKAGE provides COMMAND
 #   need tmux tmux
+#   need_package busybox-static   # a package checked with dpkg, when a command is not enough
 #   install_needed            # apt-get update (once) + install, only when something is missing
 #
 # It never calls apt when everything is present, and it fails loudly when a command is still
@@ -12,6 +13,7 @@
 
 _deps_commands=()   # commands declared with need, in order
 _deps_packages=()   # the package for each of them
+_deps_only_packages=() # packages declared with need_package
 _deps_apt_updated=""
 
 need() {
@@ -19,10 +21,23 @@ need() {
   _deps_packages+=("$2")
 }
 
+# need_package PACKAGE: PACKAGE itself must be installed, for when another package provides the
+# same command (busybox-static's /bin/busybox is static, busybox's is not).
+need_package() {
+  _deps_only_packages+=("$1")
+}
+
+_deps_installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
 install_needed() {
-  local i missing=()
+  local i p missing=()
   for i in "${!_deps_commands[@]}"; do
     command -v "${_deps_commands[$i]}" >/dev/null 2>&1 || missing+=("${_deps_packages[$i]}")
+  done
+  for p in "${_deps_only_packages[@]}"; do
+    _deps_installed "$p" || missing+=("$p")
   done
   if ((${#missing[@]})); then
     local pkgs sudo=()
@@ -50,6 +65,12 @@ install_needed() {
   for i in "${!_deps_commands[@]}"; do
     if ! command -v "${_deps_commands[$i]}" >/dev/null 2>&1; then
       echo "error: '${_deps_commands[$i]}' is still missing after installing ${_deps_packages[$i]}" >&2
+      return 1
+    fi
+  done
+  for p in "${_deps_only_packages[@]}"; do
+    if ! _deps_installed "$p"; then
+      echo "error: package $p is still not installed" >&2
       return 1
     fi
   done
