@@ -171,6 +171,22 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
     let mut bad_images: BTreeMap<usize, Found<(String, String, String)>> = BTreeMap::new();
     // (first index, second index) → the image both build.
     let mut same_image: BTreeMap<(usize, usize), Found<String>> = BTreeMap::new();
+    // Services that run in containers in a declared environment: the implicit `development`
+    // environment does not demand a `run` of them (a deploy there says it is missing).
+    let containerized: std::collections::BTreeSet<usize> = project
+        .environments
+        .iter()
+        .filter(|e| e.declared)
+        .flat_map(|e| {
+            resolve_decl(project, e)
+                .services
+                .into_iter()
+                .enumerate()
+                .filter(|(_, s)| builds_image(s.target))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for env in &project.environments {
         let resolved = resolve_decl(project, env);
         for (i, svc) in resolved.services.iter().enumerate() {
@@ -212,7 +228,10 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                 }
             }
             let target = target_of(spans, &svc.name, &env.name);
-            if target == TargetKind::Local && svc.run.is_none() {
+            if target == TargetKind::Local
+                && svc.run.is_none()
+                && (env.declared || !containerized.contains(&i))
+            {
                 missing
                     .entry((i, "run"))
                     .or_default()
