@@ -351,3 +351,158 @@ fn images_past_keep_releases_are_removed_and_a_registry_gets_every_tag() {
     assert!(body.contains("box-latest"), "{body}");
     let _ = docker(&["rmi", "-f", &format!("{image}:box-latest")]);
 }
+
+/// A tiny HTTP server for busybox `nc -ll`: `/health` answers 200, everything else 500.
+const BROKEN_SERVER: &str = r#"read -r method path proto
+cr=$(printf '\r')
+while read -r line; do
+  case "$line" in ""|"$cr") break ;; esac
+done
+case "$path" in
+  /health*) body='{"status":"healthy","version":"broken"}'; status="200 OK" ;;
+  *) body='broken'; status="500 Internal Server Error" ;;
+esac
+printf 'HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$status" "${#body}" "$body"
+"#;
+
+#[test]
+fn rolling_replaces_containers_one_at_a_time_without_a_failed_request() {
+    let port = free_port();
+    let p = project(port, "v1", "instances = 3\nstrategy = \"rolling\"\nscale_down_delay = \"0s\"", "");
+    let _agent = AgentGuard(&p);
+    let out = deploy(&p);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = containers(&p, "web");
+    assert_eq!(before.len(), 3);
+    bump(&p, "v2");
+    let mut load = Load::start(port, 4);
+    let out = deploy(&p);
+    std::thread::sleep(Duration::from_millis(300));
+    load.stop();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let failed = load.failed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failed, 0, "{:?}", load.failures.lock().unwrap());
+    assert!(stderr(&out).contains("batch") || stderr(&out).contains("replac"), "{}", stderr(&out));
+    // All three containers are new, of v2; none of v1 is left.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let now = containers(&p, "web");
+        now.len() == 3 && now.iter().all(|id| !before.contains(id))
+    }));
+    for _ in 0..6 {
+        assert_eq!(served(port).as_deref(), Some("v2"));
+    }
+}
+
+#[test]
+fn a_canary_container_with_errors_is_rolled_back_by_analysis_and_a_good_one_is_promoted() {
+    let port = free_port();
+    let canary = "strategy = \"canary\"\n\
+                  [services.web.canary]\n\
+                  steps = [{ weight = 50 }, { weight = 100 }]\n\
+                  interval = \"300ms\"\nmin_requests = 5\nmax_error_rate = 0.1\n\
+                  max_p99_latency = \"2s\"\n";
+    let p = project(port, "v1", canary, "");
+    let _agent = AgentGuard(&p);
+    let out = deploy(&p);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // A good canary goes through its steps to 100%.
+    bump(&p, "v2");
+    let mut load = Load::start(port, 2);
+    let out = deploy(&p);
+    load.stop();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(served(port).as_deref(), Some("v2"));
+
+    // A canary answering 500 is judged and rolled back, with the numbers.
+    write_service(&p, "v3");
+    p.write("svc/web/respond.sh", BROKEN_SERVER);
+    p.write(
+        "svc/web/Dockerfile",
+        &format!(
+            "{}COPY respond.sh /respond.sh\n",
+            common::docker::BUSYBOX_DOCKERFILE
+        ),
+    );
+    let toml = p.read("cutover.toml").replace(
+        "strategy = \"canary\"",
+        "strategy = \"canary\"\nrun = \"exec /bin/busybox nc -ll -p $PORT -e /bin/busybox sh /respond.sh\"",
+    );
+    p.write("cutover.toml", &toml);
+    p.commit("v3 broken");
+    let mut load = Load::start(port, 4);
+    let out = deploy(&p);
+    load.stop();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("error rate"), "{err}");
+    assert_eq!(served(port).as_deref(), Some("v2"));
+    let releases = json(&p.run(&["releases", "web", "--env", "box", "--json"]));
+    assert_eq!(releases["releases"][0]["phase"], "ROLLED_BACK", "{releases}");
+    // The canary's container is gone; the stable one serves.
+    assert!(wait_until(Duration::from_secs(10), || containers(&p, "web").len() == 1));
+}
+
+#[test]
+fn atomic_returns_every_container_service_and_immediate_replaces_in_place() {
+    let (web_port, api_port) = (free_port(), free_port());
+    let p = TestProject::git_repo();
+    for name in ["web", "api"] {
+        write_busybox_service(&p.path().join(format!("svc/{name}")), "v1");
+    }
+    p.write(
+        "cutover.toml",
+        &format!(
+            "[project]\nname = \"dka\"\n\n\
+             [services.web]\npath = \"svc/web\"\nport = {web_port}\n\
+             health = {{ period = \"100ms\", timeout = \"1s\" }}\n\
+             [services.api]\npath = \"svc/api\"\nport = {api_port}\nstrategy = \"immediate\"\n\
+             health = {{ period = \"100ms\", timeout = \"1s\" }}\n\
+             [environments.box]\ntarget = \"docker\"\n\
+             [environments.box.docker]\nhost = \"{}\"\n",
+            engine_host()
+        ),
+    );
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("v1");
+    let _agent = AgentGuard(&p);
+    let out = deploy(&p);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // immediate: api's container is replaced (old stopped, new started).
+    let api_before = containers(&p, "api");
+    write_busybox_service(&p.path().join("svc/api"), "v2");
+    p.commit("api v2");
+    let out = deploy(&p);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(served(api_port).as_deref(), Some("v2"));
+    let api_after = containers(&p, "api");
+    assert_eq!(api_after.len(), 1);
+    assert_ne!(api_after, api_before);
+
+    // --atomic: web v2 is fine, api v3 exits at start; both go back.
+    write_busybox_service(&p.path().join("svc/web"), "v2");
+    write_busybox_service(&p.path().join("svc/api"), "v3");
+    let toml = p.read("cutover.toml").replace(
+        "strategy = \"immediate\"",
+        "strategy = \"immediate\"\nrun = \"echo api-v3-cannot-start; exit 7\"",
+    );
+    p.write("cutover.toml", &toml);
+    p.commit("v2 web, broken api");
+    let out = p.run(&["deploy", "--env", "box", "--atomic", "--json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let doc = json(&out);
+    let result = |name: &str| {
+        doc["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["result"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert_eq!(result("api"), "failed", "{doc}");
+    assert_eq!(result("web"), "rolled_back", "{doc}");
+    assert!(stderr(&out).contains("api-v3-cannot-start"), "{}", stderr(&out));
+    assert_eq!(served(web_port).as_deref(), Some("v1"));
+}
