@@ -2,7 +2,7 @@
 """design-tokens: serves the fleet's colour and spacing tokens as JSON or CSS.
 
 One of the five skills of cutover's Quick-start fleet (examples/fleet). Standard library only.
-Listens on 127.0.0.1:$PORT with HTTP/1.1 keep-alive, writes one access-log line per request
+Listens on $HOST:$PORT (HOST default 127.0.0.1; 0.0.0.0 in a container) with HTTP/1.1 keep-alive, writes one access-log line per request
 to stdout (LOG_LEVEL=warning silences it), and on SIGTERM stops accepting, lets in-flight
 requests finish and exits 0.
 """
@@ -264,7 +264,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not keep the process alive
 
     def __init__(self, port: int, access_log: bool) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
+        super().__init__((os.environ.get("HOST", "127.0.0.1"), port), Handler)
         self.access_log = access_log
         self.draining = False
         self._idle = threading.Condition()
