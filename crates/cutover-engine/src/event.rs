@@ -246,8 +246,9 @@ pub enum EventKind {
         service: String,
         /// deploy or verify.
         stage: Stage,
-        /// What happened, in words ("canary step 2/4 at 25%").
-        message: String,
+        /// What happened, as data (an instance started, ready or ended, a probe flipped, a
+        /// canary step and its judgement, a rolling batch); `step.describe()` says it in words.
+        step: cutover_runtime::api::types::DeployProgress,
     },
     /// Cancellation began (Ctrl-C).
     RunCanceling {
@@ -313,7 +314,7 @@ impl EventKind {
             }
             EventKind::CommandStarted { command, .. } => f(command),
             EventKind::Output { line, .. } => f(line),
-            EventKind::Progress { message, .. } => f(message),
+            EventKind::Progress { step, .. } => step.map_text(f),
             EventKind::CommandFinished {
                 command,
                 description,

@@ -616,7 +616,7 @@ impl Agent {
         let _ = progress.send(DeployProgress::Verifying);
         let reporting = set::report_starting(set.clone(), progress.clone());
         let ready = set.wait_ready(&members).await;
-        drop(reporting);
+        reporting.finish();
         if let Err(reason) = ready {
             set.stop().await;
             return Err(DeployError::Failed(reason));

@@ -107,9 +107,10 @@ pub fn line(kind: &EventKind) -> Option<String> {
             }
             s
         }
-        EventKind::Progress {
-            service, message, ..
-        } => format!("{service}: {message}"),
+        EventKind::Progress { service, step, .. } => format!(
+            "{service}: {}",
+            step.describe().unwrap_or_else(|| "progress".to_string())
+        ),
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
         EventKind::RunFinished { status, summary } => format!(
             "run {} {}: {}",

@@ -287,11 +287,11 @@ impl Executor {
                     });
                     stage = Stage::Verify;
                 }
-                if let Some(message) = progress_message(step) {
+                if step.describe().is_some() {
                     self.send(EventKind::Progress {
                         service: name.clone(),
                         stage,
-                        message,
+                        step: step.clone(),
                     });
                 }
             });
@@ -769,41 +769,3 @@ impl Executor {
     }
 }
 
-/// What a deploy step says in the run's events, for the steps worth a line.
-fn progress_message(step: &DeployProgress) -> Option<String> {
-    match step {
-        DeployProgress::Step {
-            number,
-            steps,
-            weight,
-        } => Some(format!(
-            "canary step {number}/{steps}: {weight}% of traffic"
-        )),
-        DeployProgress::Judgement { number, judgement } => Some(format!(
-            "canary step {number}: {}: {}",
-            judgement.verdict.replace('_', " "),
-            judgement.detail
-        )),
-        DeployProgress::Batch { replaced, total } => {
-            Some(format!("{replaced}/{total} instances replaced"))
-        }
-        DeployProgress::Waiting { starting } => {
-            let each: Vec<String> = starting
-                .iter()
-                .map(|s| {
-                    let probe = s
-                        .last_probe
-                        .as_deref()
-                        .map(|p| format!(", last probe: {p}"))
-                        .unwrap_or_default();
-                    format!(
-                        "instance {} starting for {}s (of {}s ready_timeout{probe})",
-                        s.index, s.seconds, s.ready_timeout_seconds
-                    )
-                })
-                .collect();
-            Some(format!("still starting: {}", each.join("; ")))
-        }
-        _ => None,
-    }
-}

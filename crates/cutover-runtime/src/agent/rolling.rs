@@ -50,7 +50,7 @@ pub(super) async fn run(
         let _ = progress.send(DeployProgress::Verifying);
         let reporting = super::set::report_starting(new.clone(), progress.clone());
         let ready = new.wait_ready(&members).await;
-        drop(reporting);
+        reporting.finish();
         let members = match ready {
             Ok(members) => members,
             Err(reason) => return Err(restore(agent, rt, &old, &new, removed, total, reason).await),

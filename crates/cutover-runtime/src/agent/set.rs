@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::AGENT_MARK;
-use crate::api::types::ReleaseSpec;
+use crate::api::types::{DeployProgress, ReleaseSpec};
 use crate::probe::Probe;
 use crate::supervisor::{InstanceSpec, InstanceState, PortLease, Ports, RestartPolicy};
 use crate::target::{Backends, Found, Unit};
@@ -516,52 +516,168 @@ enum Verdict {
 
 /// How often a wait for readiness says who is still starting.
 const REPORT_STARTING_EVERY: Duration = Duration::from_secs(2);
+/// How often the instances' states are looked at for events.
+const REPORT_UNITS_EVERY: Duration = Duration::from_millis(50);
 
-/// While the returned guard lives, sends [`DeployProgress::Waiting`] every
-/// [`REPORT_STARTING_EVERY`] with the instances of `set` that are not ready yet: how long they
-/// have been starting and their latest probe result (the terminal shows who is slow, and why).
+/// What the reporter last saw of one member.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    running: bool,
+    ready: bool,
+    ended: bool,
+}
+
+/// While the returned guard lives, reports what the instances of `set` do as typed events:
+/// [`DeployProgress::InstanceStarted`], [`DeployProgress::InstanceReady`],
+/// [`DeployProgress::ProbeFailed`] (a ready instance's probes flipped),
+/// [`DeployProgress::InstanceExited`], and every [`REPORT_STARTING_EVERY`]
+/// [`DeployProgress::Waiting`] with the instances not ready yet (who is slow, and why). When
+/// the guard drops, the last changes are still reported.
 pub(crate) fn report_starting(
     set: Arc<ReleaseSet>,
-    progress: mpsc::UnboundedSender<crate::api::types::DeployProgress>,
-) -> tokio_util::sync::DropGuard {
+    progress: mpsc::UnboundedSender<DeployProgress>,
+) -> Reporting {
     let stop = tokio_util::sync::CancellationToken::new();
-    let guard = stop.clone().drop_guard();
+    let seen: Arc<Mutex<Vec<(Arc<Member>, Seen)>>> = Arc::new(Mutex::new(Vec::new()));
+    let guard = Reporting {
+        stop: stop.clone(),
+        set: Arc::clone(&set),
+        seen: Arc::clone(&seen),
+        progress: progress.clone(),
+    };
     tokio::spawn(async move {
+        let mut last_waiting = Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(REPORT_STARTING_EVERY) => {}
+                () = tokio::time::sleep(REPORT_UNITS_EVERY) => {}
             }
-            let now = chrono::Utc::now();
-            let starting: Vec<crate::api::types::StartingInstance> = set
-                .members()
-                .iter()
-                .filter(|m| !m.ready())
-                .map(|m| {
-                    let since = match m.instance.state() {
-                        InstanceState::Running { since, .. } => Some(since),
-                        _ => None,
-                    };
-                    crate::api::types::StartingInstance {
-                        index: m.index,
-                        seconds: since
-                            .and_then(|s| (now - s).to_std().ok())
-                            .map_or(0, |d| d.as_secs()),
-                        last_probe: m.probe.status().last().map(|r| r.detail.clone()),
-                        ready_timeout_seconds: set.spec.health.ready_timeout.as_secs(),
-                    }
-                })
-                .collect();
-            if !starting.is_empty()
-                && progress
-                    .send(crate::api::types::DeployProgress::Waiting { starting })
-                    .is_err()
-            {
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if stop.is_cancelled() || !unit_events(&set, &mut seen, &progress) {
                 return;
+            }
+            drop(seen);
+            if last_waiting.elapsed() >= REPORT_STARTING_EVERY {
+                last_waiting = Instant::now();
+                if !waiting(&set, &progress) {
+                    return;
+                }
             }
         }
     });
     guard
+}
+
+/// The reporter of [`report_starting`]; dropping it stops reporting, [`Reporting::finish`]
+/// first reports the last changes (so they come before whatever the caller sends next).
+pub(crate) struct Reporting {
+    stop: tokio_util::sync::CancellationToken,
+    set: Arc<ReleaseSet>,
+    seen: Arc<Mutex<Vec<(Arc<Member>, Seen)>>>,
+    progress: mpsc::UnboundedSender<DeployProgress>,
+}
+
+impl Reporting {
+    /// Reports what changed since the last look, then stops.
+    pub(crate) fn finish(self) {
+        self.stop.cancel();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        unit_events(&self.set, &mut seen, &self.progress);
+    }
+}
+
+impl Drop for Reporting {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Sends the events of what changed in `set` since `seen`; false once nobody listens.
+fn unit_events(
+    set: &ReleaseSet,
+    seen: &mut Vec<(Arc<Member>, Seen)>,
+    progress: &mpsc::UnboundedSender<DeployProgress>,
+) -> bool {
+    let release = &set.spec.release;
+    for m in set.members() {
+        let at = match seen.iter().position(|(x, _)| Arc::ptr_eq(x, &m)) {
+            Some(at) => at,
+            None => {
+                seen.push((Arc::clone(&m), Seen::default()));
+                seen.len() - 1
+            }
+        };
+        let before = seen[at].1;
+        let state = m.instance.state();
+        let now = Seen {
+            running: before.running || state.is_running(),
+            ready: m.ready(),
+            ended: state.is_ended(),
+        };
+        let mut events = Vec::new();
+        if now.running && !before.running {
+            events.push(DeployProgress::InstanceStarted {
+                release: release.clone(),
+                index: m.index,
+                unit: m.instance.describe(),
+                port: m.port,
+            });
+        }
+        if now.ready && !before.ready {
+            events.push(DeployProgress::InstanceReady {
+                release: release.clone(),
+                index: m.index,
+            });
+        }
+        if before.ready && !now.ready && !now.ended {
+            let detail = m.probe.status().last().map(|r| r.detail.clone());
+            events.push(DeployProgress::ProbeFailed {
+                release: release.clone(),
+                index: m.index,
+                detail: detail.unwrap_or_default(),
+            });
+        }
+        if now.ended && !before.ended {
+            events.push(DeployProgress::InstanceExited {
+                release: release.clone(),
+                index: m.index,
+                reason: m.instance.last_exit().unwrap_or_else(|| "stopped".to_string()),
+            });
+        }
+        seen[at].1 = now;
+        for e in events {
+            if progress.send(e).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Sends [`DeployProgress::Waiting`] for the members of `set` not ready yet; false once nobody
+/// listens.
+fn waiting(set: &ReleaseSet, progress: &mpsc::UnboundedSender<DeployProgress>) -> bool {
+    let now = chrono::Utc::now();
+    let starting: Vec<crate::api::types::StartingInstance> = set
+        .members()
+        .iter()
+        .filter(|m| !m.ready())
+        .map(|m| {
+            let since = match m.instance.state() {
+                InstanceState::Running { since, .. } => Some(since),
+                _ => None,
+            };
+            crate::api::types::StartingInstance {
+                index: m.index,
+                seconds: since
+                    .and_then(|s| (now - s).to_std().ok())
+                    .map_or(0, |d| d.as_secs()),
+                last_probe: m.probe.status().last().map(|r| r.detail.clone()),
+                ready_timeout_seconds: set.spec.health.ready_timeout.as_secs(),
+            }
+        })
+        .collect();
+    starting.is_empty() || progress.send(DeployProgress::Waiting { starting }).is_ok()
 }
 
 /// Stops `members`, all at once.

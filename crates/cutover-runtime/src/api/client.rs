@@ -176,7 +176,16 @@ impl AgentClient {
                     let step: DeployProgress = serde_json::from_slice(&line)
                         .map_err(|e| self.transport(format!("bad progress line: {e}")))?;
                     on_progress(&step);
-                    last = Some(step);
+                    // The first end is the answer (instance events may trail it).
+                    let end = matches!(
+                        step,
+                        DeployProgress::Active
+                            | DeployProgress::Failed { .. }
+                            | DeployProgress::RolledBack { .. }
+                    );
+                    if end && last.is_none() {
+                        last = Some(step);
+                    }
                 }
             }
         }

@@ -168,6 +168,42 @@ pub enum DeployProgress {
     },
     /// Probes are deciding.
     Verifying,
+    /// An instance runs (its process or container started).
+    InstanceStarted {
+        /// Its release.
+        release: String,
+        /// Its index.
+        index: u32,
+        /// What it is ("pid 123", "container 3f2a9c1b0d4e").
+        unit: String,
+        /// The internal port it serves on (127.0.0.1).
+        port: u16,
+    },
+    /// An instance passed its first probe: it takes traffic once its release is routed.
+    InstanceReady {
+        /// Its release.
+        release: String,
+        /// Its index.
+        index: u32,
+    },
+    /// A ready instance failed `failure_threshold` probes in a row: out of the route.
+    ProbeFailed {
+        /// Its release.
+        release: String,
+        /// Its index.
+        index: u32,
+        /// The last probe result, in words.
+        detail: String,
+    },
+    /// An instance ended (exited, or was stopped).
+    InstanceExited {
+        /// Its release.
+        release: String,
+        /// Its index.
+        index: u32,
+        /// How, in words ("exited with code 3").
+        reason: String,
+    },
     /// Instances still starting (not ready yet), every few seconds while the wait lasts.
     Waiting {
         /// Each instance not ready yet.
@@ -213,6 +249,103 @@ pub enum DeployProgress {
         /// Why, with the numbers.
         reason: String,
     },
+}
+
+impl DeployProgress {
+    /// The event in words, for terminals and log files (`None` for the steps every deploy has,
+    /// which the stages already show: starting, verifying, switched, and the ends).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            DeployProgress::InstanceStarted {
+                release,
+                index,
+                unit,
+                port,
+            } => Some(format!(
+                "instance {index} of {release} started ({unit}, port {port})"
+            )),
+            DeployProgress::InstanceReady { release, index } => {
+                Some(format!("instance {index} of {release} is ready"))
+            }
+            DeployProgress::ProbeFailed {
+                release,
+                index,
+                detail,
+            } => Some(format!(
+                "instance {index} of {release} failed its probes: {detail}"
+            )),
+            DeployProgress::InstanceExited {
+                release,
+                index,
+                reason,
+            } => Some(format!("instance {index} of {release} ended: {reason}")),
+            DeployProgress::Step {
+                number,
+                steps,
+                weight,
+            } => Some(format!(
+                "canary step {number}/{steps}: {weight}% of traffic"
+            )),
+            DeployProgress::Judgement { number, judgement } => Some(format!(
+                "canary step {number}: {}: {}",
+                judgement.verdict.replace('_', " "),
+                judgement.detail
+            )),
+            DeployProgress::Batch { replaced, total } => {
+                Some(format!("{replaced}/{total} instances replaced"))
+            }
+            DeployProgress::Waiting { starting } => {
+                let each: Vec<String> = starting
+                    .iter()
+                    .map(|s| {
+                        let probe = s
+                            .last_probe
+                            .as_deref()
+                            .map(|p| format!(", last probe: {p}"))
+                            .unwrap_or_default();
+                        format!(
+                            "instance {} starting for {}s (of {}s ready_timeout{probe})",
+                            s.index, s.seconds, s.ready_timeout_seconds
+                        )
+                    })
+                    .collect();
+                Some(format!("still starting: {}", each.join("; ")))
+            }
+            DeployProgress::Starting { .. }
+            | DeployProgress::Verifying
+            | DeployProgress::Switched { .. }
+            | DeployProgress::Active
+            | DeployProgress::Failed { .. }
+            | DeployProgress::RolledBack { .. } => None,
+        }
+    }
+
+    /// Applies `f` to every free-text field (reasons, probe results, log lines), so a redactor
+    /// can clean the event without knowing its shape.
+    pub fn map_text(&mut self, f: &mut dyn FnMut(&mut String)) {
+        match self {
+            DeployProgress::InstanceExited { reason, .. }
+            | DeployProgress::Failed { reason }
+            | DeployProgress::RolledBack { reason } => f(reason),
+            DeployProgress::ProbeFailed { detail, .. } => f(detail),
+            DeployProgress::Judgement { judgement, .. } => f(&mut judgement.detail),
+            DeployProgress::Waiting { starting } => {
+                for s in starting {
+                    if let Some(p) = s.last_probe.as_mut() {
+                        f(p);
+                    }
+                }
+            }
+            DeployProgress::InstanceStarted { .. }
+            | DeployProgress::InstanceReady { .. }
+            | DeployProgress::Starting { .. }
+            | DeployProgress::Verifying
+            | DeployProgress::Switched { .. }
+            | DeployProgress::Step { .. }
+            | DeployProgress::Batch { .. }
+            | DeployProgress::Active => {}
+        }
+    }
 }
 
 /// An instance that has not passed its first probe yet.
