@@ -12,6 +12,8 @@ mod handover;
 mod recover;
 mod rolling;
 mod set;
+#[cfg(test)]
+mod tests;
 
 pub use recover::StoreLocation;
 
@@ -278,6 +280,16 @@ impl Agent {
     /// An agent keeping its state under `state_dir` (the project's `.cutover/`), reading
     /// secrets and recording runs in the store at `store`.
     pub fn new(state_dir: PathBuf, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
+        Agent::with_backends(state_dir, socket, store, crate::target::Backends::default())
+    }
+
+    /// [`Agent::new`] with its targets given (tests run the strategies on a fake target).
+    fn with_backends(
+        state_dir: PathBuf,
+        socket: PathBuf,
+        store: Option<StoreLocation>,
+        backends: crate::target::Backends,
+    ) -> Arc<Agent> {
         Arc::new(Agent {
             state_dir,
             socket,
@@ -291,7 +303,7 @@ impl Agent {
             handed: std::sync::Mutex::new(handover::HandedOver::default()),
             shutdown: CancellationToken::new(),
             ports: crate::supervisor::Ports::from_env(),
-            backends: crate::target::Backends::default(),
+            backends,
         })
     }
 
