@@ -80,6 +80,10 @@ pub(crate) struct Sets {
     live: Option<Arc<ReleaseSet>>,
     /// The previous live set, kept for `scale_down_delay` (rollback is a route flip).
     warm: Option<Arc<ReleaseSet>>,
+    /// Switches that made a set warm so far: the scale-down each one schedules stops the warm
+    /// set only if no later switch made it warm again (a set flipped back and forth stays
+    /// warm for `scale_down_delay` after the latest switch, not the first).
+    warmed: u64,
     /// A set joining the live one: a canary, or a rolling update's new instances.
     next: Option<Next>,
     /// Instances asked for.
@@ -653,7 +657,9 @@ impl Agent {
         if let Some(old) = &old {
             old.set_restart(false);
             sets.warm = Some(old.clone());
+            sets.warmed += 1;
         }
+        let warmed = sets.warmed;
         let generation = rt.reroute(sets);
         if rt.proxy.route().generation() == generation {
             let _ = progress.send(DeployProgress::Switched { generation });
@@ -667,7 +673,8 @@ impl Agent {
                 let delay = Duration::from_millis(old.spec.scale_down_delay_ms);
                 tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
                 let mut sets = rt.sets.lock().await;
-                if sets.warm.as_ref().is_some_and(|w| Arc::ptr_eq(w, &old)) {
+                if sets.warmed == warmed && sets.warm.as_ref().is_some_and(|w| Arc::ptr_eq(w, &old))
+                {
                     sets.warm = None;
                     drop(sets);
                     old.stop().await;

@@ -838,3 +838,35 @@ async fn a_rollback_while_a_canary_runs_aborts_it_and_keeps_the_stable_release()
     h.wait_units("v2", 1, stopped).await;
     h.stop().await;
 }
+#[tokio::test]
+async fn a_warm_release_stays_warm_for_scale_down_delay_after_the_latest_switch() {
+    let h = Harness::new();
+    let delay = Duration::from_millis(800);
+    let spec = |release: &str| {
+        let mut s = h.spec(release, Strategy::BlueGreen, 1);
+        s.scale_down_delay_ms = u64::try_from(delay.as_millis()).unwrap();
+        s
+    };
+    h.live(spec("v1")).await;
+    h.live(spec("v2")).await;
+    // Half the delay passes: the first switch's scale-down is due before the latest one's
+    // (the scenario needs the time; nothing is asserted on it).
+    tokio::time::sleep(delay / 2).await;
+    // Back to v1 and forward to v2 again: two route flips, v1 warm again.
+    assert_eq!(h.rollback(spec("v1")).end().await, DeployProgress::Active);
+    h.wait_units("v1", 1, running).await;
+    // v1 becomes warm after this instant.
+    let asked = Instant::now();
+    let mut forward = h.rollback(spec("v2"));
+    assert_eq!(forward.end().await, DeployProgress::Active, "{forward}");
+    assert_eq!(h.fake.starts(), 2, "only flips: {:?}", h.fake.journal());
+    h.assert_serves("v2", 5).await;
+
+    h.wait_units("v1", 1, stopped).await;
+    let warm_for = asked.elapsed();
+    assert!(
+        warm_for >= delay,
+        "v1 was scaled down {warm_for:?} after it became warm again (scale_down_delay {delay:?})"
+    );
+    h.stop().await;
+}
