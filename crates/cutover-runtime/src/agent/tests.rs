@@ -870,3 +870,23 @@ async fn a_warm_release_stays_warm_for_scale_down_delay_after_the_latest_switch(
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_rollback_asking_for_more_instances_than_the_warm_set_has_gets_them() {
+    let h = Harness::new();
+    h.live(h.spec("v1", Strategy::BlueGreen, 1)).await;
+    // `instances` went from 1 to 3 in cutover.toml; v2 was deployed with it.
+    h.live(h.spec("v2", Strategy::BlueGreen, 3)).await;
+    // A rollback uses the configuration of now: v1 with 3 instances.
+    let mut progress = h.rollback(h.spec("v1", Strategy::BlueGreen, 3));
+    assert_eq!(progress.end().await, DeployProgress::Active, "{progress}");
+    h.assert_serves("v1", 10).await;
+    let status = h.agent.status().await;
+    let service = &status.services[0];
+    assert_eq!(
+        (service.ready, service.desired, service.health.as_str()),
+        (3, 3, "healthy"),
+        "{service:#?}"
+    );
+    h.stop().await;
+}
