@@ -890,3 +890,47 @@ async fn a_rollback_asking_for_more_instances_than_the_warm_set_has_gets_them() 
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_rolling_update_whose_new_instance_crashed_since_its_batch_does_not_go_live() {
+    let h = Harness::new();
+    h.live(h.spec("v1", Strategy::Rolling, 2)).await;
+    // Instance 1 takes a while, so the roll is still on when instance 0 crashes.
+    h.fake.script(
+        "v2",
+        Script::healthy().with_index(1, Readiness::After(Duration::from_millis(400))),
+    );
+    let mut spec = h.spec("v2", Strategy::Rolling, 2);
+    // Probes slow to notice a crash (as with the default period of 1s).
+    spec.health.period = Duration::from_millis(300);
+    spec.health.failure_threshold = 3;
+    let mut progress = h.deploy(spec);
+    progress
+        .until("batch 1", |p| {
+            matches!(p, DeployProgress::Batch { replaced: 1, .. })
+        })
+        .await;
+    let first = h
+        .fake
+        .units("v2")
+        .into_iter()
+        .find(|u| u.index() == 0)
+        .unwrap();
+    first.crash(1, "panic: index out of range");
+    let end = progress.end().await;
+    assert!(
+        matches!(end, DeployProgress::Failed { .. }),
+        "went live with instance 0 crashed ({:?}); {progress}",
+        first.state()
+    );
+    let why = reason(&end);
+    assert!(why.starts_with("instance 0 of api (release v2"), "{why}");
+    assert!(
+        why.contains("exited with code 1 after it became ready (it is restarting)"),
+        "{why}"
+    );
+    assert!(why.contains("panic: index out of range"), "{why}");
+    assert!(why.contains("release v1 is back on 2 instance(s)"), "{why}");
+    h.assert_serves("v1", 10).await;
+    h.stop().await;
+}

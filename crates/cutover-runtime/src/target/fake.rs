@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -227,6 +227,8 @@ impl FakeBackend {
             last_exit: Mutex::new(None),
             lines: Mutex::new(VecDeque::new()),
             health_passes: AtomicU64::new(0),
+            crash: Mutex::new(None),
+            crash_now: Notify::new(),
             requests: AtomicU64::new(0),
         });
         lock(&self.shared.units).push(Arc::clone(&core));
@@ -278,6 +280,10 @@ struct Core {
     health_passes: AtomicU64,
     /// Answers other than `/health` so far.
     requests: AtomicU64,
+    /// The code and last line of a crash a test asked for.
+    crash: Mutex<Option<(i32, String)>>,
+    /// Wakes the owning task for that crash.
+    crash_now: Notify,
 }
 
 impl Core {
@@ -307,6 +313,13 @@ impl FakeUnitView {
     /// Its state now.
     pub(crate) fn state(&self) -> InstanceState {
         self.0.state.borrow().clone()
+    }
+
+    /// Ends its current run (or its next one, if none runs) now: it prints `line` and exits
+    /// with `code`, as a crash the script did not plan.
+    pub(crate) fn crash(&self, code: i32, line: &str) {
+        *lock(&self.0.crash) = Some((code, line.to_string()));
+        self.0.crash_now.notify_one();
     }
 
     /// Its restarts so far.
@@ -495,6 +508,11 @@ impl Owner {
             tokio::select! {
                 () = &mut serving => {
                     return self.ended(Ended { code: Some(1), why: "exited with code 1".into() });
+                }
+                () = core.crash_now.notified() => {
+                    let (code, line) = lock(&core.crash).take().unwrap_or((1, String::new()));
+                    core.say(line);
+                    return self.ended(Ended { code: Some(code), why: format!("exited with code {code}") });
                 }
                 () = &mut exit => {
                     let (code, line) = planned
