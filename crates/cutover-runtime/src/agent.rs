@@ -12,6 +12,8 @@ mod handover;
 mod recover;
 mod rolling;
 mod set;
+#[cfg(test)]
+mod tests;
 
 pub use recover::StoreLocation;
 
@@ -78,6 +80,10 @@ pub(crate) struct Sets {
     live: Option<Arc<ReleaseSet>>,
     /// The previous live set, kept for `scale_down_delay` (rollback is a route flip).
     warm: Option<Arc<ReleaseSet>>,
+    /// Switches that made a set warm so far: the scale-down each one schedules stops the warm
+    /// set only if no later switch made it warm again (a set flipped back and forth stays
+    /// warm for `scale_down_delay` after the latest switch, not the first).
+    warmed: u64,
     /// A set joining the live one: a canary, or a rolling update's new instances.
     next: Option<Next>,
     /// Instances asked for.
@@ -278,6 +284,16 @@ impl Agent {
     /// An agent keeping its state under `state_dir` (the project's `.cutover/`), reading
     /// secrets and recording runs in the store at `store`.
     pub fn new(state_dir: PathBuf, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
+        Agent::with_backends(state_dir, socket, store, crate::target::Backends::default())
+    }
+
+    /// [`Agent::new`] with its targets given (tests run the strategies on a fake target).
+    fn with_backends(
+        state_dir: PathBuf,
+        socket: PathBuf,
+        store: Option<StoreLocation>,
+        backends: crate::target::Backends,
+    ) -> Arc<Agent> {
         Arc::new(Agent {
             state_dir,
             socket,
@@ -291,7 +307,7 @@ impl Agent {
             handed: std::sync::Mutex::new(handover::HandedOver::default()),
             shutdown: CancellationToken::new(),
             ports: crate::supervisor::Ports::from_env(),
-            backends: crate::target::Backends::default(),
+            backends,
         })
     }
 
@@ -532,12 +548,13 @@ impl Agent {
             }
             sets.desired = spec.instances;
 
-            // A rollback to the warm set is a route flip.
-            if let Some(warm) = sets
-                .warm
-                .clone()
-                .filter(|w| w.spec.release == spec.release && w.all_ready())
-            {
+            // A rollback to the warm set is a route flip, when the set has the instances asked
+            // for (`instances` may have changed since it served: then it starts afresh).
+            if let Some(warm) = sets.warm.clone().filter(|w| {
+                w.spec.release == spec.release
+                    && w.len() == spec.instances.max(1)
+                    && w.all_ready()
+            }) {
                 sets.warm = None;
                 let _ = progress.send(DeployProgress::Verifying);
                 self.switch(&rt, &mut sets, warm, progress);
@@ -641,7 +658,9 @@ impl Agent {
         if let Some(old) = &old {
             old.set_restart(false);
             sets.warm = Some(old.clone());
+            sets.warmed += 1;
         }
+        let warmed = sets.warmed;
         let generation = rt.reroute(sets);
         if rt.proxy.route().generation() == generation {
             let _ = progress.send(DeployProgress::Switched { generation });
@@ -655,7 +674,8 @@ impl Agent {
                 let delay = Duration::from_millis(old.spec.scale_down_delay_ms);
                 tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
                 let mut sets = rt.sets.lock().await;
-                if sets.warm.as_ref().is_some_and(|w| Arc::ptr_eq(w, &old)) {
+                if sets.warmed == warmed && sets.warm.as_ref().is_some_and(|w| Arc::ptr_eq(w, &old))
+                {
                     sets.warm = None;
                     drop(sets);
                     old.stop().await;

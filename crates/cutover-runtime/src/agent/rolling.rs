@@ -75,8 +75,10 @@ pub(super) async fn run(
         ));
     }
     // At the switch every new instance is ready: one that failed since its batch fails the
-    // roll, never a release live with fewer ready instances than asked for.
-    if let Err(reason) = new.wait_ready(&new.members()).await {
+    // roll, never a release live with fewer ready instances than asked for. A crashed one is
+    // seen by its state at once (its probe may still say ready until its failures add up).
+    let ready = new.wait_ready(&new.members()).await;
+    if let Err(reason) = ready.and_then(|_| new.all_running()) {
         return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
     }
     let leftover = {

@@ -481,6 +481,30 @@ impl ReleaseSet {
         (ready == members.len()).then_some(Verdict::Ready)
     }
 
+    /// `Err(why)` for the first member that does not run now: it crashed (or was restarted)
+    /// since it was ready. Its probe may still call it ready until its failures add up, so a
+    /// strategy checks this too before it makes the set live.
+    pub(crate) fn all_running(&self) -> Result<(), String> {
+        for m in self.members() {
+            let what = match m.instance.state() {
+                InstanceState::Running { .. } => continue,
+                InstanceState::Backoff { last_exit, .. } => {
+                    format!("{last_exit} after it became ready (it is restarting)")
+                }
+                InstanceState::Exited { .. } => format!(
+                    "{} after it became ready",
+                    m.instance
+                        .last_exit()
+                        .unwrap_or_else(|| "exited".to_string())
+                ),
+                InstanceState::Starting => "was restarted after it became ready".to_string(),
+                InstanceState::Stopped => "was stopped after it became ready".to_string(),
+            };
+            return Err(self.reason(&m, &what));
+        }
+        Ok(())
+    }
+
     /// "instance 0 of api (release R, port P) exited with code 1 ...; last probes: ...; last log
     /// lines: ..."
     fn reason(&self, m: &Member, what: &str) -> String {

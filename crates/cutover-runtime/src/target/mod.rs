@@ -11,8 +11,12 @@
 //!   ([`crate::supervisor::Instance`]).
 //! - `docker/`: the Docker target: a unit is a container on a Docker Engine (bollard), its port
 //!   published on 127.0.0.1; images are built from the service's Dockerfile.
+//! - `fake.rs` (tests only): a unit is an HTTP server inside the test process, scripted per
+//!   release, so the strategies get fast unit tests (`Backends::only`).
 
 pub mod docker;
+#[cfg(test)]
+pub(crate) mod fake;
 mod process;
 
 use std::collections::BTreeMap;
@@ -99,6 +103,9 @@ pub trait Backend: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Backends {
     docker: Arc<Mutex<BTreeMap<String, Arc<docker::DockerBackend>>>>,
+    /// Tests only: the backend every release runs on, whatever its target.
+    #[cfg(test)]
+    only: Option<Arc<dyn Backend>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -111,9 +118,23 @@ impl Backends {
     /// The backend that runs `spec`'s instances: the Docker Engine its container spec names,
     /// else local processes.
     pub fn for_spec(&self, spec: &ReleaseSpec) -> Result<Arc<dyn Backend>, String> {
+        #[cfg(test)]
+        if let Some(b) = &self.only {
+            return Ok(Arc::clone(b));
+        }
         match &spec.container {
             None => Ok(Arc::new(ProcessBackend)),
             Some(c) => Ok(self.docker(&c.host)? as Arc<dyn Backend>),
+        }
+    }
+
+    /// Backends that run every release on `backend` (tests drive the strategies on a fake
+    /// target this way).
+    #[cfg(test)]
+    pub(crate) fn only(backend: Arc<dyn Backend>) -> Backends {
+        Backends {
+            only: Some(backend),
+            ..Backends::default()
         }
     }
 
