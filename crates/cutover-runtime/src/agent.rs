@@ -551,9 +551,7 @@ impl Agent {
             // A rollback to the warm set is a route flip, when the set has the instances asked
             // for (`instances` may have changed since it served: then it starts afresh).
             if let Some(warm) = sets.warm.clone().filter(|w| {
-                w.spec.release == spec.release
-                    && w.len() == spec.instances.max(1)
-                    && w.all_ready()
+                w.spec.release == spec.release && w.len() == spec.instances.max(1) && w.all_ready()
             }) {
                 sets.warm = None;
                 let _ = progress.send(DeployProgress::Verifying);

@@ -12,8 +12,9 @@
 //! `initial_delay` are recorded but not counted: it is a grace period for a slow start, not a
 //! delay before the first probe (probing starts at once, so a fast instance is ready at once).
 //!
-//! While a starting instance refuses connections (nothing listens yet), it is probed again
-//! every [`LISTEN_POLL`] instead of every `period`: a refused connect costs microseconds, and
+//! While a starting instance refuses connections (nothing listens yet), or its connection closes
+//! before any answer (a container's published port, held by the engine's proxy before the
+//! container listens), it is probed again every [`LISTEN_POLL`] instead of every `period`: a refused connect costs microseconds, and
 //! the probe that finds the port listening is the full probe, so an instance is ready as soon
 //! as it answers, not on the next period tick.
 //!
@@ -174,9 +175,33 @@ impl Probe {
     /// # Panics
     /// When called outside a Tokio runtime.
     pub fn spawn_checked(health: Health, addr: SocketAddr, owner: Option<OwnerCheck>) -> Probe {
+        Probe::spawn_gated(health, addr, owner, None)
+    }
+
+    /// Like [`Probe::spawn_checked`]; with `running`, the first probe waits until the
+    /// instance runs (a container's published port accepts before the container has a
+    /// network, and a probe sent then hangs until its timeout).
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn spawn_gated(
+        health: Health,
+        addr: SocketAddr,
+        owner: Option<OwnerCheck>,
+        running: Option<watch::Receiver<crate::supervisor::InstanceState>>,
+    ) -> Probe {
         let (tx, rx) = watch::channel(ProbeStatus::default());
         let cancel = CancellationToken::new();
-        tokio::spawn(run(health, addr, owner, tx, cancel.clone()));
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            if let Some(mut state) = running {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = state.wait_for(|s| s.is_running() || s.is_ended()) => {}
+                }
+            }
+            run(health, addr, owner, tx, token).await;
+        });
         Probe {
             status: rx,
             _stop_on_drop: cancel.clone().drop_guard(),
@@ -266,7 +291,7 @@ async fn run(
                 }
             }
         }
-        soon = !result.ok && !was_ready && result.detail == REFUSED;
+        soon = !result.ok && !was_ready && no_answer(&result.detail);
         status.send_if_modified(|s| {
             s.observe(
                 result,
@@ -276,6 +301,16 @@ async fn run(
             )
         });
     }
+}
+
+/// Whether a failed probe got no answer at all: refused, or a connection that closed before
+/// any response (a published container port whose proxy accepts before the container
+/// listens). A starting instance is probed again soon after such a failure.
+fn no_answer(detail: &str) -> bool {
+    detail == REFUSED
+        || detail == "connection reset"
+        || detail.starts_with("request failed: ")
+        || detail.starts_with("HTTP handshake failed: ")
 }
 
 /// Runs one probe of `addr`, bounded by `health.timeout`.

@@ -78,7 +78,10 @@ fn containers(p: &TestProject, service: &str) -> Vec<String> {
 
 fn agent_socket(p: &TestProject) -> String {
     let out = p.run(&["agent", "status", "--json"]);
-    json(&out)["socket"].as_str().unwrap_or_default().to_string()
+    json(&out)["socket"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn deploy(p: &TestProject) -> std::process::Output {
@@ -103,17 +106,31 @@ fn containers_deploy_switch_under_load_roll_back_warm_log_and_go_down() {
         "{{json .Config.Labels}} {{json .HostConfig.PortBindings}}",
         &ids[0],
     ]);
-    for label in ["cutover.project", "cutover.env", "cutover.service", "cutover.release"] {
+    for label in [
+        "cutover.project",
+        "cutover.env",
+        "cutover.service",
+        "cutover.release",
+    ] {
         assert!(inspect.contains(label), "{inspect}");
     }
-    assert!(inspect.contains("\"dk\"") && inspect.contains("\"box\""), "{inspect}");
-    assert!(inspect.contains("127.0.0.1"), "published on 127.0.0.1: {inspect}");
+    assert!(
+        inspect.contains("\"dk\"") && inspect.contains("\"box\""),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains("127.0.0.1"),
+        "published on 127.0.0.1: {inspect}"
+    );
 
     // The image carries the tags DESIGN.md names.
     let images = docker_ok(&["images", "dk-web", "--format", "{{.Tag}}"]);
     assert!(images.lines().any(|t| t == "box-latest"), "{images}");
     let sha7 = &p.git(&["rev-parse", "HEAD"])[..7];
-    assert!(images.lines().any(|t| t == format!("box-{sha7}")), "{images}");
+    assert!(
+        images.lines().any(|t| t == format!("box-{sha7}")),
+        "{images}"
+    );
 
     // status: healthy, 2/2.
     let status = json(&p.run(&["status", "--env", "box", "--json"]));
@@ -181,7 +198,10 @@ fn a_container_that_exits_fails_the_deploy_at_once_with_its_last_log_lines() {
         started.elapsed() < Duration::from_secs(50),
         "failed at once, not after ready_timeout"
     );
-    assert!(containers(&p, "web").is_empty(), "the failed container is removed");
+    assert!(
+        containers(&p, "web").is_empty(),
+        "the failed container is removed"
+    );
 }
 
 #[test]
@@ -207,16 +227,18 @@ fn an_engine_that_does_not_answer_is_one_clear_error_before_anything_changes() {
     let port = free_port();
     let p = project(port, "v1", "", "");
     let dead = p.path().join("no-engine.sock");
-    let toml = p.read("cutover.toml").replace(
-        &engine_host(),
-        &format!("unix://{}", dead.display()),
-    );
+    let toml = p
+        .read("cutover.toml")
+        .replace(&engine_host(), &format!("unix://{}", dead.display()));
     p.write("cutover.toml", &toml);
     p.commit("dead engine");
     let out = deploy(&p);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&dead.display().to_string()), "names the socket: {err}");
+    assert!(
+        err.contains(&dead.display().to_string()),
+        "names the socket: {err}"
+    );
     assert!(err.contains("Docker Engine"), "{err}");
     assert_eq!(
         err.matches("cannot reach the Docker Engine").count(),
@@ -225,7 +247,11 @@ fn an_engine_that_does_not_answer_is_one_clear_error_before_anything_changes() {
     );
     // Nothing changed: no release recorded, no agent started.
     let releases = json(&p.run(&["releases", "web", "--env", "box", "--json"]));
-    assert_eq!(releases["releases"].as_array().map(Vec::len), Some(0), "{releases}");
+    assert_eq!(
+        releases["releases"].as_array().map(Vec::len),
+        Some(0),
+        "{releases}"
+    );
     assert!(!p.path().join(".cutover/agent.sock").exists());
 }
 
@@ -252,20 +278,22 @@ fn after_kill_9_of_the_agent_its_containers_are_adopted_by_label_not_duplicated(
     .unwrap();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            p.run(&["agent", "status", "--json"])
-                .status
-                .success()
+            p.run(&["agent", "status", "--json"]).status.success()
                 && json(&p.run(&["agent", "status", "--json"]))["pid"].as_u64() != Some(pid)
         }),
         "the agent came back"
     );
     assert!(
-        wait_until(Duration::from_secs(20), || served(port).as_deref() == Some("v1")),
+        wait_until(Duration::from_secs(20), || served(port).as_deref()
+            == Some("v1")),
         "serves v1 again"
     );
     let mut after = containers(&p, "web");
     after.sort();
-    assert_eq!(after, before, "the same containers, adopted: no orphan, no duplicate");
+    assert_eq!(
+        after, before,
+        "the same containers, adopted: no orphan, no duplicate"
+    );
     let status = json(&p.run(&["status", "--env", "box", "--json"]));
     assert_eq!(status["services"][0]["health"], "healthy", "{status}");
 }
@@ -305,7 +333,10 @@ fn hooks_run_in_a_container_of_the_new_image_and_secrets_stay_out_of_images_and_
         logs.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
     }
     assert!(logs.contains("migrating"), "{logs}");
-    assert!(logs.contains(&format!("with {} chars", secret.len())), "{logs}");
+    assert!(
+        logs.contains(&format!("with {} chars", secret.len())),
+        "{logs}"
+    );
     assert!(logs.contains("health"), "the hook ran in the image: {logs}");
     assert!(!logs.contains(secret), "secret in logs");
     // Not in the image's layers, history or labels.
@@ -368,7 +399,12 @@ printf 'HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nC
 #[test]
 fn rolling_replaces_containers_one_at_a_time_without_a_failed_request() {
     let port = free_port();
-    let p = project(port, "v1", "instances = 3\nstrategy = \"rolling\"\nscale_down_delay = \"0s\"", "");
+    let p = project(
+        port,
+        "v1",
+        "instances = 3\nstrategy = \"rolling\"\nscale_down_delay = \"0s\"",
+        "",
+    );
     let _agent = AgentGuard(&p);
     let out = deploy(&p);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -382,7 +418,11 @@ fn rolling_replaces_containers_one_at_a_time_without_a_failed_request() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let failed = load.failed.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(failed, 0, "{:?}", load.failures.lock().unwrap());
-    assert!(stderr(&out).contains("batch") || stderr(&out).contains("replac"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("batch") || stderr(&out).contains("replac"),
+        "{}",
+        stderr(&out)
+    );
     // All three containers are new, of v2; none of v1 is left.
     assert!(wait_until(Duration::from_secs(10), || {
         let now = containers(&p, "web");
@@ -438,9 +478,16 @@ fn a_canary_container_with_errors_is_rolled_back_by_analysis_and_a_good_one_is_p
     assert!(err.contains("error rate"), "{err}");
     assert_eq!(served(port).as_deref(), Some("v2"));
     let releases = json(&p.run(&["releases", "web", "--env", "box", "--json"]));
-    assert_eq!(releases["releases"][0]["phase"], "ROLLED_BACK", "{releases}");
+    assert_eq!(
+        releases["releases"][0]["phase"], "ROLLED_BACK",
+        "{releases}"
+    );
     // The canary's container is gone; the stable one serves.
-    assert!(wait_until(Duration::from_secs(10), || containers(&p, "web").len() == 1));
+    assert!(wait_until(Duration::from_secs(10), || containers(
+        &p, "web"
+    )
+    .len()
+        == 1));
 }
 
 #[test]
@@ -503,6 +550,10 @@ fn atomic_returns_every_container_service_and_immediate_replaces_in_place() {
     };
     assert_eq!(result("api"), "failed", "{doc}");
     assert_eq!(result("web"), "rolled_back", "{doc}");
-    assert!(stderr(&out).contains("api-v3-cannot-start"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("api-v3-cannot-start"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(served(web_port).as_deref(), Some("v1"));
 }

@@ -435,7 +435,10 @@ impl Executor {
         dir: &Path,
     ) -> Result<(), Stop> {
         let name = &self.service.name;
-        let what = format!("docker build ({})", target.release_image(&self.service, release));
+        let what = format!(
+            "docker build ({})",
+            target.release_image(&self.service, release)
+        );
         self.send(EventKind::CommandStarted {
             service: name.clone(),
             stage: Stage::Build,
@@ -529,7 +532,9 @@ impl Executor {
         });
         match ran {
             Ok(0) => Ok(()),
-            _ if self.cancel.is_cancelled() => Err(Stop::canceled(format!("{}: canceled", stage.as_str()))),
+            _ if self.cancel.is_cancelled() => {
+                Err(Stop::canceled(format!("{}: canceled", stage.as_str())))
+            }
             _ => Err(Stop {
                 result: Outcome::Failed,
                 reason: format!("{}: {description}: {}", stage.as_str(), tail.join(" | ")),
@@ -768,4 +773,3 @@ impl Executor {
         env
     }
 }
-

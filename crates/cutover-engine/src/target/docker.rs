@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn tags_are_what_docker_accepts() {
-        assert_eq!(tag_safe("deploy-20261204-101500+dirty"), "deploy-20261204-101500-dirty");
+        assert_eq!(
+            tag_safe("deploy-20261204-101500+dirty"),
+            "deploy-20261204-101500-dirty"
+        );
         assert_eq!(tag_safe(&"x".repeat(200)).len(), 128);
     }
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::set::{INSTANCE_VAR, ReleaseSet};
-use crate::target::{Backends, Found};
 use super::{AGENT_MARK, Agent, Mode, log};
 use crate::api::types::{EnvVar, ReleaseSpec};
+use crate::target::{Backends, Found};
 
 /// Where the agent finds the project's store (secret values after a restart, run records).
 #[derive(Debug, Clone, PartialEq, Eq)]

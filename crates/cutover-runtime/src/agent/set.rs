@@ -70,10 +70,11 @@ impl Member {
         health: &cutover_config::Health,
         lease: Option<PortLease>,
     ) -> Member {
-        let probe = Probe::spawn_checked(
+        let probe = Probe::spawn_gated(
             health.clone(),
             SocketAddr::from(([127, 0, 0, 1], port)),
             instance.owner_check(port, index),
+            Some(instance.watch()),
         );
         Member {
             index,
@@ -253,9 +254,10 @@ impl ReleaseSet {
         if spec.container.is_none() {
             env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
         }
-        let container = spec.container.as_ref().map(|c| {
-            crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket)
-        });
+        let container = spec
+            .container
+            .as_ref()
+            .map(|c| crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket));
         InstanceSpec {
             container,
             service: spec.service.clone(),
@@ -665,7 +667,10 @@ fn unit_events(
             events.push(DeployProgress::InstanceExited {
                 release: release.clone(),
                 index: m.index,
-                reason: m.instance.last_exit().unwrap_or_else(|| "stopped".to_string()),
+                reason: m
+                    .instance
+                    .last_exit()
+                    .unwrap_or_else(|| "stopped".to_string()),
             });
         }
         seen[at].1 = now;

@@ -67,7 +67,10 @@ impl Shared {
     }
 
     fn set_last_exit(&self, why: String) {
-        *self.last_exit.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        *self
+            .last_exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
     }
 
     fn set_id(&self, id: Option<String>) {
@@ -574,7 +577,10 @@ pub(super) fn api(e: &bollard::errors::Error) -> String {
 /// The container's main process on the host (0 when it does not run).
 async fn container_pid(client: &Docker, id: &str) -> u32 {
     client
-        .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await
         .ok()
         .and_then(|c| c.state)
@@ -603,7 +609,10 @@ async fn wait_exit(client: Docker, id: String) -> Exit {
             _ => {
                 // The engine did not answer (restarting?): look at the container itself.
                 match client
-                    .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+                    .inspect_container(
+                        &id,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
                     .await
                 {
                     Ok(c) => {

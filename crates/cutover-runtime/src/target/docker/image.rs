@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptions, LogsOptionsBuilder,
-    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptions, LogsOptionsBuilder, PushImageOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -137,7 +136,10 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
 pub async fn tag(engine: &Engine, source: &str, target: &str) -> Result<(), String> {
     let client = engine.client().await?;
     let (repo, tag) = split_reference(target);
-    let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+    let options = TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
     client
         .tag_image(source, Some(options))
         .await
@@ -217,7 +219,10 @@ pub async fn run_once(
         .map_err(|e| format!("cannot create a container of {image}: {}", api(&e)))?;
     let id = created.id;
     if let Err(e) = client
-        .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
     {
         remove(client, &id).await;
@@ -348,7 +353,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
-        std::fs::write(root.join(".dockerignore"), "*.log\nsecret\nDockerfile\n!keep.log\n").unwrap();
+        std::fs::write(
+            root.join(".dockerignore"),
+            "*.log\nsecret\nDockerfile\n!keep.log\n",
+        )
+        .unwrap();
         std::fs::write(root.join("a.log"), "x").unwrap();
         std::fs::write(root.join("keep.log"), "x").unwrap();
         std::fs::create_dir_all(root.join("sub")).unwrap();
