@@ -545,6 +545,9 @@ const REPORT_STARTING_EVERY: Duration = Duration::from_secs(2);
 /// How often the instances' states are looked at for events.
 const REPORT_UNITS_EVERY: Duration = Duration::from_millis(50);
 
+/// What the reporter last saw of each member.
+type SeenMembers = Arc<Mutex<Vec<(Arc<Member>, Seen)>>>;
+
 /// What the reporter last saw of one member.
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -564,7 +567,7 @@ pub(crate) fn report_starting(
     progress: mpsc::UnboundedSender<DeployProgress>,
 ) -> Reporting {
     let stop = tokio_util::sync::CancellationToken::new();
-    let seen: Arc<Mutex<Vec<(Arc<Member>, Seen)>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen: SeenMembers = Arc::new(Mutex::new(Vec::new()));
     let guard = Reporting {
         stop: stop.clone(),
         set: Arc::clone(&set),
@@ -599,7 +602,7 @@ pub(crate) fn report_starting(
 pub(crate) struct Reporting {
     stop: tokio_util::sync::CancellationToken,
     set: Arc<ReleaseSet>,
-    seen: Arc<Mutex<Vec<(Arc<Member>, Seen)>>>,
+    seen: SeenMembers,
     progress: mpsc::UnboundedSender<DeployProgress>,
 }
 
