@@ -47,19 +47,12 @@ pub async fn preflight(
     project: &str,
     env: &cutover_config::ResolvedEnvironment,
 ) -> Result<(), crate::EngineError> {
-    let target = docker::ContainerTarget::of(project, env).map_err(|why| {
-        crate::EngineError::TargetUnavailable {
-            env: env.name.clone(),
-            why,
-        }
-    })?;
-    if let Some(t) = target {
-        t.preflight()
-            .await
-            .map_err(|why| crate::EngineError::TargetUnavailable {
-                env: env.name.clone(),
-                why,
-            })?;
+    let unavailable = |why: String| crate::EngineError::TargetUnavailable {
+        env: env.name.clone(),
+        why: why.replace("[environments.<env>", &format!("[environments.{}", env.name)),
+    };
+    if let Some(t) = docker::ContainerTarget::of(project, env).map_err(unavailable)? {
+        t.preflight().await.map_err(unavailable)?;
     }
     Ok(())
 }

@@ -35,6 +35,19 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             Err(other) => return Err(other),
             Ok(_) => {}
         }
+        // A container target's engine must answer (the build and the containers need it).
+        if let Err(e) = context::runtime()?
+            .block_on(cutover_engine::target::preflight(&project.name, &env))
+        {
+            problems.push(Problem {
+                environment: env.name.clone(),
+                service: None,
+                message: match e {
+                    cutover_engine::EngineError::TargetUnavailable { why, .. } => why,
+                    other => other.to_string(),
+                },
+            });
+        }
         for svc in &env.services {
             for message in missing_programs(&project, svc) {
                 problems.push(Problem {
@@ -85,6 +98,17 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
 fn missing_programs(project: &Project, svc: &ResolvedService) -> Vec<String> {
     let dir = project.dir.join(&svc.path);
     let mut out = Vec::new();
+    // In a container, `run` and the hooks run inside the image: only checks and build run here,
+    // and the image needs its Dockerfile.
+    let in_container = svc.target == cutover_config::TargetKind::Docker;
+    if in_container && !project.dir.join(&svc.container.dockerfile).is_file() {
+        out.push(format!(
+            "no Dockerfile at {} (set `dockerfile` to its path within {})",
+            svc.container.dockerfile.display(),
+            svc.path.display()
+        ));
+    }
+    let here = |key: &str| !in_container || matches!(key, "checks" | "build");
     let commands = svc
         .checks
         .iter()
@@ -92,7 +116,8 @@ fn missing_programs(project: &Project, svc: &ResolvedService) -> Vec<String> {
         .chain(svc.build.iter().map(|c| ("build", c)))
         .chain(svc.run.iter().map(|c| ("run", c)))
         .chain(svc.pre_deploy.iter().map(|c| ("pre_deploy", c)))
-        .chain(svc.post_deploy.iter().map(|c| ("post_deploy", c)));
+        .chain(svc.post_deploy.iter().map(|c| ("post_deploy", c)))
+        .filter(|(key, _)| here(key));
     for (key, command) in commands {
         if let Some(program) = first_program(command)
             && !program_exists(&program, &dir)
