@@ -2,6 +2,10 @@
 //! output captured.
 //!
 //! # Layout
+//! - `lifecycle.rs`: what every kind of instance shares: the handle's controls and counters,
+//!   and the owning task's state machine (restart with backoff, stay exited, stop) around a
+//!   `Runner` that says how one run starts and ends (a process here, a container in
+//!   `target/docker/`).
 //! - `instance.rs`: [`Instance`], a handle that sends controls to the task owning the child.
 //! - `backoff.rs`: restart delays (`initial · 2^k`, capped) and crash-loop detection.
 //! - `logs.rs`: stdout/stderr into the release's log file and an in-memory ring of lines.
@@ -24,6 +28,7 @@
 
 pub(crate) mod backoff;
 mod instance;
+pub(crate) mod lifecycle;
 pub(crate) mod logs;
 mod ports;
 

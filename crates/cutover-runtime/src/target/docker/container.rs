@@ -1,17 +1,9 @@
-//! A container as a unit: a handle that sends controls to the task owning the container, the
-//! same shape as the supervisor's process instances.
-//!
-//! ```text
-//! Starting ──created + started──▶ Running ──exited, restart on──▶ Backoff ──delay──▶ Starting …
-//!     │                              │   └──exited, restart off──▶ Exited
-//!     └──create/start failed─────────┴──── same as an exit
-//! any ──stop()/drop──▶ Stopped (the container is removed)
-//! ```
-//! A restart creates a fresh container of the same image (the exited one is removed once its
+//! A container as a unit: the supervisor's lifecycle (`supervisor/lifecycle.rs`: restarts with
+//! backoff, stay exited, stop) around a [`Runner`] whose run is a container: created and
+//! started (or adopted), followed until it exits, removed. A restart creates a fresh container of the same image (the exited one is removed once its
 //! last log lines are read), so no container outlives its unit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,13 +15,13 @@ use bollard::query_parameters::{
 };
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Engine;
 use crate::probe::OwnerCheck;
-use crate::supervisor::backoff::{Backoff, RestartHistory};
+use crate::supervisor::lifecycle::{self, Control, Exit, Handle, Lifecycle, Next, Runner};
 use crate::supervisor::logs::LogSink;
 use crate::supervisor::{InstanceSpec, InstanceState, RESTART_GRACE, RestartPolicy};
 use crate::target::{BoxFuture, Unit};
@@ -42,50 +34,9 @@ const WAIT_RETRY: Duration = Duration::from_millis(500);
 /// A container of a release, supervised.
 pub(crate) struct Container {
     spec: Arc<InstanceSpec>,
-    controls: mpsc::UnboundedSender<Control>,
-    state: watch::Receiver<InstanceState>,
-    shared: Arc<Shared>,
-    logs: Arc<LogSink>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    restarts: AtomicU32,
-    restart: AtomicBool,
-    history: Mutex<RestartHistory>,
-    last_exit: Mutex<Option<String>>,
-    id: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn record_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-        self.history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(Instant::now());
-    }
-
-    fn set_last_exit(&self, why: String) {
-        *self
-            .last_exit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(why);
-    }
-
-    fn set_id(&self, id: Option<String>) {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner) = id;
-    }
-}
-
-#[derive(Debug)]
-enum Control {
-    SetRestart(bool),
-    Restart,
-    Stop {
-        grace: Duration,
-        done: oneshot::Sender<()>,
-    },
+    handle: Handle,
+    /// The container now, if one runs.
+    id: Arc<Mutex<Option<String>>>,
 }
 
 impl Container {
@@ -98,103 +49,62 @@ impl Container {
         adopt: Option<String>,
     ) -> Container {
         let spec = Arc::new(spec);
-        let (state_tx, state_rx) = watch::channel(InstanceState::Starting);
-        let (controls, controls_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            restarts: AtomicU32::new(0),
-            restart: AtomicBool::new(policy.restart),
-            history: Mutex::new(RestartHistory::new(
-                policy.crash_loop_restarts,
-                policy.crash_loop_window,
-            )),
-            last_exit: Mutex::new(None),
-            id: Mutex::new(None),
-        });
         let logs = Arc::new(LogSink::open(
             spec.log.clone(),
             spec.index,
             spec.redact.clone(),
         ));
-        let owner = Owner {
+        let (handle, lifecycle) = lifecycle::pair(&policy, logs);
+        let id = Arc::new(Mutex::new(None));
+        let runner = ContainerRunner {
             engine,
             spec: Arc::clone(&spec),
-            backoff: Backoff::new(policy.initial, policy.max),
-            stable_after: policy.crash_loop_window,
-            shared: Arc::clone(&shared),
-            logs: Arc::clone(&logs),
-            state: state_tx,
-            controls: controls_rx,
-            stop_waiters: Vec::new(),
-            last: None,
+            id: Arc::clone(&id),
         };
-        tokio::spawn(owner.run(adopt.map_or(Next::Start, Next::Adopt)));
-        Container {
-            spec,
-            controls,
-            state: state_rx,
-            shared,
-            logs,
-        }
+        tokio::spawn(lifecycle.run(runner, adopt.map_or(Next::Start, Next::Adopt)));
+        Container { spec, handle, id }
     }
 }
 
 impl Unit for Container {
     fn state(&self) -> InstanceState {
-        self.state.borrow().clone()
+        self.handle.state()
     }
 
     fn watch(&self) -> watch::Receiver<InstanceState> {
-        self.state.clone()
+        self.handle.watch()
     }
 
     fn restarts(&self) -> u32 {
-        self.shared.restarts.load(Ordering::SeqCst)
+        self.handle.restarts()
     }
 
     fn crash_looping(&self) -> bool {
-        self.shared
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .crash_looping(Instant::now())
+        self.handle.crash_looping()
     }
 
     fn last_exit(&self) -> Option<String> {
-        self.shared
-            .last_exit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.handle.last_exit()
     }
 
     fn set_restart(&self, on: bool) {
-        self.shared.restart.store(on, Ordering::SeqCst);
-        let _ = self.controls.send(Control::SetRestart(on));
+        self.handle.set_restart(on);
     }
 
     fn restart_enabled(&self) -> bool {
-        self.shared.restart.load(Ordering::SeqCst)
+        self.handle.restart_enabled()
     }
 
     fn restart(&self) {
-        let _ = self.controls.send(Control::Restart);
+        self.handle.restart();
     }
 
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if *self.state.borrow() == InstanceState::Stopped {
-                return;
-            }
-            let (done, wait) = oneshot::channel();
-            if self.controls.send(Control::Stop { grace, done }).is_err() {
-                return;
-            }
-            let _ = wait.await;
-        })
+        Box::pin(self.handle.stop(grace))
     }
 
     fn last_lines(&self, n: usize) -> Vec<String> {
-        self.logs.last_lines(n)
+        self.handle.last_lines(n)
     }
 
     fn owner_check(&self, _port: u16, _index: u32) -> Option<OwnerCheck> {
@@ -205,7 +115,6 @@ impl Unit for Container {
 
     fn describe(&self) -> String {
         let id = self
-            .shared
             .id
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -217,107 +126,52 @@ impl Unit for Container {
     }
 }
 
-/// How one run ended.
-#[derive(Debug, Clone)]
-struct Exit {
-    code: Option<i32>,
-    at: chrono::DateTime<Utc>,
-    why: String,
-}
-
-impl Exit {
-    fn code(code: i64) -> Exit {
-        let why = match code {
-            137 => "exited with code 137 (killed)".to_string(),
-            127 => "exited with code 127 (command not found)".to_string(),
-            c => format!("exited with code {c}"),
-        };
-        Exit {
-            code: i32::try_from(code).ok(),
-            at: Utc::now(),
-            why,
-        }
-    }
-
-    fn failed(why: String) -> Exit {
-        Exit {
-            code: None,
-            at: Utc::now(),
-            why,
-        }
-    }
-
-    fn state(&self) -> InstanceState {
-        InstanceState::Exited {
-            code: self.code,
-            signal: None,
-            at: self.at,
-        }
+/// The end of a container run with exit code `code`.
+fn exit_code(code: i64) -> Exit {
+    let why = match code {
+        137 => "exited with code 137 (killed)".to_string(),
+        127 => "exited with code 127 (command not found)".to_string(),
+        c => format!("exited with code {c}"),
+    };
+    Exit {
+        code: i32::try_from(code).ok(),
+        signal: None,
+        at: Utc::now(),
+        why,
     }
 }
 
-enum Next {
-    Start,
-    Adopt(String),
-    Backoff(Duration),
-    Idle,
-    Stopped,
-}
-
-struct Owner {
+/// How one run of a container goes: created and started (or adopted), its output followed,
+/// removed when it ends.
+struct ContainerRunner {
     engine: Arc<Engine>,
     spec: Arc<InstanceSpec>,
-    backoff: Backoff,
-    stable_after: Duration,
-    shared: Arc<Shared>,
-    logs: Arc<LogSink>,
-    state: watch::Sender<InstanceState>,
-    controls: mpsc::UnboundedReceiver<Control>,
-    stop_waiters: Vec<oneshot::Sender<()>>,
-    last: Option<Exit>,
+    id: Arc<Mutex<Option<String>>>,
 }
 
-/// A started (or adopted) container: its id, its pid and the task following its output.
+/// A started (or adopted) container: its id and the task following its output.
 struct Running {
     id: String,
     follower: JoinHandle<()>,
 }
 
-impl Owner {
-    async fn run(mut self, first: Next) {
-        let mut next = first;
-        loop {
-            next = match next {
-                Next::Start => self.run_once(None).await,
-                Next::Adopt(id) => self.run_once(Some(id)).await,
-                Next::Backoff(delay) => self.backoff(delay).await,
-                Next::Idle => self.idle().await,
-                Next::Stopped => break,
-            };
-        }
-        self.state.send_replace(InstanceState::Stopped);
-        for done in self.stop_waiters.drain(..) {
-            let _ = done.send(());
-        }
+impl Runner for ContainerRunner {
+    type Adopt = String;
+
+    async fn run_once(&mut self, lc: &mut Lifecycle) -> Next<String> {
+        self.run(lc, None).await
     }
 
-    fn set(&self, state: InstanceState) {
-        self.state.send_replace(state);
+    async fn run_adopted(&mut self, lc: &mut Lifecycle, id: String) -> Next<String> {
+        self.run(lc, Some(id)).await
     }
+}
 
-    fn pending_stop(&mut self) -> bool {
-        while let Ok(control) = self.controls.try_recv() {
-            if let Control::Stop { done, .. } = control {
-                self.stop_waiters.push(done);
-            }
-        }
-        !self.stop_waiters.is_empty()
-    }
-
+impl ContainerRunner {
     /// Creates and starts a container (or takes over `adopt`) and follows it until it exits
     /// or a control ends it.
-    async fn run_once(&mut self, adopt: Option<String>) -> Next {
-        if self.pending_stop() {
+    async fn run(&mut self, lc: &mut Lifecycle, adopt: Option<String>) -> Next<String> {
+        if lc.pending_stop() {
             if let Some(id) = adopt
                 && let Ok(client) = self.engine.client().await
             {
@@ -325,34 +179,34 @@ impl Owner {
             }
             return Next::Stopped;
         }
-        self.set(InstanceState::Starting);
+        lc.set(InstanceState::Starting);
         let client = match self.engine.client().await {
             Ok(c) => c.clone(),
             Err(why) => {
-                self.logs.failure(&why);
-                return self.ended(Exit::failed(why), Duration::ZERO);
+                lc.logs.failure(&why);
+                return lc.ended(Exit::failed(why), Duration::ZERO);
             }
         };
         let adopted = adopt.is_some();
         let started = match adopt {
-            Some(id) => self.take_over(&client, id).await,
-            None => self.create(&client).await,
+            Some(id) => self.take_over(&client, id, lc).await,
+            None => self.create(&client, lc).await,
         };
         let (running, pid) = match started {
             Ok(r) => r,
             Err(why) => {
-                self.logs.failure(&why);
-                return self.ended(Exit::failed(why), Duration::ZERO);
+                lc.logs.failure(&why);
+                return lc.ended(Exit::failed(why), Duration::ZERO);
             }
         };
-        self.shared.set_id(Some(running.id.clone()));
+        *self.id.lock().unwrap_or_else(PoisonError::into_inner) = Some(running.id.clone());
         let since = Instant::now();
-        self.set(InstanceState::Running {
+        lc.set(InstanceState::Running {
             pid,
             since: Utc::now(),
         });
         let short = &running.id[..running.id.len().min(12)];
-        self.logs.note(&format!(
+        lc.logs.note(&format!(
             "{} container {short} ({}) on 127.0.0.1:{}",
             if adopted { "adopted" } else { "started" },
             self.spec
@@ -366,31 +220,26 @@ impl Owner {
             tokio::select! {
                 exit = &mut wait => {
                     self.finish(&client, running, OUTPUT_DRAIN).await;
-                    return self.ended(exit, since.elapsed());
+                    return lc.ended(exit, since.elapsed());
                 }
-                control = self.controls.recv() => match control {
+                control = lc.controls.recv() => match control {
                     Some(Control::SetRestart(_)) => {}
                     Some(Control::Restart) => {
-                        self.logs.note("restarting (requested)");
+                        lc.logs.note("restarting (requested)");
                         stop(&client, &running.id, RESTART_GRACE).await;
-                        let exit = Exit::failed("stopped for a restart".to_string());
                         self.finish(&client, running, OUTPUT_DRAIN).await;
-                        self.logs.note(&format!("{} (restart)", exit.why));
-                        self.shared.set_last_exit(exit.why.clone());
-                        self.last = Some(exit);
-                        self.shared.record_restart();
-                        return Next::Start;
+                        return lc.restarted(Exit::failed("stopped for a restart".to_string()));
                     }
                     Some(Control::Stop { grace, done }) => {
-                        self.stop_waiters.push(done);
+                        lc.stop_waiters.push(done);
                         stop(&client, &running.id, grace).await;
                         self.finish(&client, running, OUTPUT_DRAIN).await;
-                        self.logs.note("stopped (container removed)");
+                        lc.logs.note("stopped (container removed)");
                         return Next::Stopped;
                     }
                     None => {
                         self.finish(&client, running, Duration::ZERO).await;
-                        self.logs.note("removed (instance dropped)");
+                        lc.logs.note("removed (instance dropped)");
                         return Next::Stopped;
                     }
                 },
@@ -399,7 +248,7 @@ impl Owner {
     }
 
     /// Creates and starts the container; its output is followed from the start.
-    async fn create(&self, client: &Docker) -> Result<(Running, u32), String> {
+    async fn create(&self, client: &Docker, lc: &Lifecycle) -> Result<(Running, u32), String> {
         let Some(run) = self.spec.container.as_ref() else {
             return Err("no container described for this instance".to_string());
         };
@@ -458,15 +307,20 @@ impl Owner {
             ));
         }
         // The engine keeps the output from the start: nothing is missed by following now.
-        let follower = follow(client.clone(), id.clone(), 0, Arc::clone(&self.logs));
+        let follower = follow(client.clone(), id.clone(), 0, Arc::clone(&lc.logs));
         let pid = container_pid(client, &id).await;
         Ok((Running { id, follower }, pid))
     }
 
     /// Takes over container `id`; its output is followed from now.
-    async fn take_over(&self, client: &Docker, id: String) -> Result<(Running, u32), String> {
+    async fn take_over(
+        &self,
+        client: &Docker,
+        id: String,
+        lc: &Lifecycle,
+    ) -> Result<(Running, u32), String> {
         let now = i32::try_from(Utc::now().timestamp()).unwrap_or(0);
-        let follower = follow(client.clone(), id.clone(), now, Arc::clone(&self.logs));
+        let follower = follow(client.clone(), id.clone(), now, Arc::clone(&lc.logs));
         let pid = container_pid(client, &id).await;
         if pid == 0 {
             follower.abort();
@@ -483,86 +337,7 @@ impl Owner {
     async fn finish(&self, client: &Docker, running: Running, drain: Duration) {
         let _ = tokio::time::timeout(drain, running.follower).await;
         remove(client, &running.id).await;
-        self.shared.set_id(None);
-    }
-
-    fn ended(&mut self, exit: Exit, ran_for: Duration) -> Next {
-        self.shared.set_last_exit(exit.why.clone());
-        let next = if self.shared.restart.load(Ordering::SeqCst) {
-            if ran_for >= self.stable_after {
-                self.backoff.reset();
-            }
-            let delay = self.backoff.next_delay();
-            self.logs.note(&format!(
-                "{}; restarting in {}",
-                exit.why,
-                cutover_config::format_duration(delay)
-            ));
-            Next::Backoff(delay)
-        } else {
-            self.logs
-                .note(&format!("{}; not restarting (restart is off)", exit.why));
-            self.set(exit.state());
-            Next::Idle
-        };
-        self.last = Some(exit);
-        next
-    }
-
-    async fn backoff(&mut self, delay: Duration) -> Next {
-        let until = Instant::now() + delay;
-        let until_utc = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        self.set(InstanceState::Backoff {
-            until: until_utc,
-            restarts: self.shared.restarts.load(Ordering::SeqCst),
-            last_exit: self
-                .last
-                .as_ref()
-                .map(|e| e.why.clone())
-                .unwrap_or_default(),
-        });
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => {
-                    self.shared.record_restart();
-                    return Next::Start;
-                }
-                control = self.controls.recv() => match control {
-                    Some(Control::SetRestart(true)) => {}
-                    Some(Control::SetRestart(false)) => {
-                        let exit = self.last.clone().unwrap_or_else(|| Exit::failed(String::new()));
-                        self.set(exit.state());
-                        return Next::Idle;
-                    }
-                    Some(Control::Restart) => {
-                        self.shared.record_restart();
-                        return Next::Start;
-                    }
-                    Some(Control::Stop { done, .. }) => {
-                        self.stop_waiters.push(done);
-                        return Next::Stopped;
-                    }
-                    None => return Next::Stopped,
-                },
-            }
-        }
-    }
-
-    async fn idle(&mut self) -> Next {
-        loop {
-            match self.controls.recv().await {
-                Some(Control::SetRestart(_)) => {}
-                Some(Control::Restart) => {
-                    self.shared.record_restart();
-                    return Next::Start;
-                }
-                Some(Control::Stop { done, .. }) => {
-                    self.stop_waiters.push(done);
-                    return Next::Stopped;
-                }
-                None => return Next::Stopped,
-            }
-        }
+        *self.id.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -598,9 +373,9 @@ async fn wait_exit(client: Docker, id: String) -> Exit {
             .build();
         let mut stream = client.wait_container(&id, Some(options));
         match stream.next().await {
-            Some(Ok(r)) => return Exit::code(r.status_code),
+            Some(Ok(r)) => return exit_code(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                return Exit::code(code);
+                return exit_code(code);
             }
             Some(Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404,
@@ -619,7 +394,7 @@ async fn wait_exit(client: Docker, id: String) -> Exit {
                         if let Some(s) = c.state
                             && s.running != Some(true)
                         {
-                            return Exit::code(s.exit_code.unwrap_or(-1));
+                            return exit_code(s.exit_code.unwrap_or(-1));
                         }
                     }
                     Err(bollard::errors::Error::DockerResponseServerError {
