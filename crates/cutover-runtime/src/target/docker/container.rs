@@ -287,25 +287,7 @@ impl ContainerRunner {
             }),
             ..Default::default()
         };
-        let created = client
-            .create_container(None::<CreateContainerOptions>, body)
-            .await
-            .map_err(|e| format!("cannot create a container of {}: {}", run.image, api(&e)))?;
-        let id = created.id;
-        if let Err(e) = client
-            .start_container(
-                &id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-        {
-            remove(client, &id).await;
-            return Err(format!(
-                "cannot start a container of {}: {}",
-                run.image,
-                api(&e)
-            ));
-        }
+        let id = create_and_start(client, &run.image, body).await?;
         // The engine keeps the output from the start: nothing is missed by following now.
         let follower = follow(client.clone(), id.clone(), 0, Arc::clone(&lc.logs));
         let pid = container_pid(client, &id).await;
@@ -339,6 +321,31 @@ impl ContainerRunner {
         remove(client, &running.id).await;
         *self.id.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
+}
+
+/// Creates a container of `image` from `body` and starts it; a container that cannot start is
+/// removed. Returns its id.
+pub(super) async fn create_and_start(
+    client: &Docker,
+    image: &str,
+    body: ContainerCreateBody,
+) -> Result<String, String> {
+    let created = client
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .map_err(|e| format!("cannot create a container of {image}: {}", api(&e)))?;
+    let id = created.id;
+    if let Err(e) = client
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+    {
+        remove(client, &id).await;
+        return Err(format!("cannot start a container of {image}: {}", api(&e)));
+    }
+    Ok(id)
 }
 
 /// The engine's error, without bollard's wrapping where it has a message.

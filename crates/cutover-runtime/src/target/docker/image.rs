@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptions, LogsOptionsBuilder, PushImageOptionsBuilder,
+    BuildImageOptionsBuilder, LogsOptionsBuilder, PushImageOptionsBuilder,
     RemoveImageOptionsBuilder, TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::Engine;
-use super::container::{api, remove};
+use super::container::{api, create_and_start, remove};
 
 /// How many lines of build output a failed build quotes.
 const TAIL_LINES: usize = 20;
@@ -213,21 +213,7 @@ pub async fn run_once(
         labels: Some(labels.clone().into_iter().collect()),
         ..Default::default()
     };
-    let created = client
-        .create_container(None::<CreateContainerOptions>, body)
-        .await
-        .map_err(|e| format!("cannot create a container of {image}: {}", api(&e)))?;
-    let id = created.id;
-    if let Err(e) = client
-        .start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-    {
-        remove(client, &id).await;
-        return Err(format!("cannot start a container of {image}: {}", api(&e)));
-    }
+    let id = create_and_start(client, image, body).await?;
     let options = LogsOptionsBuilder::default()
         .follow(true)
         .stdout(true)
