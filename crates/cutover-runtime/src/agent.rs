@@ -7,6 +7,7 @@
 //! until the probes call every instance ready (an exit fails at once), swap the route in one
 //! store and read it back, then drain the old set and stop it later.
 
+mod autoscale;
 mod canary;
 mod handover;
 mod recover;
@@ -517,7 +518,11 @@ impl Agent {
             watcher: CancellationToken::new(),
             in_progress: std::sync::Mutex::new(None),
         });
-        tokio::spawn(watch(rt.clone(), self.metrics.clone()));
+        tokio::spawn(watch(
+            rt.clone(),
+            self.metrics.clone(),
+            self.spawn_context(),
+        ));
         services.insert(key, rt.clone());
         Ok(rt)
     }
@@ -961,9 +966,10 @@ fn instance_status(m: &Member) -> InstanceStatus {
 
 /// Keeps a service's route equal to its sets' ready instances, restarts an instance whose
 /// probe says it is no longer live (once its release serves), and samples its numbers.
-async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>) {
+async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>, ctx: SpawnContext) {
     let mut restarted: BTreeMap<u16, Instant> = BTreeMap::new();
     let mut tick: u64 = 0;
+    let mut scaler = autoscale::Autoscaler::default();
     loop {
         tokio::select! {
             () = rt.watcher.cancelled() => return,
@@ -995,6 +1001,9 @@ async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>) {
             }
         }
         restarted.retain(|_, at| at.elapsed() < Duration::from_secs(10));
+        if tick.is_multiple_of(autoscale::EVERY) {
+            scaler.step(&rt, &sets, &ctx);
+        }
         let (want, sticky) = ServiceRuntime::route_releases(&sets);
         let route = rt.proxy.route();
         if route.releases() != want.as_slice() || route.sticky() != sticky {

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind};
 use cutover_runtime::api::types::{
-    CanarySpec, CanaryStepSpec, EnvVar, PauseSpec, PrometheusCheck, ReleaseSpec, Strategy,
+    AutoscaleSpec, CanarySpec, CanaryStepSpec, EnvVar, PauseSpec, PrometheusCheck, ReleaseSpec,
+    Strategy,
 };
 
 /// The targets this build of cutover drives. Adding a target is its implementation plus its
@@ -95,7 +96,10 @@ pub fn release_spec(
         run,
         port,
         listen: svc.listen,
-        instances: svc.instances,
+        // An autoscaled service starts within its bounds.
+        instances: svc.container.autoscale.as_ref().map_or(svc.instances, |a| {
+            svc.instances.clamp(a.min, a.max.max(a.min))
+        }),
         env_vars,
         health: svc.health.clone(),
         strategy: match svc.strategy {
@@ -108,6 +112,11 @@ pub fn release_spec(
         drain_timeout_ms: millis(svc.drain_timeout),
         batch: svc.batch.max(1),
         canary: canary_spec(svc),
+        autoscale: svc.container.autoscale.as_ref().map(|a| AutoscaleSpec {
+            min: a.min,
+            max: a.max,
+            target_inflight: a.target_inflight,
+        }),
         container: None,
     }
 }

@@ -83,6 +83,7 @@ impl Harness {
             drain_timeout_ms: 1_000,
             batch: 1,
             canary: None,
+            autoscale: None,
             container: None,
         }
     }

@@ -127,10 +127,25 @@ pub struct ReleaseSpec {
     /// Canary: steps and analysis (required when `strategy` is canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// Autoscaling between `min` and `max` instances by in-flight requests per instance;
+    /// `instances` is where it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleSpec>,
     /// Where instances run when they are not local processes (`target = "docker"`): the
     /// engine and the image. `None` for the local target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+}
+
+/// `autoscale = { min, max, target_inflight }` of a service.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AutoscaleSpec {
+    /// Fewest instances.
+    pub min: u32,
+    /// Most instances.
+    pub max: u32,
+    /// In-flight requests per instance to aim for.
+    pub target_inflight: u32,
 }
 
 /// A release's instances as containers on a Docker Engine.
