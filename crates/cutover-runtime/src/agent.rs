@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use cutover_store::StateDir;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -249,7 +250,7 @@ impl ServiceRuntime {
 
 /// The agent of one project.
 pub struct Agent {
-    state_dir: PathBuf,
+    state_dir: StateDir,
     socket: PathBuf,
     started: Instant,
     services: Mutex<BTreeMap<(String, String), Arc<ServiceRuntime>>>,
@@ -277,7 +278,7 @@ pub struct Agent {
 impl Agent {
     /// An agent keeping its state under `state_dir` (the project's `.cutover/`), reading
     /// secrets and recording runs in the store at `store`.
-    pub fn new(state_dir: PathBuf, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
+    pub fn new(state_dir: StateDir, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
         Arc::new(Agent {
             state_dir,
             socket,
@@ -329,7 +330,7 @@ impl Agent {
     }
 
     fn desired_path(&self) -> PathBuf {
-        self.state_dir.join("agent").join("desired.json")
+        self.state_dir.agent_desired()
     }
 
     pub(crate) fn spawn_context(&self) -> SpawnContext {

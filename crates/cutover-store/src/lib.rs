@@ -7,6 +7,8 @@
 //! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
 //!   encrypted secrets; the store never sees a secret's plain value; `0003_locks.sql`: deploy
 //!   locks, one per environment; `0004_approvals.sql`: approval gates, one per run).
+//! - `state_dir.rs`: [`StateDir`], the project's `.cutover/` and every path in it (DESIGN.md
+//!   "Files"), spelled in one place for every crate.
 //! - `dora.rs`: DORA metrics computed from the release history (a pure function of it).
 //! - `error.rs`: [`StoreError`].
 //!
@@ -23,6 +25,7 @@ mod error;
 mod model;
 pub mod secrets;
 mod sqlite;
+mod state_dir;
 
 pub use error::StoreError;
 pub use model::{
@@ -30,6 +33,7 @@ pub use model::{
     StoredEvent,
 };
 pub use sqlite::SqliteStore;
+pub use state_dir::StateDir;
 
 use chrono::{DateTime, Utc};
 

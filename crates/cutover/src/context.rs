@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cutover_config::{EnvValue, Project, ResolvedEnvironment};
 use cutover_engine::EngineError;
-use cutover_store::{ReleaseStore, SqliteStore};
+pub use cutover_engine::run::state_dir;
+use cutover_store::{ReleaseStore, SqliteStore, StateDir};
 
 use crate::cli::Cli;
 use crate::exit::CliError;
@@ -56,15 +57,15 @@ pub enum Loaded {
         /// The project directory.
         dir: PathBuf,
         /// Its state directory (`.cutover/`).
-        state_dir: PathBuf,
+        state_dir: StateDir,
     },
 }
 
 impl Loaded {
     /// The project's state directory.
-    pub fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> StateDir {
         match self {
-            Loaded::Project(p) => p.state_dir(),
+            Loaded::Project(p) => state_dir(p),
             Loaded::Broken { state_dir, .. } => state_dir.clone(),
         }
     }
@@ -86,8 +87,8 @@ pub fn load_lenient(cli: &Cli) -> Result<Loaded, CliError> {
         Ok(p) => Ok(Loaded::Project(Box::new(p))),
         Err(error) => {
             let root = cutover_engine::team::state_root(&dir).unwrap_or_else(|| dir.clone());
-            let state_dir = root.join(".cutover");
-            if !state_dir.is_dir() {
+            let state_dir = StateDir::of_root(&root);
+            if !state_dir.path().is_dir() {
                 return Err(error);
             }
             Ok(Loaded::Broken {
@@ -97,12 +98,6 @@ pub fn load_lenient(cli: &Cli) -> Result<Loaded, CliError> {
             })
         }
     }
-}
-
-/// The marker `cutover agent stop` leaves: the agent stays stopped (no command but `deploy`
-/// and `agent start` starts it again).
-pub fn stopped_marker(state_dir: &Path) -> PathBuf {
-    state_dir.join("agent").join("stopped")
 }
 
 fn load_config(dir: &Path) -> Result<Project, CliError> {
@@ -285,7 +280,7 @@ pub fn settle_interrupted_runs(
             }
         }
         // Its checks, builds and hooks outlived it (reparented to PID 1): end them.
-        cutover_engine::command::end_leftovers(&run.id, &project.state_dir());
+        cutover_engine::command::end_leftovers(&run.id, state_dir(project).path());
         if handed_over {
             continue;
         }
@@ -342,7 +337,9 @@ fn agent_run_description(r: &cutover_store::Run, env: &str) -> Option<CliError> 
     if !stat.contains("--worker") {
         return None;
     }
-    let socket = std::fs::read_to_string(format!("/proc/{pid}/cwd/agent.json"))
+    // The agent runs in the state directory it serves.
+    let info = StateDir::new(format!("/proc/{pid}/cwd")).agent_info();
+    let socket = std::fs::read_to_string(info)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["socket"].as_str().map(PathBuf::from))?;
@@ -398,19 +395,18 @@ pub fn agent(
     project: &Project,
     start: bool,
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
-    agent_in(&project.state_dir(), &project.dir, start)
+    agent_in(&state_dir(project), &project.dir, start)
 }
 
 /// [`agent`] for the project in `project_dir` whose state is in `state` (the configuration
-/// need not load). Starting it removes the [`stopped_marker`].
+/// need not load). Starting it removes the marker `cutover agent stop` leaves.
 pub fn agent_in(
-    state: &Path,
+    state: &StateDir,
     project_dir: &Path,
     start: bool,
 ) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
     use std::os::unix::process::CommandExt;
-    let state = state.to_path_buf();
-    let socket = cutover_runtime::daemon::socket_path(&state)
+    let socket = cutover_runtime::daemon::socket_path(state)
         .map_err(|e| CliError::failed(e.to_string(), None))?;
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -419,11 +415,11 @@ pub fn agent_in(
     if !start {
         return Ok(None);
     }
-    let _ = std::fs::remove_file(stopped_marker(&state));
-    let logs = state.join("logs");
+    let _ = std::fs::remove_file(state.agent_stopped());
+    let logs = state.logs();
     std::fs::create_dir_all(&logs)
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display()), None))?;
-    let log_path = logs.join("agent.log");
+    let log_path = state.agent_log();
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -439,7 +435,7 @@ pub fn agent_in(
         .arg(project_dir)
         .arg("agent")
         // Not the caller's directory: a linked worktree may be removed while the agent runs.
-        .current_dir(&state)
+        .current_dir(state.path())
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err)
@@ -627,8 +623,9 @@ pub fn command_log(
     kind: &str,
     name: &str,
 ) -> Result<(std::path::PathBuf, std::fs::File), CliError> {
-    let dir = project.state_dir().join("logs").join(format!("{kind}s"));
-    let path = dir.join(format!("{name}.log"));
+    let state = state_dir(project);
+    let dir = state.command_logs(kind);
+    let path = state.command_log(kind, name);
     let file = std::fs::create_dir_all(&dir)
         .and_then(|()| {
             std::fs::File::options()

@@ -108,9 +108,9 @@ pub fn pipeline(
         .and_then(|r| r.workdir().map(|p| p.display().to_string()));
     let mut reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(StoreReporter::new(store.clone())),
-        Box::new(LogFiles::new(state.join("logs").join("deployments"))),
+        Box::new(LogFiles::new(state.clone())),
         Box::new(StatusFile::new(
-            state.join("status.json"),
+            state.status_file(),
             plan.head.branch.clone(),
             workdir,
         )),
@@ -153,10 +153,7 @@ pub fn pipeline(
     // Leave no runtime threads blocking the exit on a still-running background task.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Some((secrets, store)) = atomic_inputs {
-        let log = state
-            .join("logs")
-            .join("deployments")
-            .join(format!("{}.log", summary.run));
+        let log = state.run_log(&summary.run);
         let before: Vec<_> = summary.services.iter().map(|s| s.result).collect();
         summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
         // The services --atomic sent back: a `rollback` webhook (the run's own events are over).
@@ -236,7 +233,7 @@ async fn watch_signals(cancel: CancellationToken) {
 }
 
 /// The summary for people: a line, a table, then each failure with its last output lines.
-fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
+fn render_summary(summary: &RunSummary, state: &cutover_store::StateDir) -> String {
     let elapsed = (summary.finished_at - summary.started_at)
         .to_std()
         .map(|d| cutover_engine::report::text::ms(u64::try_from(d.as_millis()).unwrap_or(0)))
@@ -302,10 +299,7 @@ fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
             a.state.as_str().replace('_', " ")
         ));
     }
-    let log = state
-        .join("logs")
-        .join("deployments")
-        .join(format!("{}.log", summary.run));
+    let log = state.run_log(&summary.run);
     out.push_str(&format!("log: {}\n", log.display()));
     out
 }

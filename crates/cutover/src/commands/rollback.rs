@@ -409,11 +409,8 @@ fn roll_one(
 ) -> Result<(), String> {
     let svc = context::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
     // Checked before any phase changes, so a pruned snapshot leaves the history as it was.
-    let dir = project
-        .state_dir()
-        .join("releases")
-        .join(name)
-        .join(&target.id);
+    let state = context::state_dir(project);
+    let dir = state.release(name, &target.id);
     if !dir.is_dir() {
         return Err(format!(
             "the snapshot of {} is gone ({}); it was pruned by keep_releases",
@@ -428,7 +425,7 @@ fn roll_one(
     note(&format!("{name}: rolling back to {}", target.id));
     let answer = runtime.block_on(cutover_engine::rollback::redeploy(
         client,
-        &project.state_dir(),
+        &state,
         &env.name,
         svc,
         &target.id,

@@ -58,9 +58,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     // Services that should be running (the agent recorded them) bring an agent that died back,
     // unless `cutover agent stop` stopped it; then status waits until the agent has restored
     // them, so it reports them as they are.
-    let state = project.state_dir();
-    let stopped_by_user = context::stopped_marker(&state).exists();
-    let desired = state.join("agent/desired.json");
+    let state = context::state_dir(&project);
+    let stopped_by_user = state.agent_stopped().exists();
+    let desired = state.agent_desired();
     let expected = std::fs::read(&desired)
         .ok()
         .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
@@ -269,7 +269,7 @@ fn what_runs(
     cli: &Cli,
     error: &CliError,
     dir: &std::path::Path,
-    state_dir: &std::path::Path,
+    state_dir: &cutover_store::StateDir,
 ) -> Result<i32, CliError> {
     crate::diagnostics::warn(&format!(
         "cutover.toml does not load, so this shows only what the agent runs: {}",

@@ -112,8 +112,8 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
         }
     }
 
-    let log_dir = project.state_dir().join("logs/tests");
-    let log_path = log_dir.join(format!("test-{}.log", started.format("%Y%m%d-%H%M%S")));
+    let log_path = context::state_dir(&project)
+        .command_log("test", &format!("test-{}", started.format("%Y%m%d-%H%M%S")));
     write_log(&log_path, &env.name, &reports)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
     if let Some(path) = &args.junit {
