@@ -24,7 +24,6 @@
 pub mod command;
 pub mod error;
 pub mod event;
-pub mod fsutil;
 pub mod plan;
 pub mod redact;
 pub mod report;

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cutover_store::StateDir;
+use cutover_store::atomic::{Durability, write_atomic};
 use tokio::net::UnixListener;
 
 use crate::agent::{Agent, StoreLocation, log};
@@ -157,7 +158,7 @@ pub async fn run(
         .map_err(io("cannot restrict", &socket))?;
     let info = state_dir.agent_info();
     let body = serde_json::json!({ "pid": std::process::id(), "socket": socket });
-    crate::agent::write_atomic(&info, body.to_string().as_bytes())
+    write_atomic(&info, body.to_string().as_bytes(), Durability::Fsync)
         .map_err(io("cannot write", &info))?;
     log(&format!(
         "agent {} listening on {}",

@@ -9,6 +9,8 @@
 //!   locks, one per environment; `0004_approvals.sql`: approval gates, one per run).
 //! - `state_dir.rs`: [`StateDir`], the project's `.cutover/` and every path in it (DESIGN.md
 //!   "Files"), spelled in one place for every crate.
+//! - `atomic.rs`: [`atomic::write_atomic`], the one temp-file-and-rename writer, with its
+//!   durability policy (what is fsynced and what is not).
 //! - `dora.rs`: DORA metrics computed from the release history (a pure function of it).
 //! - `error.rs`: [`StoreError`].
 //!
@@ -20,6 +22,7 @@
 //! synchronous; async callers run it under `spawn_blocking`. A PostgreSQL implementation joins
 //! later behind the same trait.
 
+pub mod atomic;
 pub mod dora;
 mod error;
 mod model;
