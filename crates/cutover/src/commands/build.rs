@@ -57,14 +57,21 @@ pub fn pipeline(
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
     let (agent, run) = if kind == RunKind::Deploy {
         context::settle_interrupted_runs(store.as_ref(), &project)?;
-        let run = context::claim_deploy_run(store.as_ref(), &env.name, lock_wait)?;
+        let run = cutover_engine::ops::claim_deploy_run(
+            store.as_ref(),
+            &env.name,
+            lock_wait,
+            &mut |line| eprintln!("{line}"),
+        )?;
         if lock_wait.is_some() {
             // A deploy waited for may have died meanwhile: record it before planning.
             context::settle_interrupted_runs(store.as_ref(), &project)?;
         }
-        let agent = context::agent(&project, true).and_then(|a| {
-            a.ok_or_else(|| CliError::failed("the agent could not be started", None))
-        });
+        let agent = context::agent(&project, true)
+            .map_err(CliError::from)
+            .and_then(|a| {
+                a.ok_or_else(|| CliError::failed("the agent could not be started", None))
+            });
         match agent {
             Ok(agent) => (Some(agent), Some(run)),
             Err(e) => return Err(abandon(store.as_ref(), &run, e)),

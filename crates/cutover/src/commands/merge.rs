@@ -63,8 +63,8 @@ pub fn run(cli: &Cli, args: &MergeArgs) -> Result<i32, CliError> {
         None => None,
     };
     let started = chrono::Utc::now();
-    let (log_path, mut log) = context::command_log(
-        &project,
+    let (log_path, mut log) = cutover_engine::ops::open_command_log(
+        &context::state_dir(&project),
         "merge",
         &format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
     )?;

@@ -32,8 +32,8 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
     let secrets = context::secrets(&project, &env)?;
     let store = context::store(&project, true)?
         .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
-    context::refuse_locked(store.as_ref(), &env.name)?;
-    context::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
+    cutover_engine::ops::refuse_locked(store.as_ref(), &env.name)?;
+    cutover_engine::ops::refuse_concurrent_deploy(store.as_ref(), &env.name)?;
 
     // What to roll back, and to what; problems are found before anything changes.
     let mut plan: Vec<(String, Release, Option<Release>)> = Vec::new();
@@ -98,7 +98,8 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         Some(std::process::id()),
     )?;
     // Named after the run, so the terminal lines and the log file say the same name.
-    let (log_path, mut log) = context::command_log(&project, "rollback", &run.id)?;
+    let (log_path, mut log) =
+        cutover_engine::ops::open_command_log(&context::state_dir(&project), "rollback", &run.id)?;
     let redactor = cutover_engine::redact::Redactor::new(secrets.values().cloned());
     let mut note = |line: &str| {
         let line = redactor.redact(line);

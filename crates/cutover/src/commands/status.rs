@@ -249,7 +249,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         }
     }
     if let Some(lock) = &lock {
-        println!("{}", context::describe_lock(lock));
+        println!("{}", cutover_engine::ops::lock::describe(lock));
     }
     for r in &runs {
         match &r.waiting {
