@@ -19,6 +19,7 @@
 //! - `deploy.rs`: the pipeline (`build` and `deploy`), `--atomic` included.
 //! - `rollback.rs`, `canary.rs`, `status.rs`, `approve.rs`, `lock.rs`, `merge.rs`: one each.
 
+pub mod approve;
 pub mod lock;
 mod runs;
 
