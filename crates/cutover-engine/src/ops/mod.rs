@@ -20,6 +20,7 @@
 //! - `rollback.rs`, `canary.rs`, `status.rs`, `approve.rs`, `lock.rs`, `merge.rs`: one each.
 
 pub mod approve;
+pub mod canary;
 pub mod lock;
 mod runs;
 
