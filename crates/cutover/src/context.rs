@@ -165,12 +165,17 @@ impl ops::AgentLauncher for Launcher {
     }
 }
 
+impl Launcher {
+    /// The launcher of the agent of the project in `project_dir` whose state is in `state`
+    /// (the configuration need not load).
+    pub fn new(state: StateDir, project_dir: PathBuf) -> Self {
+        Launcher { state, project_dir }
+    }
+}
+
 /// The launcher of `project`'s agent, for [`ops::Context::new`].
 pub fn launcher(project: &Project) -> Launcher {
-    Launcher {
-        state: state_dir(project),
-        project_dir: project.dir.clone(),
-    }
+    Launcher::new(state_dir(project), project.dir.clone())
 }
 
 /// A client of the project's agent. With `start`, an agent that does not run is started in the

@@ -23,6 +23,7 @@ pub mod approve;
 pub mod canary;
 pub mod lock;
 mod runs;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
