@@ -22,6 +22,7 @@
 pub mod approve;
 pub mod canary;
 pub mod lock;
+pub mod rollback;
 mod runs;
 pub mod status;
 

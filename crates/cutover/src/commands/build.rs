@@ -162,7 +162,16 @@ pub fn pipeline(
     if let Some((secrets, store)) = atomic_inputs {
         let log = state.run_log(&summary.run);
         let before: Vec<_> = summary.services.iter().map(|s| s.result).collect();
-        summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
+        let agents = context::launcher(&project);
+        summary = cutover_engine::ops::rollback::atomic(
+            &cutover_engine::ops::Context::new(&project, &agents),
+            &env,
+            &secrets,
+            store.as_ref(),
+            summary,
+            &log,
+            &mut |line| eprintln!("{line}"),
+        )?;
         // The services --atomic sent back: a `rollback` webhook (the run's own events are over).
         let rolled: Vec<_> = summary
             .services
