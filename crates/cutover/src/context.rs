@@ -137,18 +137,6 @@ pub fn secrets(
     Ok(ops::secrets(project, env)?)
 }
 
-/// Runs whose process died are settled (see [`ops::settle_interrupted_runs`]).
-pub fn settle_interrupted_runs(
-    store: &dyn ReleaseStore,
-    project: &Project,
-) -> Result<(), CliError> {
-    let agents = launcher(project);
-    Ok(ops::settle_interrupted_runs(
-        &ops::Context::new(project, &agents),
-        store,
-    )?)
-}
-
 /// How the CLI reaches a project's agent: connecting to its socket, or starting `cutover
 /// agent` in the background (see [`agent_in`]).
 pub struct Launcher {
@@ -285,17 +273,6 @@ pub fn user_at_host() -> String {
         .find(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into());
     format!("{}@{host}", user.trim())
-}
-
-/// The project's `[[notify]]` webhooks with their delivery threads (None when it has none);
-/// `secrets` are the values `context::secrets` resolved (webhook keys included), masked in
-/// every body.
-pub fn notifier(
-    project: &Project,
-    secrets: &BTreeMap<String, String>,
-) -> Option<cutover_engine::report::webhook::Notifier> {
-    let agents = launcher(project);
-    ops::Context::new(project, &agents).notifier(secrets)
 }
 
 /// The services of `env` the running agent cannot bring back (none when no agent runs), with

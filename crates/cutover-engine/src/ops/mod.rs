@@ -21,6 +21,7 @@
 
 pub mod approve;
 pub mod canary;
+pub mod deploy;
 pub mod lock;
 pub mod rollback;
 mod runs;
