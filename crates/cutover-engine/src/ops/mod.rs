@@ -23,6 +23,7 @@ pub mod approve;
 pub mod canary;
 pub mod deploy;
 pub mod lock;
+pub mod merge;
 pub mod rollback;
 mod runs;
 pub mod status;
