@@ -1,4 +1,7 @@
-//! What most commands start from: the project, its environment, its store, its secrets.
+//! What most commands start from: the project (`-C`), its environment (`--env`), the agent
+//! process the CLI starts for it, who the user is. The domain helpers (the store, secrets,
+//! runs in progress, locks) are `cutover_engine::ops`'s; the wrappers here turn their errors
+//! into the CLI's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -237,10 +240,7 @@ pub fn agent_in(
 
 /// A runtime for commands that talk to the agent.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), None))
+    Ok(ops::runtime()?)
 }
 
 /// The service named `name` in `env`, or a usage error suggesting the closest name.

@@ -45,7 +45,7 @@ use crate::report::webhook::{Notifier, Webhook};
 
 /// How operations reach the project's agent. The agent runs as a process of its own, started
 /// by the program that embeds cutover (the CLI starts `cutover agent` in the background).
-pub trait AgentLauncher {
+pub trait AgentLauncher: Send + Sync {
     /// A client of the running agent; with `start`, an agent that does not run is started
     /// first. None when none runs and `start` is false.
     fn agent(&self, start: bool) -> Result<Option<AgentClient>, EngineError>;
