@@ -19,7 +19,8 @@ pub struct Project {
     pub dir: PathBuf,
     /// The directory whose `.cutover/` holds the project's state (store, agent, logs): `dir`
     /// itself, or, when `dir` is in a linked git worktree, the same project directory in the
-    /// main worktree (the binary sets it; see `cutover_engine::worktree::state_root`).
+    /// main worktree (the binary sets it; see `cutover_engine::team::state_root`). The paths in
+    /// it are spelled by `cutover_store::StateDir`.
     pub state_root: PathBuf,
     /// The configuration file, absolute.
     pub file: PathBuf,
@@ -35,13 +36,6 @@ pub struct Project {
     pub environments: Vec<EnvironmentDecl>,
     /// `[[notify]]` webhooks.
     pub notify: Vec<Notify>,
-}
-
-impl Project {
-    /// The project's state directory: `.cutover/` under [`Project::state_root`].
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_root.join(".cutover")
-    }
 }
 
 /// `[project]` settings.

@@ -88,6 +88,23 @@ pub enum EngineError {
         /// How to fix it.
         help: Option<String>,
     },
+    /// A request that is wrong as given (a release that does not exist, `--to` with several
+    /// services): nothing was done.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: Option<String>,
+    },
+    /// Blocked by a lock, another run or a gate: nothing was done.
+    #[error("{message}")]
+    Blocked {
+        /// What blocks.
+        message: String,
+        /// What to do.
+        help: Option<String>,
+    },
     /// The release store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -96,7 +113,38 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl From<cutover_store::secrets::SecretError> for EngineError {
+    fn from(e: cutover_store::secrets::SecretError) -> Self {
+        match e.usage {
+            true => EngineError::Invalid {
+                message: e.message,
+                help: e.help,
+            },
+            false => EngineError::Refused {
+                message: e.message,
+                help: e.help,
+            },
+        }
+    }
+}
+
 impl EngineError {
+    /// A refusal or failure (exit 1) with what to do.
+    pub fn refused(message: impl Into<String>, help: Option<String>) -> Self {
+        EngineError::Refused {
+            message: message.into(),
+            help,
+        }
+    }
+
+    /// A request wrong as given (exit 2).
+    pub fn invalid(message: impl Into<String>, help: Option<String>) -> Self {
+        EngineError::Invalid {
+            message: message.into(),
+            help,
+        }
+    }
+
     /// Wraps a git error.
     pub fn git(doing: &'static str, e: git2::Error) -> Self {
         EngineError::Git {
@@ -120,7 +168,9 @@ impl EngineError {
                     None => format!("known services: {}", known.join(", ")),
                 })
             }
-            EngineError::Refused { help, .. } => help.clone(),
+            EngineError::Refused { help, .. }
+            | EngineError::Invalid { help, .. }
+            | EngineError::Blocked { help, .. } => help.clone(),
             EngineError::UndrivenTarget { env, driven, .. } => Some(format!(
                 "this build drives the target(s): {}; set `target = \"local\"` in \
                  [environments.{env}] to run it on this host",
@@ -142,7 +192,9 @@ impl EngineError {
             | EngineError::UnknownService { .. }
             | EngineError::Glob { .. }
             | EngineError::UndrivenTarget { .. }
-            | EngineError::MissingSecret { .. } => 2,
+            | EngineError::MissingSecret { .. }
+            | EngineError::Invalid { .. } => 2,
+            EngineError::Blocked { .. } => 3,
             _ => 1,
         }
     }

@@ -13,6 +13,8 @@
 //! - `smoke.rs`: smoke tests against a service's public URL (`cutover test`, `deploy --smoke`);
 //!   `smoke_serving.rs`: `cutover test` runs them only on the ACTIVE release the agent serves.
 //! - `team/`: a branch and worktree per service, and health-gated merges.
+//! - `ops/`: the operations the CLI (and later the server) calls: deploy, rollback, status,
+//!   promote/abort, approve, lock/unlock, merge; plain inputs in, plain results out.
 //!
 //! # Theory of operation
 //! The CLI loads the configuration, resolves one environment, asks [`plan::plan`] which
@@ -24,7 +26,7 @@
 pub mod command;
 pub mod error;
 pub mod event;
-pub mod fsutil;
+pub mod ops;
 pub mod plan;
 pub mod redact;
 pub mod report;

@@ -7,12 +7,11 @@
 //! the caller, which knows whether it writes the store directly or through events.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use cutover_config::ResolvedService;
 use cutover_runtime::api::client::AgentClient;
 use cutover_runtime::api::types::{DeployProgress, DeployRequest};
-use cutover_store::{Release, ReleasePhase};
+use cutover_store::{Release, ReleasePhase, StateDir};
 
 /// Whether a rollback may make `release` ACTIVE again: it served once (was ACTIVE) and did not
 /// end FAILED, ROLLED_BACK or CANCELED (a release judged bad or never finished never becomes
@@ -37,19 +36,18 @@ pub fn previous_active(releases: &[Release], current: Option<&Release>) -> Optio
     candidates.last().map(|r| (*r).clone())
 }
 
-/// Asks the agent to serve `target` (a release of `svc` in `env` whose snapshot is under
-/// `state_dir/releases/`, `state_dir` being the project's `.cutover`) again; Err says why it
-/// could not, in plain words.
+/// Asks the agent to serve `target` (a release of `svc` in `env` whose snapshot is in the
+/// project's `state_dir`) again; Err says why it could not, in plain words.
 pub async fn redeploy(
     agent: &AgentClient,
-    state_dir: &Path,
+    state_dir: &StateDir,
     env: &str,
     svc: &ResolvedService,
     target: &str,
     secrets: &BTreeMap<String, String>,
     container: Option<&crate::target::docker::ContainerTarget>,
 ) -> Result<(), String> {
-    let dir = state_dir.join("releases").join(&svc.name).join(target);
+    let dir = state_dir.release(&svc.name, target);
     if !dir.is_dir() {
         return Err(format!(
             "the snapshot of {target} is gone ({}); it was pruned by keep_releases",

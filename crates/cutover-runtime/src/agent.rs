@@ -20,11 +20,13 @@ pub use recover::StoreLocation;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use cutover_store::StateDir;
+use cutover_store::atomic::{Durability, write_atomic};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -256,7 +258,7 @@ impl ServiceRuntime {
 
 /// The agent of one project.
 pub struct Agent {
-    state_dir: PathBuf,
+    state_dir: StateDir,
     socket: PathBuf,
     started: Instant,
     services: Mutex<BTreeMap<(String, String), Arc<ServiceRuntime>>>,
@@ -284,13 +286,13 @@ pub struct Agent {
 impl Agent {
     /// An agent keeping its state under `state_dir` (the project's `.cutover/`), reading
     /// secrets and recording runs in the store at `store`.
-    pub fn new(state_dir: PathBuf, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
+    pub fn new(state_dir: StateDir, socket: PathBuf, store: Option<StoreLocation>) -> Arc<Agent> {
         Agent::with_backends(state_dir, socket, store, crate::target::Backends::default())
     }
 
     /// [`Agent::new`] with its targets given (tests run the strategies on a fake target).
     fn with_backends(
-        state_dir: PathBuf,
+        state_dir: StateDir,
         socket: PathBuf,
         store: Option<StoreLocation>,
         backends: crate::target::Backends,
@@ -346,7 +348,7 @@ impl Agent {
     }
 
     fn desired_path(&self) -> PathBuf {
-        self.state_dir.join("agent").join("desired.json")
+        self.state_dir.agent_desired()
     }
 
     pub(crate) fn spawn_context(&self) -> SpawnContext {
@@ -898,7 +900,9 @@ impl Agent {
             specs.push(spec);
         }
         let body = serde_json::to_vec_pretty(&specs).map_err(std::io::Error::other)?;
-        write_atomic(&self.desired_path(), &body)
+        std::fs::create_dir_all(self.state_dir.agent_dir())?;
+        // What the agent brings back after a crash: it must survive one.
+        write_atomic(&self.desired_path(), &body, Durability::Fsync)
     }
 
     /// The instances an earlier agent of this project left running (after its `kill -9`).
@@ -1010,22 +1014,4 @@ async fn watch(rt: Arc<ServiceRuntime>, metrics: Arc<Metrics>, ctx: SpawnContext
             rt.reroute(&sets);
         }
     }
-}
-
-/// Temp file + rename, so a reader never sees half a file.
-pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, path)
 }

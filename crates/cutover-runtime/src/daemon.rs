@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use cutover_store::StateDir;
+use cutover_store::atomic::{Durability, write_atomic};
 use tokio::net::UnixListener;
 
 use crate::agent::{Agent, StoreLocation, log};
@@ -57,8 +59,8 @@ pub enum AgentError {
 /// Those directories, where they exist, must be the user's own: whoever can write in them
 /// could put their own socket there and receive what cutover sends its agent (secrets
 /// included). One owned by anyone else is refused ([`AgentError::ForeignSocketDir`]).
-pub fn socket_path(state_dir: &Path) -> Result<PathBuf, AgentError> {
-    let direct = state_dir.join("agent.sock");
+pub fn socket_path(state_dir: &StateDir) -> Result<PathBuf, AgentError> {
+    let direct = state_dir.agent_socket();
     if direct.as_os_str().len() <= MAX_SOCKET_PATH {
         return Ok(direct);
     }
@@ -69,7 +71,7 @@ pub fn socket_path(state_dir: &Path) -> Result<PathBuf, AgentError> {
     let dir = base.join("cutover");
     owned_by_user(&base)?;
     owned_by_user(&dir)?;
-    Ok(dir.join(format!("{:016x}.sock", fnv(state_dir))))
+    Ok(dir.join(format!("{:016x}.sock", fnv(state_dir.path()))))
 }
 
 /// Ok when `dir` does not exist (cutover makes it) or belongs to the current user.
@@ -128,14 +130,14 @@ fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 /// With `metrics_listen` (`[project] metrics_listen`), `GET /metrics` is served on that TCP
 /// address too; an address that cannot be bound is logged and the agent runs on without it.
 pub async fn run(
-    state_dir: PathBuf,
+    state_dir: StateDir,
     metrics_listen: Option<SocketAddr>,
     store: Option<StoreLocation>,
 ) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&state_dir).map_err(io("cannot create", &state_dir))?;
+    std::fs::create_dir_all(state_dir.path()).map_err(io("cannot create", state_dir.path()))?;
     let socket = socket_path(&state_dir)?;
     if let Some(dir) = socket.parent()
-        && dir != state_dir
+        && dir != state_dir.path()
     {
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         // Checked again now that it exists: made by someone else since, it is refused.
@@ -154,9 +156,9 @@ pub async fn run(
     let listener = UnixListener::bind(&socket).map_err(io("cannot listen on", &socket))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io("cannot restrict", &socket))?;
-    let info = state_dir.join("agent.json");
+    let info = state_dir.agent_info();
     let body = serde_json::json!({ "pid": std::process::id(), "socket": socket });
-    crate::agent::write_atomic(&info, body.to_string().as_bytes())
+    write_atomic(&info, body.to_string().as_bytes(), Durability::Fsync)
         .map_err(io("cannot write", &info))?;
     log(&format!(
         "agent {} listening on {}",

@@ -7,6 +7,10 @@
 //! - `migrations/`: the schema, embedded and applied in order on open (`0002_secrets.sql`: the
 //!   encrypted secrets; the store never sees a secret's plain value; `0003_locks.sql`: deploy
 //!   locks, one per environment; `0004_approvals.sql`: approval gates, one per run).
+//! - `state_dir.rs`: [`StateDir`], the project's `.cutover/` and every path in it (DESIGN.md
+//!   "Files"), spelled in one place for every crate.
+//! - `atomic.rs`: [`atomic::write_atomic`], the one temp-file-and-rename writer, with its
+//!   durability policy (what is fsynced and what is not).
 //! - `dora.rs`: DORA metrics computed from the release history (a pure function of it).
 //! - `error.rs`: [`StoreError`].
 //!
@@ -18,11 +22,13 @@
 //! synchronous; async callers run it under `spawn_blocking`. A PostgreSQL implementation joins
 //! later behind the same trait.
 
+pub mod atomic;
 pub mod dora;
 mod error;
 mod model;
 pub mod secrets;
 mod sqlite;
+mod state_dir;
 
 pub use error::StoreError;
 pub use model::{
@@ -30,6 +36,7 @@ pub use model::{
     StoredEvent,
 };
 pub use sqlite::SqliteStore;
+pub use state_dir::StateDir;
 
 use chrono::{DateTime, Utc};
 

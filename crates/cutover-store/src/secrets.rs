@@ -8,14 +8,14 @@
 //! `$XDG_CONFIG_HOME/cutover/key` (or `~/.config/cutover/key`), created on first `secrets set`
 //! with mode 0600 in a 0700 directory. It never lives inside the project.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::ReleaseStore;
+use crate::atomic::{Durability, create_atomic};
 
 /// Why a secret or the key could not be used: what went wrong, how to fix it, and whether it
 /// is the user's input (a usage error) rather than a failure.
@@ -108,7 +108,12 @@ pub fn key(project_dir: &Path, create: bool) -> Result<Option<SecretKey>, Secret
                 })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            create_key_file(&path).map(Some)
+            match create_key_file(&path) {
+                // Another process made it meanwhile: use that one.
+                Err(None) => key(project_dir, false),
+                Err(Some(e)) => Err(e),
+                Ok(k) => Ok(Some(k)),
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SecretError::failed(
@@ -138,13 +143,14 @@ fn key_path() -> Result<PathBuf, SecretError> {
     Ok(config.join("cutover").join("key"))
 }
 
-/// Writes a new random key to `path` (directory 0700, file 0600, never overwriting).
-fn create_key_file(path: &Path) -> Result<SecretKey, SecretError> {
+/// Writes a new random key to `path` (directory 0700, file 0600, never overwriting, fsynced:
+/// losing it loses every secret). `Err(None)` when the file exists already.
+fn create_key_file(path: &Path) -> Result<SecretKey, Option<SecretError>> {
     let fail = |e: std::io::Error| {
-        SecretError::failed(
+        Some(SecretError::failed(
             format!("cannot create the secret key file {}: {e}", path.display()),
             None,
-        )
+        ))
     };
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -154,15 +160,11 @@ fn create_key_file(path: &Path) -> Result<SecretKey, SecretError> {
             .map_err(fail)?;
     }
     let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(format!("{}\n", encode_hex(&key)).as_bytes())
-        .map_err(fail)?;
-    file.sync_all().map_err(fail)?;
+    let text = format!("{}\n", encode_hex(&key));
+    match create_atomic(path, text.as_bytes(), 0o600, Durability::Fsync) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(None),
+        written => written.map_err(fail)?,
+    }
     let mut bytes = [0u8; 32];
     bytes.copy_from_slice(&key);
     Ok(SecretKey(bytes))

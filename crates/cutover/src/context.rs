@@ -1,12 +1,17 @@
-//! What most commands start from: the project, its environment, its store, its secrets.
+//! What most commands start from: the project (`-C`), its environment (`--env`), the agent
+//! process the CLI starts for it, who the user is. The domain helpers (the store, secrets,
+//! runs in progress, locks) are `cutover_engine::ops`'s; the wrappers here turn their errors
+//! into the CLI's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cutover_config::{EnvValue, Project, ResolvedEnvironment};
+use cutover_config::{Project, ResolvedEnvironment};
 use cutover_engine::EngineError;
-use cutover_store::{ReleaseStore, SqliteStore};
+use cutover_engine::ops;
+pub use cutover_engine::run::state_dir;
+use cutover_store::{ReleaseStore, StateDir};
 
 use crate::cli::Cli;
 use crate::exit::CliError;
@@ -56,15 +61,15 @@ pub enum Loaded {
         /// The project directory.
         dir: PathBuf,
         /// Its state directory (`.cutover/`).
-        state_dir: PathBuf,
+        state_dir: StateDir,
     },
 }
 
 impl Loaded {
     /// The project's state directory.
-    pub fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> StateDir {
         match self {
-            Loaded::Project(p) => p.state_dir(),
+            Loaded::Project(p) => state_dir(p),
             Loaded::Broken { state_dir, .. } => state_dir.clone(),
         }
     }
@@ -86,8 +91,8 @@ pub fn load_lenient(cli: &Cli) -> Result<Loaded, CliError> {
         Ok(p) => Ok(Loaded::Project(Box::new(p))),
         Err(error) => {
             let root = cutover_engine::team::state_root(&dir).unwrap_or_else(|| dir.clone());
-            let state_dir = root.join(".cutover");
-            if !state_dir.is_dir() {
+            let state_dir = StateDir::of_root(&root);
+            if !state_dir.path().is_dir() {
                 return Err(error);
             }
             Ok(Loaded::Broken {
@@ -97,12 +102,6 @@ pub fn load_lenient(cli: &Cli) -> Result<Loaded, CliError> {
             })
         }
     }
-}
-
-/// The marker `cutover agent stop` leaves: the agent stays stopped (no command but `deploy`
-/// and `agent start` starts it again).
-pub fn stopped_marker(state_dir: &Path) -> PathBuf {
-    state_dir.join("agent").join("stopped")
 }
 
 fn load_config(dir: &Path) -> Result<Project, CliError> {
@@ -129,267 +128,45 @@ pub fn environment(cli: &Cli, project: &Project) -> Result<ResolvedEnvironment, 
 /// Opens the release store; with `create = false`, a store that does not exist yet is None
 /// (read-only commands leave no state behind).
 pub fn store(project: &Project, create: bool) -> Result<Option<Arc<dyn ReleaseStore>>, CliError> {
-    if !create
-        && let Some(rel) = project.settings.state.strip_prefix("sqlite://")
-        && !project.state_root.join(rel).exists()
-    {
-        return Ok(None);
-    }
-    let store = SqliteStore::open_url(&project.settings.state, &project.state_root)?;
-    Ok(Some(Arc::new(store)))
+    Ok(ops::open_store(project, create)?)
 }
 
-/// Values of the secrets the environment's services and the webhooks reference. Each comes from
-/// the secret store's value for this environment, else its value for every environment, else
-/// the environment variable of the same name in the process running cutover (the way CI exports
-/// secrets). A missing one is an error naming it and who uses it.
+/// Values of the secrets the environment's services and the webhooks reference (see
+/// [`ops::secrets`]).
 pub fn secrets(
     project: &Project,
     env: &ResolvedEnvironment,
 ) -> Result<BTreeMap<String, String>, CliError> {
-    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-    for svc in &env.services {
-        for (key, value) in &svc.env {
-            if let EnvValue::Secret(name) = value {
-                wanted
-                    .entry(name.clone())
-                    .or_insert_with(|| format!("env {key} of service {}", svc.name));
-            }
-        }
-    }
-    for n in &project.notify {
-        if let Some(EnvValue::Secret(name)) = &n.secret {
-            wanted
-                .entry(name.clone())
-                .or_insert_with(|| format!("the webhook {}", n.url));
-        }
-    }
-    let store = match wanted.is_empty() {
-        true => None,
-        false => store(project, false)?,
-    };
-    let mut key = None;
-    let mut values = BTreeMap::new();
-    for (name, used_by) in wanted {
-        if let Some(store) = &store
-            && let Some(value) = cutover_store::secrets::lookup(
-                store.as_ref(),
-                &project.dir,
-                &name,
-                &env.name,
-                &mut key,
-            )?
-        {
-            values.insert(name, value);
-            continue;
-        }
-        match std::env::var(&name) {
-            Ok(v) if !v.is_empty() => {
-                values.insert(name, v);
-            }
-            _ => {
-                return Err(CliError::Engine(EngineError::MissingSecret {
-                    name,
-                    used_by,
-                }));
-            }
-        }
-    }
-    Ok(values)
+    Ok(ops::secrets(project, env)?)
 }
 
-/// Whether a process with this pid is alive (a zombie is not).
-pub fn pid_alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
+/// How the CLI reaches a project's agent: connecting to its socket, or starting `cutover
+/// agent` in the background (see [`agent_in`]).
+pub struct Launcher {
+    state: StateDir,
+    project_dir: PathBuf,
 }
 
-/// Runs still marked in progress whose process died (kill -9, power loss) are settled so the
-/// store agrees with what the agent serves: a release the agent serves is recorded ACTIVE; a
-/// release the agent is still deploying (a canary's pauses, a rolling update, a verification)
-/// is handed to the agent, which records how it ends (the run stays in progress, now under the
-/// agent's pid); the rest, which never went live, are CANCELED, and the run with them.
-pub fn settle_interrupted_runs(
-    store: &dyn ReleaseStore,
-    project: &Project,
-) -> Result<(), CliError> {
-    let dead: Vec<cutover_store::Run> = store
-        .runs_in_progress()?
-        .into_iter()
-        .filter(|run| !run.pid.is_some_and(pid_alive))
-        .collect();
-    if dead.is_empty() {
-        return Ok(());
-    }
-    let client = agent(project, false).ok().flatten();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok();
-    let serving = match (&client, &rt) {
-        (Some(c), Some(rt)) => rt.block_on(c.status()).ok(),
-        _ => None,
-    };
-    let now = chrono::Utc::now();
-    for run in dead {
-        let mut handed_over = false;
-        for svc in &project.services {
-            for rel in store.releases(&svc.name, &run.env, 20)? {
-                if rel.run_id != run.id
-                    || rel.phase.is_terminal()
-                    || rel.phase == cutover_store::ReleasePhase::Active
-                {
-                    continue;
-                }
-                let row = serving.as_ref().and_then(|s| {
-                    s.services
-                        .iter()
-                        .find(|x| x.env == run.env && x.service == svc.name)
-                });
-                let live = row.is_some_and(|x| x.release.as_deref() == Some(rel.id.as_str()));
-                let deploying =
-                    row.is_some_and(|x| x.deploying.as_deref() == Some(rel.id.as_str()));
-                if deploying && let (Some(c), Some(rt)) = (&client, &rt) {
-                    let request = cutover_runtime::api::types::HandOverRequest {
-                        run: run.id.clone(),
-                        env: run.env.clone(),
-                        service: svc.name.clone(),
-                        release: rel.id.clone(),
-                    };
-                    if rt.block_on(c.hand_over(&request)).is_ok() {
-                        handed_over = true;
-                        continue;
-                    }
-                }
-                // The agent may have finished it meanwhile: look again before canceling.
-                let live = live
-                    || match (&client, &rt) {
-                        (Some(c), Some(rt)) => rt.block_on(c.status()).is_ok_and(|s| {
-                            s.services.iter().any(|x| {
-                                x.env == run.env
-                                    && x.service == svc.name
-                                    && x.release.as_deref() == Some(rel.id.as_str())
-                            })
-                        }),
-                        _ => false,
-                    };
-                let (phase, reason) = if live {
-                    (cutover_store::ReleasePhase::Active, None)
-                } else {
-                    (
-                        cutover_store::ReleasePhase::Canceled,
-                        Some("interrupted: the run's process died before it went live"),
-                    )
-                };
-                let _ = store.set_phase(&svc.name, &rel.id, phase, reason, now);
-            }
-        }
-        // Its checks, builds and hooks outlived it (reparented to PID 1): end them.
-        cutover_engine::command::end_leftovers(&run.id, &project.state_dir());
-        if handed_over {
-            continue;
-        }
-        store.finish_run(
-            &run.id,
-            cutover_store::RunStatus::Canceled,
-            now,
-            Some("interrupted: the process running it died"),
-        )?;
-        // A run that died waiting for approval can no longer be approved.
-        let _ = store.decide_approval(
-            &run.id,
-            cutover_store::ApprovalState::Canceled,
-            None,
-            Some("the deploy waiting for it died"),
-            now,
-        )?;
-    }
-    Ok(())
-}
-
-/// A deploy of the same environment already running blocks this one (exit 3).
-pub fn refuse_concurrent_deploy(store: &dyn ReleaseStore, env: &str) -> Result<(), CliError> {
-    let running = store.runs_in_progress()?.into_iter().find(|r| {
-        r.env == env && r.kind == cutover_store::RunKind::Deploy && r.pid.is_some_and(pid_alive)
-    });
-    match running {
-        Some(r) => Err(deploy_running(&r, env)),
-        None => Ok(()),
+impl ops::AgentLauncher for Launcher {
+    fn agent(
+        &self,
+        start: bool,
+    ) -> Result<Option<cutover_runtime::api::client::AgentClient>, EngineError> {
+        agent_in(&self.state, &self.project_dir, start)
     }
 }
 
-/// "deploy X of ENV is running", exit 3; when the agent goes on with it after its command
-/// died, what it is doing (a canary waiting for `promote`) and how to end it.
-fn deploy_running(r: &cutover_store::Run, env: &str) -> CliError {
-    if let Some(agent_run) = agent_run_description(r, env) {
-        return agent_run;
-    }
-    CliError::Blocked {
-        message: format!(
-            "deploy {} of {env} is running (pid {}, started {})",
-            r.id,
-            r.pid.unwrap_or_default(),
-            r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-        help: Some("wait for it to finish, or stop it with Ctrl-C in its terminal".into()),
+impl Launcher {
+    /// The launcher of the agent of the project in `project_dir` whose state is in `state`
+    /// (the configuration need not load).
+    pub fn new(state: StateDir, project_dir: PathBuf) -> Self {
+        Launcher { state, project_dir }
     }
 }
 
-/// The refusal when `r` is a run the agent took over (its pid is the agent's).
-fn agent_run_description(r: &cutover_store::Run, env: &str) -> Option<CliError> {
-    let pid = r.pid?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-    if !stat.contains("--worker") {
-        return None;
-    }
-    let socket = std::fs::read_to_string(format!("/proc/{pid}/cwd/agent.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["socket"].as_str().map(PathBuf::from))?;
-    let client = cutover_runtime::api::client::AgentClient::new(&socket);
-    let status = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?
-        .block_on(client.status())
-        .ok()?;
-    let mut what = Vec::new();
-    let mut services = Vec::new();
-    for s in status.services.iter().filter(|s| s.env == env) {
-        let Some(release) = &s.deploying else {
-            continue;
-        };
-        services.push(s.service.clone());
-        what.push(match &s.canary {
-            Some(c) => format!(
-                "the canary of {} (release {release}) is at {}% (step {}/{}{})",
-                s.service,
-                c.weight,
-                c.step,
-                c.steps,
-                match c.state.as_str() {
-                    "waiting_for_promote" =>
-                        format!(", waiting for `cutover promote {}`", s.service),
-                    _ => String::new(),
-                }
-            ),
-            None => format!("{} is deploying release {release}", s.service),
-        });
-    }
-    if what.is_empty() {
-        return None;
-    }
-    let first = services.first().cloned().unwrap_or_default();
-    Some(CliError::Blocked {
-        message: format!(
-            "deploy {} of {env} goes on in the agent after its command died: {}",
-            r.id,
-            what.join("; ")
-        ),
-        help: Some(format!(
-            "`cutover promote {first}` or `cutover abort {first}` ends it; `cutover status` shows it"
-        )),
-    })
+/// The launcher of `project`'s agent, for [`ops::Context::new`].
+pub fn launcher(project: &Project) -> Launcher {
+    Launcher::new(state_dir(project), project.dir.clone())
 }
 
 /// A client of the project's agent. With `start`, an agent that does not run is started in the
@@ -397,21 +174,20 @@ fn agent_run_description(r: &cutover_store::Run, env: &str) -> Option<CliError> 
 pub fn agent(
     project: &Project,
     start: bool,
-) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
-    agent_in(&project.state_dir(), &project.dir, start)
+) -> Result<Option<cutover_runtime::api::client::AgentClient>, EngineError> {
+    agent_in(&state_dir(project), &project.dir, start)
 }
 
 /// [`agent`] for the project in `project_dir` whose state is in `state` (the configuration
-/// need not load). Starting it removes the [`stopped_marker`].
+/// need not load). Starting it removes the marker `cutover agent stop` leaves.
 pub fn agent_in(
-    state: &Path,
+    state: &StateDir,
     project_dir: &Path,
     start: bool,
-) -> Result<Option<cutover_runtime::api::client::AgentClient>, CliError> {
+) -> Result<Option<cutover_runtime::api::client::AgentClient>, EngineError> {
     use std::os::unix::process::CommandExt;
-    let state = state.to_path_buf();
-    let socket = cutover_runtime::daemon::socket_path(&state)
-        .map_err(|e| CliError::failed(e.to_string(), None))?;
+    let failed = |message: String| EngineError::refused(message, None);
+    let socket = cutover_runtime::daemon::socket_path(state).map_err(|e| failed(e.to_string()))?;
     let client = cutover_runtime::api::client::AgentClient::new(&socket);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Ok(Some(client));
@@ -419,33 +195,33 @@ pub fn agent_in(
     if !start {
         return Ok(None);
     }
-    let _ = std::fs::remove_file(stopped_marker(&state));
-    let logs = state.join("logs");
+    let _ = std::fs::remove_file(state.agent_stopped());
+    let logs = state.logs();
     std::fs::create_dir_all(&logs)
-        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display()), None))?;
-    let log_path = logs.join("agent.log");
+        .map_err(|e| failed(format!("cannot create {}: {e}", logs.display())))?;
+    let log_path = state.agent_log();
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+        .map_err(|e| failed(format!("cannot write {}: {e}", log_path.display())))?;
     let err = log
         .try_clone()
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
+        .map_err(|e| failed(format!("cannot write {}: {e}", log_path.display())))?;
     let exe = std::env::current_exe()
-        .map_err(|e| CliError::failed(format!("cannot find the cutover binary: {e}"), None))?;
+        .map_err(|e| failed(format!("cannot find the cutover binary: {e}")))?;
     std::process::Command::new(exe)
         .arg("-C")
         .arg(project_dir)
         .arg("agent")
         // Not the caller's directory: a linked worktree may be removed while the agent runs.
-        .current_dir(&state)
+        .current_dir(state.path())
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|e| CliError::failed(format!("cannot start the agent: {e}"), None))?;
+        .map_err(|e| failed(format!("cannot start the agent: {e}")))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -455,22 +231,16 @@ pub fn agent_in(
     }
     let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
     let last: Vec<&str> = tail.lines().rev().take(5).collect();
-    Err(CliError::failed(
-        format!(
-            "the agent did not start within 10s; last lines of {}:\n{}",
-            log_path.display(),
-            last.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ),
-        None,
-    ))
+    Err(failed(format!(
+        "the agent did not start within 10s; last lines of {}:\n{}",
+        log_path.display(),
+        last.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
 }
 
 /// A runtime for commands that talk to the agent.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), None))
+    Ok(ops::runtime()?)
 }
 
 /// The service named `name` in `env`, or a usage error suggesting the closest name.
@@ -478,103 +248,7 @@ pub fn known_service<'a>(
     env: &'a ResolvedEnvironment,
     name: &str,
 ) -> Result<&'a cutover_config::ResolvedService, CliError> {
-    env.service(name).ok_or_else(|| {
-        CliError::Engine(EngineError::UnknownService {
-            name: name.to_string(),
-            known: env.services.iter().map(|s| s.name.clone()).collect(),
-        })
-    })
-}
-
-/// How a lock is shown: "production is locked by ana@build1 since 2026-11-23 10:15 UTC: why".
-pub fn describe_lock(lock: &cutover_store::Lock) -> String {
-    let mut text = format!(
-        "{} is locked by {} since {}",
-        lock.env,
-        lock.holder,
-        lock.since.format("%Y-%m-%d %H:%M UTC")
-    );
-    if let Some(reason) = &lock.reason {
-        text.push_str(": ");
-        text.push_str(reason);
-    }
-    text
-}
-
-/// The refusal of a deploy or rollback of a locked environment (exit 3).
-fn locked(lock: &cutover_store::Lock) -> CliError {
-    CliError::Blocked {
-        message: describe_lock(lock),
-        help: Some("`cutover unlock` releases it".into()),
-    }
-}
-
-/// Exit 3 when the environment is locked (`cutover lock`).
-pub fn refuse_locked(store: &dyn ReleaseStore, env: &str) -> Result<(), CliError> {
-    match store.current_lock(env)? {
-        Some(lock) => Err(locked(&lock)),
-        None => Ok(()),
-    }
-}
-
-/// How often `--lock-wait` looks at the store again.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Before a deploy: records its run, in one store transaction with checking that the
-/// environment is not locked and no other deploy of it runs; refuses (exit 3) when it is. With
-/// `wait`, tries again until both are gone, up to `wait`, then exits 3 saying so. Of several
-/// deploys waiting for one lock, exactly one gets the run when it goes.
-pub fn claim_deploy_run(
-    store: &dyn ReleaseStore,
-    env: &str,
-    wait: Option<std::time::Duration>,
-) -> Result<cutover_store::Run, CliError> {
-    let check = || {
-        let claimed = store.claim_run(
-            cutover_store::RunKind::Deploy,
-            env,
-            chrono::Utc::now(),
-            std::process::id(),
-            &pid_alive,
-        )?;
-        match claimed {
-            Ok(run) => Ok(run),
-            Err(cutover_store::Blocker::Locked(lock)) => Err(locked(&lock)),
-            Err(cutover_store::Blocker::Running(r)) => Err(deploy_running(&r, env)),
-        }
-    };
-    let Some(wait) = wait else {
-        return check();
-    };
-    let deadline = std::time::Instant::now() + wait;
-    let mut announced = false;
-    loop {
-        let blocked = match check() {
-            Ok(run) => return Ok(run),
-            Err(CliError::Blocked { message, .. }) => message,
-            Err(e) => return Err(e),
-        };
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Err(CliError::Blocked {
-                message: format!(
-                    "still blocked after waiting {}: {blocked}",
-                    cutover_config::format_duration(wait)
-                ),
-                help: Some(
-                    "`cutover unlock` releases a lock; a longer --lock-wait waits longer".into(),
-                ),
-            });
-        }
-        if !announced {
-            eprintln!(
-                "waiting up to {}: {blocked}",
-                cutover_config::format_duration(wait)
-            );
-            announced = true;
-        }
-        std::thread::sleep(LOCK_POLL.min(deadline - now));
-    }
+    Ok(ops::known_service(env, name)?)
 }
 
 /// Who acts (takes a lock, approves a run): `$USER@hostname`, the account name of the
@@ -601,64 +275,9 @@ pub fn user_at_host() -> String {
     format!("{}@{host}", user.trim())
 }
 
-/// The project's `[[notify]]` webhooks with their delivery threads (None when it has none);
-/// `secrets` are the values `context::secrets` resolved (webhook keys included), masked in
-/// every body.
-pub fn notifier(
-    project: &Project,
-    secrets: &BTreeMap<String, String>,
-) -> Option<cutover_engine::report::webhook::Notifier> {
-    use cutover_engine::report::webhook::{Notifier, Webhook};
-    if project.notify.is_empty() {
-        return None;
-    }
-    let hooks = project
-        .notify
-        .iter()
-        .map(|n| Webhook::from_config(n, secrets))
-        .collect();
-    Some(Notifier::new(hooks, secrets.values().cloned()))
-}
-
-/// Opens (appending) `.cutover/logs/<kind>s/<name>.log` for a command that keeps a log of its
-/// own (`rollback`: its run id `rollback-YYYYMMDD-HHMMSS`; `merge`), creating the directory.
-pub fn command_log(
-    project: &Project,
-    kind: &str,
-    name: &str,
-) -> Result<(std::path::PathBuf, std::fs::File), CliError> {
-    let dir = project.state_dir().join("logs").join(format!("{kind}s"));
-    let path = dir.join(format!("{name}.log"));
-    let file = std::fs::create_dir_all(&dir)
-        .and_then(|()| {
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&path)
-        })
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display()), None))?;
-    Ok((path, file))
-}
-
 /// The services of `env` the running agent cannot bring back (none when no agent runs), with
 /// why: they count as changed for the next deploy.
 pub fn not_running(project: &Project, env: &str) -> BTreeMap<String, String> {
-    let Ok(Some(client)) = agent(project, false) else {
-        return BTreeMap::new();
-    };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return BTreeMap::new();
-    };
-    rt.block_on(client.status())
-        .map(|s| {
-            s.services
-                .into_iter()
-                .filter(|x| x.env == env)
-                .filter_map(|x| x.problem.map(|why| (x.service, why)))
-                .collect()
-        })
-        .unwrap_or_default()
+    let agents = launcher(project);
+    ops::Context::new(project, &agents).not_running(env)
 }

@@ -89,8 +89,16 @@ impl From<ConfigError> for CliError {
 }
 
 impl From<EngineError> for CliError {
+    /// The engine's refusals become the CLI's own kinds (same text, same exit code); a store
+    /// failure reads "release store: ..." wherever it happened.
     fn from(e: EngineError) -> Self {
-        CliError::Engine(e)
+        match e {
+            EngineError::Refused { message, help } => CliError::Failed { message, help },
+            EngineError::Invalid { message, help } => CliError::Usage { message, help },
+            EngineError::Blocked { message, help } => CliError::Blocked { message, help },
+            EngineError::Store(e) => CliError::from(e),
+            other => CliError::Engine(other),
+        }
     }
 }
 

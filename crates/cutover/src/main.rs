@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //! - `cli.rs`: global options and the verbs (clap).
-//! - `commands/<verb>.rs`: one file per verb: parse, one library call, render.
 //! - `ci/`: the CI workflows `cutover ci` generates.
-//! - `context.rs`: loading the project, its environment, store and secrets.
+//! - `commands/<verb>.rs`: one file per verb: parse, one library call, render. The deploy,
+//!   rollback, status, promote/abort, approve, lock/unlock and merge logic is
+//!   `cutover_engine::ops`'s.
+//! - `context.rs`: finding and loading the project (`-C`), its environment (`--env`), starting
+//!   the agent process ([`context::Launcher`]), who the user is; thin wrappers over `ops`.
 //! - `secrets.rs`: the secret key, and encrypting and decrypting stored secrets.
 //! - `render/`: the live terminal view, plain lines, tables.
 //! - `monitor/`: the `cutover monitor` dashboard (ratatui).

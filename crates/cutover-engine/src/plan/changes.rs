@@ -149,7 +149,7 @@ impl GitRepo {
             for file in [delta.old_file(), delta.new_file()] {
                 if let Some(p) = file.path().and_then(|p| p.to_str())
                     && let Some(rel) = self.project_relative(p)
-                    && !(rel == ".cutover" || rel.starts_with(".cutover/"))
+                    && !is_state_dir(rel)
                 {
                     paths.insert(rel.to_string());
                 }
@@ -184,6 +184,12 @@ pub fn under(dir: &str, path: &str) -> bool {
         || dir == "."
         || path == dir
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// Whether `rel` (a project-relative path) is the state directory or in it.
+fn is_state_dir(rel: &str) -> bool {
+    rel.strip_prefix(cutover_store::StateDir::NAME)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]

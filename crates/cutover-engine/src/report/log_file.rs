@@ -7,31 +7,31 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use chrono::SecondsFormat;
+use cutover_store::StateDir;
 
 use super::{Reporter, text};
 use crate::event::Event;
 
 /// Writes the run's log files.
 pub struct LogFiles {
-    dir: PathBuf,
+    state: StateDir,
     run: Option<BufWriter<File>>,
     services: HashMap<String, BufWriter<File>>,
 }
 
 impl LogFiles {
-    /// Log files under `dir` (normally `.cutover/logs/deployments`).
-    pub fn new(dir: PathBuf) -> Self {
+    /// Log files under the project's `state` directory (`logs/deployments/`).
+    pub fn new(state: StateDir) -> Self {
         LogFiles {
-            dir,
+            state,
             run: None,
             services: HashMap::new(),
         }
     }
 
-    fn open(&self, name: &str) -> Result<BufWriter<File>, String> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let path = self.dir.join(name);
+    fn open(&self, path: PathBuf) -> Result<BufWriter<File>, String> {
+        let dir = self.state.deployment_logs();
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         File::options()
             .create(true)
             .append(true)
@@ -42,7 +42,7 @@ impl LogFiles {
 
     /// The path of the run's log.
     pub fn run_log(&self, run: &str) -> PathBuf {
-        self.dir.join(format!("{run}.log"))
+        self.state.run_log(run)
     }
 }
 
@@ -51,7 +51,7 @@ impl Reporter for LogFiles {
         let at = event.at.to_rfc3339_opts(SecondsFormat::Millis, true);
         if let Some(line) = text::line(&event.kind) {
             if self.run.is_none() {
-                self.run = Some(self.open(&format!("{}.log", event.run))?);
+                self.run = Some(self.open(self.state.run_log(&event.run))?);
             }
             if let Some(w) = self.run.as_mut() {
                 writeln!(w, "{at} {line}").map_err(|e| format!("writing the run log: {e}"))?;
@@ -61,7 +61,7 @@ impl Reporter for LogFiles {
             let line = text::output_line(&event.kind).or_else(|| text::line(&event.kind));
             if let Some(line) = line {
                 if !self.services.contains_key(service) {
-                    let w = self.open(&format!("{}-{service}.log", event.run))?;
+                    let w = self.open(self.state.service_run_log(&event.run, service))?;
                     self.services.insert(service.to_string(), w);
                 }
                 if let Some(w) = self.services.get_mut(service) {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use cutover_store::atomic::{Durability, write_atomic};
 use serde::Serialize;
 
 use super::Reporter;
@@ -143,7 +144,12 @@ impl Reporter for StatusFile {
         self.written_at = Some(Instant::now());
         let body = serde_json::to_vec_pretty(&self.doc)
             .map_err(|e| format!("encoding status.json: {e}"))?;
-        crate::fsutil::replace(&self.path, &body)
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        }
+        // Rewritten on every event: atomic for readers, never fsynced (see `Durability`).
+        write_atomic(&self.path, &body, Durability::NoSync)
             .map_err(|e| format!("writing {}: {e}", self.path.display()))
     }
 }

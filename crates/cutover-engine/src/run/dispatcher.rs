@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cutover_store::{Approval, ApprovalState, Release, ReleasePhase, ReleaseStore, RunKind};
+use cutover_store::{
+    Approval, ApprovalState, Release, ReleasePhase, ReleaseStore, RunKind, StateDir,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -208,7 +210,7 @@ impl Dispatcher {
                 kind: self.kind,
                 env: self.env.clone(),
                 project_dir: request.project.dir.clone(),
-                state_dir: request.project.state_dir(),
+                state_dir: StateDir::of_root(&request.project.state_root),
                 service: svc,
                 planned: planned.clone(),
                 release,

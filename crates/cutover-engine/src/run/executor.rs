@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use cutover_config::{EnvValue, ResolvedService};
-use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
+use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind, StateDir};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +106,7 @@ pub(super) struct Executor {
     pub(super) env: String,
     pub(super) project_dir: PathBuf,
     /// The project's `.cutover/` (in the main worktree when run from a linked one).
-    pub(super) state_dir: PathBuf,
+    pub(super) state_dir: StateDir,
     pub(super) service: ResolvedService,
     pub(super) planned: PlannedService,
     pub(super) release: Release,
@@ -166,11 +166,7 @@ impl Executor {
             self.wait_for_dependencies().await?;
         }
 
-        let dest = self
-            .state_dir
-            .join("releases")
-            .join(&self.service.name)
-            .join(&release);
+        let dest = self.state_dir.release(&self.service.name, &release);
         self.stage(Stage::Build, &self.build, async {
             let src = self.project_dir.join(&self.service.path);
             let (s, d) = (src.clone(), dest.clone());
@@ -209,7 +205,7 @@ impl Executor {
         let service = self.service.name.clone();
         let envs = self.env_names.clone();
         let keep = self.keep_releases;
-        let dir = self.state_dir.join("releases").join(&service);
+        let dir = self.state_dir.service_releases(&service);
         let mut protected = vec![release.to_string()];
         let keep_activated = if self.kind == RunKind::Deploy { 1 } else { 2 };
         let pruned = tokio::task::spawn_blocking(move || {
@@ -769,7 +765,10 @@ impl Executor {
         env.push(("CUTOVER_SERVICE".into(), self.service.name.clone()));
         env.push(("CUTOVER_RELEASE".into(), release.to_string()));
         env.push(("CUTOVER_ENV".into(), self.env.clone()));
-        env.extend(command::run_marks(&self.release.run_id, &self.state_dir));
+        env.extend(command::run_marks(
+            &self.release.run_id,
+            self.state_dir.path(),
+        ));
         env
     }
 }

@@ -19,12 +19,11 @@ mod executor;
 mod smoke_verify;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use cutover_config::{Project, ResolvedEnvironment};
-use cutover_store::{NewRelease, Release, ReleaseStore, RunKind};
+use cutover_store::{NewRelease, Release, ReleaseStore, RunKind, StateDir};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EngineError;
@@ -68,8 +67,8 @@ pub struct RunOutcome {
 }
 
 /// Where the project's state lives (in the main worktree when run from a linked one).
-pub fn state_dir(project: &Project) -> PathBuf {
-    project.state_dir()
+pub fn state_dir(project: &Project) -> StateDir {
+    StateDir::of_root(&project.state_root)
 }
 
 /// Runs `request` to the end (or until `cancel` fires) and returns its summary.

@@ -36,7 +36,7 @@ pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<usize> {
         .follow_links(false)
         .filter_entry(|e| {
             let name = e.file_name();
-            name != ".git" && name != ".cutover"
+            name != ".git" && name != cutover_store::StateDir::NAME
         })
         .build();
     let mut files = 0;

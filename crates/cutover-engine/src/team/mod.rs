@@ -209,7 +209,7 @@ pub fn dirty_paths(repo: &Repository) -> Result<Vec<String>, EngineError> {
     Ok(statuses
         .iter()
         .filter_map(|s| s.path().ok().map(str::to_string))
-        .filter(|p| !(p == ".cutover/" || p.starts_with(".cutover/") || p.contains("/.cutover/")))
+        .filter(|p| !in_state_dir(p))
         .collect())
 }
 
@@ -224,4 +224,10 @@ pub(crate) fn shorten(paths: &[String]) -> String {
 
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether a path git reports (relative, directories ending in `/`) is a project's state
+/// directory or in one.
+fn in_state_dir(path: &str) -> bool {
+    format!("/{path}").contains(&format!("/{}/", cutover_store::StateDir::NAME))
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cutover_config::format_duration;
+use cutover_store::StateDir;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -39,7 +40,7 @@ const PORT_RETRIES: u32 = 3;
 #[derive(Debug, Clone)]
 pub(crate) struct SpawnContext {
     /// The project's `.cutover/`.
-    pub(crate) state_dir: PathBuf,
+    pub(crate) state_dir: StateDir,
     /// The agent's socket (the value of [`AGENT_MARK`]).
     pub(crate) socket: PathBuf,
     /// The agent's port allocator.
@@ -267,12 +268,7 @@ impl ReleaseSet {
             dir: spec.dir.clone(),
             env,
             port,
-            log: ctx
-                .state_dir
-                .join("logs")
-                .join("services")
-                .join(&spec.service)
-                .join(format!("{}.log", spec.release)),
+            log: ctx.state_dir.instance_log(&spec.service, &spec.release),
             redact: spec
                 .env_vars
                 .iter()

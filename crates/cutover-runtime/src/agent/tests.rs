@@ -44,7 +44,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::default();
         let agent = Agent::with_backends(
-            dir.path().join(".cutover"),
+            cutover_store::StateDir::new(dir.path().join(".cutover")),
             dir.path().join("agent.sock"),
             None,
             Backends::only(Arc::new(fake.clone())),

@@ -5,7 +5,10 @@
 //! served again without anyone running a command. `stop`, `status` work from the agent's own
 //! record even when cutover.toml does not load.
 
+use std::path::Path;
+
 use cutover_runtime::agent::StoreLocation;
+use cutover_store::StateDir;
 
 use crate::cli::{AgentAction, AgentArgs, Cli};
 use crate::context::{self, Loaded};
@@ -30,7 +33,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
     }
     match args.action {
         None => {
-            let _ = std::fs::remove_file(context::stopped_marker(&state));
+            let _ = std::fs::remove_file(state.agent_stopped());
             let exe = std::env::current_exe().map_err(|e| {
                 CliError::failed(format!("cannot find the cutover binary: {e}"), None)
             })?;
@@ -62,7 +65,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
         }
         Some(AgentAction::Stop) => {
             // Recorded first: from now on no command but `deploy` and `agent start` starts it.
-            let marker = context::stopped_marker(&state);
+            let marker = state.agent_stopped();
             if let Some(dir) = marker.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
@@ -89,7 +92,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
         }
         Some(AgentAction::Status) => {
             let Some(client) = context::agent_in(&state, &loaded.dir(), false)? else {
-                let stopped = context::stopped_marker(&state).exists();
+                let stopped = state.agent_stopped().exists();
                 if cli.json {
                     println!(
                         "{}",
@@ -145,7 +148,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> Result<i32, CliError> {
 fn worker(loaded: &Loaded, runtime: &tokio::runtime::Runtime) -> Result<i32, CliError> {
     let (state, metrics, store) = match loaded {
         Loaded::Project(p) => (
-            p.state_dir(),
+            context::state_dir(p),
             p.settings.metrics_listen,
             StoreLocation {
                 project_dir: p.dir.clone(),
@@ -167,11 +170,8 @@ fn worker(loaded: &Loaded, runtime: &tokio::runtime::Runtime) -> Result<i32, Cli
                 None,
                 StoreLocation {
                     project_dir: dir.clone(),
-                    url: "sqlite://.cutover/state.db".into(),
-                    root: state_dir
-                        .parent()
-                        .map(|p| p.to_path_buf())
-                        .unwrap_or_default(),
+                    url: StateDir::DEFAULT_STORE_URL.into(),
+                    root: state_dir.root().map(Path::to_path_buf).unwrap_or_default(),
                 },
             )
         }

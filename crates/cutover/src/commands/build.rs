@@ -1,18 +1,13 @@
 //! `cutover build` and `cutover deploy`: the pipeline over the affected services (deploy adds
-//! the deploy and verify stages through the agent).
+//! the deploy and verify stages through the agent). The work is `ops::deploy`'s; this file
+//! turns arguments into its request, shows the run on the terminal and prints the summary.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
-use cutover_engine::event::Outcome;
-use cutover_engine::plan::{PlanOptions, plan};
+use cutover_engine::ops;
+use cutover_engine::ops::deploy::{Pipeline, PipelineRequest};
 use cutover_engine::report::Reporter;
-use cutover_engine::report::log_file::LogFiles;
-use cutover_engine::report::status_file::StatusFile;
-use cutover_engine::report::store::StoreReporter;
-use cutover_engine::run::{RunRequest, execute, state_dir};
 use cutover_engine::summary::RunSummary;
-use cutover_store::RunKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BuildArgs, Cli};
@@ -23,191 +18,60 @@ use crate::render::{plain::Plain, table::Table, tty::Live};
 
 /// Runs the build pipeline and prints its summary.
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<i32, CliError> {
-    pipeline(
-        cli,
-        args,
-        RunKind::Build,
-        None,
-        false,
-        std::time::Duration::ZERO,
-        false,
-    )
+    pipeline(cli, args, PipelineRequest::build())
 }
 
-/// Runs the pipeline of `kind` and prints its summary. A deploy first waits up to `lock_wait`
-/// for the environment's lock and any running deploy of it (None: refused at once), with
-/// `atomic` rolls every service of a run with a failure back, waits up to `approval_timeout`
-/// for `cutover approve` where the environment requires approval, and with `smoke`
-/// smoke-tests each deployed service as part of verify.
-pub fn pipeline(
-    cli: &Cli,
-    args: &BuildArgs,
-    kind: RunKind,
-    lock_wait: Option<std::time::Duration>,
-    atomic: bool,
-    approval_timeout: std::time::Duration,
-    smoke: bool,
-) -> Result<i32, CliError> {
-    let project = Arc::new(context::load(cli)?);
-    let env = Arc::new(context::environment(cli, &project)?);
-    let secrets = context::secrets(&project, &env)?;
-    // A container target's engine must answer before anything is recorded or changed.
-    context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))?;
-    let store = context::store(&project, true)?
-        .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
-    let (agent, run) = if kind == RunKind::Deploy {
-        context::settle_interrupted_runs(store.as_ref(), &project)?;
-        let run = context::claim_deploy_run(store.as_ref(), &env.name, lock_wait)?;
-        if lock_wait.is_some() {
-            // A deploy waited for may have died meanwhile: record it before planning.
-            context::settle_interrupted_runs(store.as_ref(), &project)?;
-        }
-        let agent = context::agent(&project, true).and_then(|a| {
-            a.ok_or_else(|| CliError::failed("the agent could not be started", None))
-        });
-        match agent {
-            Ok(agent) => (Some(agent), Some(run)),
-            Err(e) => return Err(abandon(store.as_ref(), &run, e)),
-        }
-    } else {
-        (None, None)
-    };
-    let opts = PlanOptions {
+/// Runs the pipeline `request` says (its services, `--all`, `--since` and `--max-parallel`
+/// taken from `args`) and prints its summary; the exit code is the summary's.
+pub fn pipeline(cli: &Cli, args: &BuildArgs, request: PipelineRequest) -> Result<i32, CliError> {
+    let request = PipelineRequest {
+        services: args.services.clone(),
         all: args.all,
         since: args.since.clone(),
-        named: args.services.clone(),
-        not_running: match kind {
-            RunKind::Deploy => context::not_running(&project, &env.name),
-            _ => Default::default(),
-        },
+        max_parallel: args.max_parallel.map(|n| n as usize),
+        ..request
     };
-    let plan = match plan(&project, &env, Some(store.as_ref()), &opts) {
-        Ok(plan) => plan,
-        Err(e) => {
-            let e = CliError::from(e);
-            return Err(match &run {
-                Some(run) => abandon(store.as_ref(), run, e),
-                None => e,
-            });
-        }
-    };
-    let max_parallel = args
-        .max_parallel
-        .map(|n| n as usize)
-        .unwrap_or(project.settings.max_parallel);
+    let project = context::load(cli)?;
+    let env = context::environment(cli, &project)?;
+    let agents = context::launcher(&project);
+    let cx = ops::Context::new(&project, &agents);
+    let prepared = Pipeline::prepare(&cx, &env, &request, &mut |line| eprintln!("{line}"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), None))?;
-
-    let state = state_dir(&project);
-    let workdir = cutover_engine::plan::GitRepo::discover(&project.dir)
-        .ok()
-        .flatten()
-        .and_then(|r| r.workdir().map(|p| p.display().to_string()));
-    let mut reporters: Vec<Box<dyn Reporter>> = vec![
-        Box::new(StoreReporter::new(store.clone())),
-        Box::new(LogFiles::new(state.join("logs").join("deployments"))),
-        Box::new(StatusFile::new(
-            state.join("status.json"),
-            plan.head.branch.clone(),
-            workdir,
-        )),
-    ];
-    let notifier = match kind {
-        RunKind::Deploy => context::notifier(&project, &secrets),
-        _ => None,
-    };
-    if let Some(n) = &notifier {
-        reporters.push(Box::new(n.reporter()));
-    }
-    if std::io::stderr().is_terminal() {
-        reporters.push(Box::new(Live::new()));
+    let terminal: Box<dyn Reporter> = if std::io::stderr().is_terminal() {
+        Box::new(Live::new())
     } else {
-        reporters.push(Box::new(Plain));
-    }
-
-    let atomic_inputs = atomic.then(|| (secrets.clone(), store.clone()));
-    let request = RunRequest {
-        kind,
-        project: project.clone(),
-        env: env.clone(),
-        plan,
-        max_parallel,
-        secrets,
-        agent,
-        approval_timeout,
-        smoke,
-        run,
+        Box::new(Plain)
     };
-    let outcome = runtime.block_on(async move {
+    let ran = runtime.block_on(async move {
         let cancel = CancellationToken::new();
         tokio::spawn(watch_signals(cancel.clone()));
-        execute(request, store, cancel, reporters).await
+        prepared.execute(vec![terminal], cancel).await
     })?;
-    for e in &outcome.reporter_errors {
+    for e in ran.reporter_errors() {
         diagnostics::warn(e);
     }
-    let mut summary = outcome.summary;
     // Leave no runtime threads blocking the exit on a still-running background task.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    if let Some((secrets, store)) = atomic_inputs {
-        let log = state
-            .join("logs")
-            .join("deployments")
-            .join(format!("{}.log", summary.run));
-        let before: Vec<_> = summary.services.iter().map(|s| s.result).collect();
-        summary = super::rollback::atomic(&project, &env, &secrets, store.as_ref(), summary, &log)?;
-        // The services --atomic sent back: a `rollback` webhook (the run's own events are over).
-        let rolled: Vec<_> = summary
-            .services
-            .iter()
-            .zip(before)
-            .filter(|(s, was)| s.result == Outcome::RolledBack && *was != Outcome::RolledBack)
-            .map(|(s, _)| s)
-            .collect();
-        if let Some(n) = &notifier
-            && let Some(note) = cutover_engine::report::webhook::rollback_notification(
-                &summary.run,
-                &summary.env,
-                &rolled,
-                summary.finished_at,
-            )
-        {
-            n.send(note);
-        }
-    }
+    let outcome = ran.finish(&cx, &mut |line| eprintln!("{line}"))?;
+    let summary = &outcome.summary;
     if cli.json {
-        let text = serde_json::to_string(&summary)
+        let text = serde_json::to_string(summary)
             .map_err(|e| CliError::failed(format!("encoding the summary: {e}"), None))?;
         println!("{text}");
     } else {
-        print!("{}", render_summary(&summary, &state));
+        print!("{}", render_summary(summary, &outcome.log));
     }
     // Webhooks still being delivered get a short, bounded grace; a dead receiver is a warning.
-    if let Some(n) = notifier {
+    if let Some(n) = outcome.webhooks {
         for e in n.finish(cutover_engine::report::webhook::FINISH_GRACE) {
             diagnostics::warn(&e);
         }
     }
     Ok(summary.exit_code())
-}
-
-/// A deploy run claimed before planning ends canceled when the deploy cannot go on, so it
-/// holds nothing; `e` is returned as it was.
-fn abandon(
-    store: &dyn cutover_store::ReleaseStore,
-    run: &cutover_store::Run,
-    e: CliError,
-) -> CliError {
-    let _ = store.finish_run(
-        &run.id,
-        cutover_store::RunStatus::Canceled,
-        chrono::Utc::now(),
-        Some("the deploy stopped before it began"),
-    );
-    e
 }
 
 /// Ctrl-C (or SIGTERM) cancels the run: every process group gets SIGTERM, then SIGKILL after
@@ -236,7 +100,7 @@ async fn watch_signals(cancel: CancellationToken) {
 }
 
 /// The summary for people: a line, a table, then each failure with its last output lines.
-fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
+fn render_summary(summary: &RunSummary, log: &std::path::Path) -> String {
     let elapsed = (summary.finished_at - summary.started_at)
         .to_std()
         .map(|d| cutover_engine::report::text::ms(u64::try_from(d.as_millis()).unwrap_or(0)))
@@ -302,10 +166,6 @@ fn render_summary(summary: &RunSummary, state: &std::path::Path) -> String {
             a.state.as_str().replace('_', " ")
         ));
     }
-    let log = state
-        .join("logs")
-        .join("deployments")
-        .join(format!("{}.log", summary.run));
     out.push_str(&format!("log: {}\n", log.display()));
     out
 }

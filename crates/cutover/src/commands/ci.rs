@@ -1,11 +1,11 @@
 //! `cutover ci github`: writes a GitHub Actions workflow for the project.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use cutover_config::{Project, TargetKind};
 use cutover_engine::plan::GitRepo;
+use cutover_store::atomic::{Durability, write_atomic};
 
 use crate::ci::github;
 use crate::cli::{CiArgs, CiGithubArgs, CiProvider, Cli};
@@ -140,23 +140,11 @@ fn relative_to(dir: &Path, root: &Path) -> Result<String, CliError> {
     Ok(parts.join("/"))
 }
 
-/// Writes `text` to `file` through a temp file and a rename, creating parent directories.
+/// Writes `text` to `file` in one step, creating parent directories; fsynced (a file the
+/// user commits).
 fn write_file(file: &Path, text: &str) -> Result<(), CliError> {
-    let cannot =
-        |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", file.display()), None);
     let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(cannot)?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, file));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(cannot(e));
-    }
-    Ok(())
+    std::fs::create_dir_all(dir)
+        .and_then(|()| write_atomic(file, text.as_bytes(), Durability::Fsync))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display()), None))
 }

@@ -1,5 +1,6 @@
 //! `cutover deploy`: the whole pipeline, releases handed to the agent.
 
+use cutover_engine::ops::deploy::PipelineRequest;
 use cutover_store::RunKind;
 
 use crate::cli::{Cli, DeployArgs};
@@ -9,13 +10,13 @@ use crate::exit::CliError;
 /// environment with `require_approval`, up to `--approval-timeout` for `cutover approve`; with
 /// `--smoke` each one is smoke-tested as part of verify.
 pub fn run(cli: &Cli, args: &DeployArgs) -> Result<i32, CliError> {
-    super::build::pipeline(
-        cli,
-        &args.build,
-        RunKind::Deploy,
-        args.lock_wait,
-        args.atomic,
-        args.approval_timeout,
-        args.smoke,
-    )
+    let request = PipelineRequest {
+        kind: RunKind::Deploy,
+        lock_wait: args.lock_wait,
+        atomic: args.atomic,
+        approval_timeout: args.approval_timeout,
+        smoke: args.smoke,
+        ..PipelineRequest::build()
+    };
+    super::build::pipeline(cli, &args.build, request)
 }

@@ -1,5 +1,6 @@
 //! `cutover lock` and `cutover unlock`: the environment's explicit deploy lock.
 
+use cutover_engine::ops;
 use cutover_store::Lock;
 
 use crate::cli::{Cli, LockArgs};
@@ -10,26 +11,13 @@ use crate::exit::{CliError, OK};
 pub fn run(cli: &Cli, args: &LockArgs) -> Result<i32, CliError> {
     let project = context::load(cli)?;
     let env = context::environment(cli, &project)?;
-    let store = context::store(&project, true)?
-        .ok_or_else(|| CliError::failed("the release store could not be opened", None))?;
-    let holder = context::user_at_host();
-    let now = chrono::Utc::now();
-    if let Err(existing) = store.lock(&env.name, &holder, args.reason.as_deref(), now)? {
-        return Err(CliError::Blocked {
-            message: context::describe_lock(&existing),
-            help: Some("`cutover unlock` releases it".into()),
-        });
-    }
-    let lock = Lock {
-        env: env.name.clone(),
-        holder,
-        reason: args.reason.clone(),
-        since: now,
-    };
+    let agents = context::launcher(&project);
+    let cx = ops::Context::new(&project, &agents);
+    let lock = ops::lock::lock(&cx, &env, &context::user_at_host(), args.reason.as_deref())?;
     if cli.json {
         print_json(&lock)?;
     } else {
-        println!("{}", context::describe_lock(&lock));
+        println!("{}", ops::lock::describe(&lock));
     }
     Ok(OK)
 }
@@ -38,13 +26,8 @@ pub fn run(cli: &Cli, args: &LockArgs) -> Result<i32, CliError> {
 pub fn unlock(cli: &Cli) -> Result<i32, CliError> {
     let project = context::load(cli)?;
     let env = context::environment(cli, &project)?;
-    let not_locked = || CliError::failed(format!("{} is not locked", env.name), None);
-    let Some(store) = context::store(&project, false)? else {
-        return Err(not_locked());
-    };
-    let Some(lock) = store.unlock(&env.name)? else {
-        return Err(not_locked());
-    };
+    let agents = context::launcher(&project);
+    let lock = ops::lock::unlock(&ops::Context::new(&project, &agents), &env)?;
     if cli.json {
         print_json(&lock)?;
     } else {

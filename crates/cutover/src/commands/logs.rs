@@ -31,11 +31,7 @@ pub fn run(cli: &Cli, args: &LogsArgs) -> Result<i32, CliError> {
             })?
         }
     };
-    let path = project
-        .state_dir()
-        .join("logs/services")
-        .join(&args.service)
-        .join(format!("{release}.log"));
+    let path = context::state_dir(&project).instance_log(&args.service, &release);
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(_) if args.follow => loop {

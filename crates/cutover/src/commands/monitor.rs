@@ -17,7 +17,7 @@ pub fn run(cli: &Cli, args: &MonitorArgs) -> Result<i32, CliError> {
             Some("e.g. --interval 2s".into()),
         ));
     }
-    let socket = cutover_runtime::daemon::socket_path(&project.state_dir())
+    let socket = cutover_runtime::daemon::socket_path(&context::state_dir(&project))
         .map_err(|e| CliError::failed(e.to_string(), None))?;
     let sources = Sources {
         agent: cutover_runtime::api::client::AgentClient::new(socket),

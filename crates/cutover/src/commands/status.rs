@@ -1,47 +1,12 @@
 //! `cutover status`: every service of the environment as it is now.
 
-use cutover_runtime::api::types::{AgentStatus, CanaryStatus, LiveNumbers, Traffic};
-use serde::Serialize;
+use cutover_engine::ops;
+use cutover_engine::ops::status::AgentState;
 
 use crate::cli::Cli;
 use crate::context;
 use crate::exit::{CliError, OK};
 use crate::render::table::Table;
-
-#[derive(Serialize)]
-struct Instances {
-    ready: u32,
-    desired: u32,
-}
-
-#[derive(Serialize)]
-struct ServiceRow {
-    name: String,
-    release: Option<String>,
-    phase: Option<String>,
-    health: String,
-    instances: Instances,
-    traffic: Vec<Traffic>,
-    url: String,
-    /// The canary in progress: its weight, step and live numbers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    canary: Option<CanaryStatus>,
-    /// Requests per second, error rate and p99 over the last seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    numbers: Option<LiveNumbers>,
-    /// Why it does not run what it should (the agent could not bring it back).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RunRow {
-    id: String,
-    phase: String,
-    /// What waits for approval (phase `awaiting_approval`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    waiting: Option<String>,
-}
 
 /// Prints the status table (or `--json`).
 pub fn run(cli: &Cli) -> Result<i32, CliError> {
@@ -51,130 +16,22 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             error,
             dir,
             state_dir,
-        } => return what_runs(cli, &error, &dir, &state_dir),
+        } => return what_runs(cli, &error, dir, state_dir),
     };
     let env = context::environment(cli, &project)?;
-    let store = context::store(&project, false)?;
-    // Services that should be running (the agent recorded them) bring an agent that died back,
-    // unless `cutover agent stop` stopped it; then status waits until the agent has restored
-    // them, so it reports them as they are.
-    let state = project.state_dir();
-    let stopped_by_user = context::stopped_marker(&state).exists();
-    let desired = state.join("agent/desired.json");
-    let expected = std::fs::read(&desired)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
-        .map_or(0, |specs| specs.len());
-    let was_running = context::agent(&project, false)?.is_some();
-    let start = expected > 0 && !stopped_by_user;
-    let agent: Option<AgentStatus> = match context::agent(&project, start)? {
-        Some(client) => {
-            let runtime = context::runtime()?;
-            if !was_running {
-                if !cli.json {
-                    eprintln!(
-                        "the agent was not running: started it; restoring {expected} service(s)"
-                    );
-                }
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                while std::time::Instant::now() < deadline {
-                    let restored = runtime.block_on(client.status()).map_or(0, |s| {
-                        s.services
-                            .iter()
-                            .filter(|x| x.release.is_some() || x.problem.is_some())
-                            .count()
-                    });
-                    if restored >= expected {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-            runtime.block_on(client.status()).ok()
+    let agents = context::launcher(&project);
+    let status = ops::status::status(&ops::Context::new(&project, &agents), &env, &mut |line| {
+        if !cli.json {
+            eprintln!("{line}");
         }
-        None => None,
-    };
-    if let Some(store) = &store {
-        context::settle_interrupted_runs(store.as_ref(), &project)?;
-    }
-    let mut rows = Vec::new();
-    for svc in &env.services {
-        let live = agent.as_ref().and_then(|a| {
-            a.services
-                .iter()
-                .find(|s| s.env == env.name && s.service == svc.name)
-        });
-        let active = match &store {
-            Some(s) => s.active_release(&svc.name, &env.name)?,
-            None => None,
-        };
-        let release = live
-            .and_then(|l| l.release.clone())
-            .or_else(|| active.as_ref().map(|a| a.id.clone()));
-        let phase = match (&store, &release) {
-            (Some(s), Some(r)) => s
-                .release(&svc.name, r)?
-                .map(|r| r.phase.as_str().to_string()),
-            _ => None,
-        };
-        let host = if svc.listen.is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            svc.listen.to_string()
-        };
-        rows.push(ServiceRow {
-            name: svc.name.clone(),
-            release,
-            phase,
-            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
-            instances: Instances {
-                ready: live.map_or(0, |l| l.ready),
-                desired: live.map_or(svc.instances, |l| l.desired),
-            },
-            traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
-            canary: live.and_then(|l| l.canary.clone()),
-            numbers: live.and_then(|l| l.numbers.clone()),
-            reason: live.and_then(|l| l.problem.clone()),
-            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
-                svc.port
-                    .map(|p| format!("http://{host}:{p}"))
-                    .unwrap_or_default()
-            }),
-        });
-    }
-    let runs: Vec<RunRow> = match &store {
-        Some(s) => s
-            .runs_in_progress()?
-            .into_iter()
-            .filter(|r| r.env == env.name)
-            .map(|r| {
-                let waiting = s
-                    .approval(&r.id)
-                    .ok()
-                    .flatten()
-                    .filter(|a| a.state == cutover_store::ApprovalState::Waiting);
-                RunRow {
-                    phase: match waiting {
-                        Some(_) => "awaiting_approval".to_string(),
-                        None => "running".to_string(),
-                    },
-                    waiting: waiting.map(|a| a.waiting),
-                    id: r.id,
-                }
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let lock = match &store {
-        Some(s) => s.current_lock(&env.name)?,
-        None => None,
-    };
+    })?;
+    let (rows, runs, lock) = (&status.services, &status.runs, &status.lock);
     if cli.json {
         let lock_doc = lock.as_ref().map(
             |l| serde_json::json!({ "holder": l.holder, "reason": l.reason, "since": l.since }),
         );
         let doc = serde_json::json!({
-            "env": env.name,
+            "env": status.env,
             "services": rows,
             "runs": runs,
             "lock": lock_doc,
@@ -184,14 +41,14 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     }
     println!(
         "{} ({})",
-        env.name,
-        match (&agent, stopped_by_user) {
-            (Some(_), _) => "agent running",
-            (None, true) => {
+        status.env,
+        match status.agent {
+            AgentState::Running => "agent running",
+            AgentState::StoppedByUser => {
                 "agent stopped by `cutover agent stop`: nothing runs until `cutover agent start` \
                  or the next deploy"
             }
-            (None, false) => "no agent: nothing runs",
+            AgentState::NotRunning => "no agent: nothing runs",
         }
     );
     let mut t = Table::new(&[
@@ -203,7 +60,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         "TRAFFIC",
         "URL",
     ]);
-    for r in &rows {
+    for r in rows {
         let traffic = r
             .traffic
             .iter()
@@ -225,7 +82,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         ]);
     }
     print!("{}", t.render());
-    for r in &rows {
+    for r in rows {
         if let Some(why) = &r.reason {
             println!("{}: not running: {why}", r.name);
         }
@@ -248,10 +105,10 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             }
         }
     }
-    if let Some(lock) = &lock {
-        println!("{}", context::describe_lock(lock));
+    if let Some(lock) = lock {
+        println!("{}", ops::lock::describe(lock));
     }
-    for r in &runs {
+    for r in runs {
         match &r.waiting {
             Some(what) => println!(
                 "run {} is awaiting_approval ({what}): `cutover approve {}` lets it go on",
@@ -268,18 +125,15 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
 fn what_runs(
     cli: &Cli,
     error: &CliError,
-    dir: &std::path::Path,
-    state_dir: &std::path::Path,
+    dir: std::path::PathBuf,
+    state_dir: cutover_store::StateDir,
 ) -> Result<i32, CliError> {
     crate::diagnostics::warn(&format!(
         "cutover.toml does not load, so this shows only what the agent runs: {}",
         error.headline()
     ));
-    let status = match context::agent_in(state_dir, dir, false)? {
-        Some(client) => context::runtime()?.block_on(client.status()).ok(),
-        None => None,
-    };
-    let services = status.map(|s| s.services).unwrap_or_default();
+    let shown = dir.display().to_string();
+    let services = ops::status::agent_services(&context::Launcher::new(state_dir, dir))?;
     if cli.json {
         let rows: Vec<serde_json::Value> = services
             .iter()
@@ -298,7 +152,7 @@ fn what_runs(
         return Ok(OK);
     }
     if services.is_empty() {
-        println!("no agent runs for {}", dir.display());
+        println!("no agent runs for {shown}");
         return Ok(OK);
     }
     let mut t = Table::new(&["ENV", "SERVICE", "RELEASE", "HEALTH", "INSTANCES", "URL"]);

@@ -9,6 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use cutover_engine::redact::Redactor;
 use cutover_engine::smoke::{self, ServiceReport, Target};
 use cutover_engine::smoke_serving;
+use cutover_store::atomic::{Durability, write_atomic};
 
 use crate::cli::{Cli, TestArgs};
 use crate::context;
@@ -112,8 +113,8 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
         }
     }
 
-    let log_dir = project.state_dir().join("logs/tests");
-    let log_path = log_dir.join(format!("test-{}.log", started.format("%Y%m%d-%H%M%S")));
+    let log_path = context::state_dir(&project)
+        .command_log("test", &format!("test-{}", started.format("%Y%m%d-%H%M%S")));
     write_log(&log_path, &env.name, &reports)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
     if let Some(path) = &args.junit {
@@ -206,11 +207,7 @@ fn write_log(path: &std::path::Path, env: &str, reports: &[ServiceReport]) -> st
     Ok(())
 }
 
-/// Writes `text` to `path` through a temporary file and a rename.
+/// Writes `text` to `path` in one step (a report read after the command: not fsynced).
 fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("xml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    write_atomic(path, text.as_bytes(), Durability::NoSync)
 }

@@ -1,7 +1,7 @@
 //! `cutover worktree setup | list | remove`: a git branch and worktree per service.
 
 use cutover_config::Project;
-use cutover_engine::EngineError;
+use cutover_engine::ops;
 use cutover_engine::team::Team;
 use serde::Serialize;
 
@@ -36,35 +36,14 @@ pub fn run(cli: &Cli, args: &WorktreeArgs) -> Result<i32, CliError> {
     }
 }
 
-/// The project's team view of its repository.
+/// The project's team view of its repository (see [`ops::merge::open_team`]).
 pub fn open(project: &Project) -> Result<Team, CliError> {
-    Team::open(&project.dir, &project.name, &project.settings.branch_prefix).map_err(|e| match e {
-        EngineError::NotGit { dir } => CliError::usage(
-            format!(
-                "{} is not inside a git repository: worktrees and merges need one",
-                dir.display()
-            ),
-            Some("run `git init` and commit the project first".into()),
-        ),
-        other => CliError::Engine(other),
-    })
+    Ok(ops::merge::open_team(project)?)
 }
 
 /// The services named (checked against the configuration), or every service.
 pub fn services(project: &Project, named: &[String]) -> Result<Vec<String>, CliError> {
-    let known: Vec<String> = project.services.iter().map(|s| s.name.clone()).collect();
-    if named.is_empty() {
-        return Ok(known);
-    }
-    for n in named {
-        if !known.contains(n) {
-            return Err(CliError::Engine(EngineError::UnknownService {
-                name: n.clone(),
-                known,
-            }));
-        }
-    }
-    Ok(named.to_vec())
+    Ok(ops::merge::services(project, named)?)
 }
 
 fn setup(

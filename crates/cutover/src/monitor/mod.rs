@@ -70,7 +70,9 @@ impl Sources {
             events: model::recent_events(store.as_deref(), &row.name, &self.env.name, 200),
             release: row.release.clone(),
             log: match &row.release {
-                Some(r) => model::log_tail(&self.project.state_dir(), &row.name, r, 200),
+                Some(r) => {
+                    model::log_tail(&crate::context::state_dir(&self.project), &row.name, r, 200)
+                }
                 None => vec!["no release yet".into()],
             },
         }

@@ -222,17 +222,13 @@ pub fn recent_events(
 
 /// The last `limit` lines of a release's instance log.
 pub fn log_tail(
-    state_dir: &std::path::Path,
+    state_dir: &cutover_store::StateDir,
     service: &str,
     release: &str,
     limit: usize,
 ) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let path = state_dir
-        .join("logs")
-        .join("services")
-        .join(service)
-        .join(format!("{release}.log"));
+    let path = state_dir.instance_log(service, release);
     let Ok(mut f) = std::fs::File::open(&path) else {
         return vec![format!("no log at {}", path.display())];
     };

@@ -1,0 +1,231 @@
+//! `status`: every service of an environment as it is now (the agent's view, the store's
+//! phases), the runs in progress and the environment's lock.
+
+use cutover_config::ResolvedEnvironment;
+use cutover_runtime::api::types::{AgentStatus, CanaryStatus, LiveNumbers, Traffic};
+use cutover_store::{ApprovalState, Lock};
+use serde::Serialize;
+
+use super::{AgentLauncher, Context};
+use crate::EngineError;
+
+/// How long `status` waits for an agent it started to bring the recorded services back.
+const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// An environment's status.
+#[derive(Debug, Clone)]
+pub struct EnvStatus {
+    /// The environment.
+    pub env: String,
+    /// Whether the agent runs.
+    pub agent: AgentState,
+    /// Every service of the environment, in declaration order.
+    pub services: Vec<ServiceRow>,
+    /// The runs in progress in the environment.
+    pub runs: Vec<RunRow>,
+    /// The environment's lock, when it is locked.
+    pub lock: Option<Lock>,
+}
+
+/// Whether the project's agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// It runs (it may have been started by `status` to bring services back).
+    Running,
+    /// `cutover agent stop` stopped it: nothing runs until `agent start` or a deploy.
+    StoppedByUser,
+    /// None runs.
+    NotRunning,
+}
+
+/// Ready and desired instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instances {
+    /// Instances passing their readiness probe.
+    pub ready: u32,
+    /// Instances there should be.
+    pub desired: u32,
+}
+
+/// One service as it is now (the `services` of `status --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceRow {
+    /// The service.
+    pub name: String,
+    /// The release it serves (the agent's), else the store's ACTIVE one.
+    pub release: Option<String>,
+    /// That release's phase in the store.
+    pub phase: Option<String>,
+    /// `healthy`, `unhealthy`, `unknown` or `stopped`.
+    pub health: String,
+    /// Ready and desired instances.
+    pub instances: Instances,
+    /// The traffic split between releases.
+    pub traffic: Vec<Traffic>,
+    /// Where it answers.
+    pub url: String,
+    /// The canary in progress: its weight, step and live numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    /// Requests per second, error rate and p99 over the last seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numbers: Option<LiveNumbers>,
+    /// Why it does not run what it should (the agent could not bring it back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A run in progress (the `runs` of `status --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// The run.
+    pub id: String,
+    /// `running` or `awaiting_approval`.
+    pub phase: String,
+    /// What waits for approval (phase `awaiting_approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+}
+
+/// The status of `env`. Services that should be running (the agent recorded them) bring an
+/// agent that died back, unless `cutover agent stop` stopped it; then `status` waits until the
+/// agent has restored them, so it reports them as they are (`notes` hears that it started
+/// one). Runs whose process died are settled first.
+pub fn status(
+    cx: &Context,
+    env: &ResolvedEnvironment,
+    notes: &mut dyn FnMut(&str),
+) -> Result<EnvStatus, EngineError> {
+    let store = cx.store(false)?;
+    let state = cx.state_dir();
+    let stopped_by_user = state.agent_stopped().exists();
+    let expected = std::fs::read(state.agent_desired())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .map_or(0, |specs| specs.len());
+    let was_running = cx.agent(false)?.is_some();
+    let start = expected > 0 && !stopped_by_user;
+    let agent: Option<AgentStatus> = match cx.agent(start)? {
+        Some(client) => {
+            let runtime = super::runtime()?;
+            if !was_running {
+                notes(&format!(
+                    "the agent was not running: started it; restoring {expected} service(s)"
+                ));
+                let deadline = std::time::Instant::now() + RESTORE_WAIT;
+                while std::time::Instant::now() < deadline {
+                    let restored = runtime.block_on(client.status()).map_or(0, |s| {
+                        s.services
+                            .iter()
+                            .filter(|x| x.release.is_some() || x.problem.is_some())
+                            .count()
+                    });
+                    if restored >= expected {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            runtime.block_on(client.status()).ok()
+        }
+        None => None,
+    };
+    if let Some(store) = &store {
+        super::settle_interrupted_runs(cx, store.as_ref())?;
+    }
+    let mut services = Vec::new();
+    for svc in &env.services {
+        let live = agent.as_ref().and_then(|a| {
+            a.services
+                .iter()
+                .find(|s| s.env == env.name && s.service == svc.name)
+        });
+        let active = match &store {
+            Some(s) => s.active_release(&svc.name, &env.name)?,
+            None => None,
+        };
+        let release = live
+            .and_then(|l| l.release.clone())
+            .or_else(|| active.as_ref().map(|a| a.id.clone()));
+        let phase = match (&store, &release) {
+            (Some(s), Some(r)) => s
+                .release(&svc.name, r)?
+                .map(|r| r.phase.as_str().to_string()),
+            _ => None,
+        };
+        let host = if svc.listen.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            svc.listen.to_string()
+        };
+        services.push(ServiceRow {
+            name: svc.name.clone(),
+            release,
+            phase,
+            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
+            instances: Instances {
+                ready: live.map_or(0, |l| l.ready),
+                desired: live.map_or(svc.instances, |l| l.desired),
+            },
+            traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
+            canary: live.and_then(|l| l.canary.clone()),
+            numbers: live.and_then(|l| l.numbers.clone()),
+            reason: live.and_then(|l| l.problem.clone()),
+            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
+                svc.port
+                    .map(|p| format!("http://{host}:{p}"))
+                    .unwrap_or_default()
+            }),
+        });
+    }
+    let runs: Vec<RunRow> = match &store {
+        Some(s) => s
+            .runs_in_progress()?
+            .into_iter()
+            .filter(|r| r.env == env.name)
+            .map(|r| {
+                let waiting = s
+                    .approval(&r.id)
+                    .ok()
+                    .flatten()
+                    .filter(|a| a.state == ApprovalState::Waiting);
+                RunRow {
+                    phase: match waiting {
+                        Some(_) => "awaiting_approval".to_string(),
+                        None => "running".to_string(),
+                    },
+                    waiting: waiting.map(|a| a.waiting),
+                    id: r.id,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let lock = match &store {
+        Some(s) => s.current_lock(&env.name)?,
+        None => None,
+    };
+    Ok(EnvStatus {
+        env: env.name.clone(),
+        agent: match (&agent, stopped_by_user) {
+            (Some(_), _) => AgentState::Running,
+            (None, true) => AgentState::StoppedByUser,
+            (None, false) => AgentState::NotRunning,
+        },
+        services,
+        runs,
+        lock,
+    })
+}
+
+/// What the project's agent runs, in every environment, without starting it (empty when it
+/// does not run): `status` when the configuration does not load.
+pub fn agent_services(
+    agents: &dyn AgentLauncher,
+) -> Result<Vec<cutover_runtime::api::types::ServiceStatus>, EngineError> {
+    let status = match agents.agent(false)? {
+        Some(client) => super::runtime()?.block_on(client.status()).ok(),
+        None => None,
+    };
+    Ok(status.map(|s| s.services).unwrap_or_default())
+}
