@@ -245,6 +245,23 @@ fn an_engine_that_does_not_answer_is_one_clear_error_before_anything_changes() {
         1,
         "one error: {err}"
     );
+    // validate warns about the engine (it may be a remote one) and still passes; a missing
+    // Dockerfile is an error.
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: box: cannot reach the Docker Engine"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(p.path().join("svc/web/Dockerfile")).unwrap();
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no Dockerfile at svc/web/Dockerfile"),
+        "{}",
+        stderr(&out)
+    );
     // Nothing changed: no release recorded, no agent started.
     let releases = json(&p.run(&["releases", "web", "--env", "box", "--json"]));
     assert_eq!(

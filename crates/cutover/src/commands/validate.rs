@@ -22,6 +22,7 @@ struct Problem {
 pub fn run(cli: &Cli) -> Result<i32, CliError> {
     let project = context::load(cli)?;
     let mut problems = Vec::new();
+    let mut warnings: Vec<Problem> = Vec::new();
     let mut envs = Vec::new();
     for name in project.environment_names() {
         let env = project.resolve(name)?;
@@ -35,11 +36,12 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             Err(other) => return Err(other),
             Ok(_) => {}
         }
-        // A container target's engine must answer (the build and the containers need it).
+        // A container target's engine should answer; one that does not (the production engine,
+        // seen from a laptop) is a warning: a deploy there says so before anything changes.
         if let Err(e) =
             context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))
         {
-            problems.push(Problem {
+            warnings.push(Problem {
                 environment: env.name.clone(),
                 service: None,
                 message: match e {
@@ -69,9 +71,13 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             "services": project.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
             "environments": envs,
             "problems": problems,
+            "warnings": warnings,
         });
         println!("{doc}");
     } else if valid {
+        for w in &warnings {
+            eprintln!("warning: {}: {}", w.environment, w.message);
+        }
         println!(
             "{} is valid: {} services, environments: {}",
             project.file.display(),
@@ -79,6 +85,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             envs.join(", ")
         );
     } else {
+        for w in &warnings {
+            eprintln!("warning: {}: {}", w.environment, w.message);
+        }
         for p in &problems {
             match &p.service {
                 Some(s) => eprintln!("error: {s} ({}): {}", p.environment, p.message),
