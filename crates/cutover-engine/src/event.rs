@@ -255,6 +255,29 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A service starts going back to an earlier release (`rollback`, `--atomic`, a failed
+    /// post_deploy hook or smoke test).
+    RollbackStarted {
+        /// Service.
+        service: String,
+        /// The release it leaves, if one was ACTIVE.
+        from: Option<String>,
+        /// The release it goes back to.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rollback ended.
+    RollbackFinished {
+        /// Service.
+        service: String,
+        /// The release it went back to.
+        to: String,
+        /// `succeeded` (it serves) or `failed`.
+        result: Outcome,
+        /// Why it failed.
+        reason: Option<String>,
+    },
     /// The run is over.
     RunFinished {
         /// Overall status.
@@ -282,6 +305,8 @@ impl EventKind {
             EventKind::Progress { .. } => "progress",
             EventKind::RunCanceling { .. } => "run.canceling",
             EventKind::RunFinished { .. } => "run.finished",
+            EventKind::RollbackStarted { .. } => "rollback.started",
+            EventKind::RollbackFinished { .. } => "rollback.finished",
         }
     }
 
@@ -296,7 +321,9 @@ impl EventKind {
             | EventKind::CommandFinished { service, .. }
             | EventKind::StageFinished { service, .. }
             | EventKind::PhaseChanged { service, .. }
-            | EventKind::ServiceFinished { service, .. } => Some(service),
+            | EventKind::ServiceFinished { service, .. }
+            | EventKind::RollbackStarted { service, .. }
+            | EventKind::RollbackFinished { service, .. } => Some(service),
             EventKind::RunStarted { .. }
             | EventKind::ApprovalRequested { .. }
             | EventKind::ApprovalDecided { .. }
@@ -334,7 +361,14 @@ impl EventKind {
                 }
                 tail.iter_mut().for_each(&mut *f);
             }
-            EventKind::RunCanceling { reason } => f(reason),
+            EventKind::RunCanceling { reason } | EventKind::RollbackStarted { reason, .. } => {
+                f(reason)
+            }
+            EventKind::RollbackFinished { reason, .. } => {
+                if let Some(r) = reason {
+                    f(r);
+                }
+            }
             EventKind::ApprovalDecided { by, reason, .. } => {
                 for s in [by, reason].into_iter().flatten() {
                     f(s);

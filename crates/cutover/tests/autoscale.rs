@@ -15,7 +15,10 @@ use common::{TestProject, code, json, stderr};
 fn instances(p: &TestProject) -> (u64, u64) {
     let status = json(&p.run(&["status", "--json"]));
     let i = &status["services"][0]["instances"];
-    (i["ready"].as_u64().unwrap_or(0), i["desired"].as_u64().unwrap_or(0))
+    (
+        i["ready"].as_u64().unwrap_or(0),
+        i["desired"].as_u64().unwrap_or(0),
+    )
 }
 
 #[test]

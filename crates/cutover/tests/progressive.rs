@@ -465,6 +465,28 @@ fn atomic_returns_every_service_of_the_run_to_its_previous_release() {
         .unwrap()
         .to_string();
     assert_eq!(phase_of(&p, "db", &db_v2), "ROLLED_BACK");
+    // The rollbacks are typed events of the run in the store, as a deploy's events are.
+    let db = p.path().join(".cutover/state.db");
+    let events = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             for (k, s, d) in c.execute(\"select kind, service, data from events where kind like 'rollback.%' order by seq\"):\n\
+             \x20   print(k, s, json.loads(d).get('result', ''))",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    for line in [
+        "rollback.started api",
+        "rollback.finished api succeeded",
+        "rollback.started db",
+        "rollback.finished db succeeded",
+    ] {
+        assert!(events.contains(line), "{line} in:\n{events}");
+    }
 }
 
 #[test]

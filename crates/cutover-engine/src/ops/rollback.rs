@@ -13,7 +13,7 @@ use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
 
 use super::Context;
 use crate::EngineError;
-use crate::event::{Outcome, Stage};
+use crate::event::{Event, EventKind, Outcome, Stage};
 use crate::redact::Redactor;
 use crate::report::webhook::{Notification, NotifiedService, Notifier};
 use crate::summary::{RunSummary, ServiceSummary, StageSummary};
@@ -156,6 +156,11 @@ pub fn rollback(
             target,
             current.as_ref(),
             &format!("rolled back to {} by `cutover rollback`", target.id),
+            &RunEvents {
+                store: store.as_ref(),
+                run: &run.id,
+                redactor: &redactor,
+            },
             &mut note,
         );
         let (outcome, reason) = match result {
@@ -376,6 +381,11 @@ pub fn atomic(
             &target,
             current.as_ref(),
             &why,
+            &RunEvents {
+                store,
+                run: &summary.run,
+                redactor: &redactor,
+            },
             &mut note,
         ) {
             Ok(()) => {
@@ -418,6 +428,7 @@ fn roll_one(
     target: &Release,
     current: Option<&Release>,
     why: &str,
+    events: &RunEvents<'_>,
     note: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
     let svc = super::known_service(env, name).map_err(|_| format!("unknown service {name}"))?;
@@ -435,7 +446,15 @@ fn roll_one(
     store
         .set_phase(name, &target.id, ReleasePhase::Deploying, None, now)
         .map_err(|e| e.to_string())?;
-    note(&format!("{name}: rolling back to {}", target.id));
+    events.emit(
+        EventKind::RollbackStarted {
+            service: name.to_string(),
+            from: current.map(|c| c.id.clone()),
+            to: target.id.clone(),
+            reason: why.to_string(),
+        },
+        note,
+    );
     let answer = runtime.block_on(crate::rollback::redeploy(
         client,
         &state,
@@ -459,7 +478,15 @@ fn roll_one(
             store
                 .set_phase(name, &target.id, ReleasePhase::Active, None, now)
                 .map_err(|e| e.to_string())?;
-            note(&format!("{name}: {} is ACTIVE", target.id));
+            events.emit(
+                EventKind::RollbackFinished {
+                    service: name.to_string(),
+                    to: target.id.clone(),
+                    result: Outcome::Succeeded,
+                    reason: None,
+                },
+                note,
+            );
             Ok(())
         }
         Err(why) => {
@@ -470,8 +497,49 @@ fn roll_one(
                 Some(&why),
                 Utc::now(),
             );
-            note(&format!("{name}: rollback failed: {why}"));
+            events.emit(
+                EventKind::RollbackFinished {
+                    service: name.to_string(),
+                    to: target.id.clone(),
+                    result: Outcome::Failed,
+                    reason: Some(why.clone()),
+                },
+                note,
+            );
             Err(why)
+        }
+    }
+}
+
+/// Where a rollback's typed events go: the run's event log in the store (as a deploy's events
+/// do) and, in words, the notes and log file.
+struct RunEvents<'a> {
+    store: &'a dyn ReleaseStore,
+    run: &'a str,
+    redactor: &'a Redactor,
+}
+
+impl RunEvents<'_> {
+    /// Records `kind` (redacted) and says it through `note`.
+    fn emit(&self, mut kind: EventKind, note: &mut dyn FnMut(&str)) {
+        kind.map_text(&mut |t| *t = self.redactor.redact(t).into_owned());
+        if let Some(line) = crate::report::text::line(&kind) {
+            note(&line);
+        }
+        let event = Event {
+            at: Utc::now(),
+            run: self.run.to_string(),
+            kind,
+        };
+        if let Ok(data) = serde_json::to_value(&event) {
+            // The event log is a record for readers; a failed write does not stop a rollback.
+            let _ = self.store.append_event(
+                self.run,
+                event.at,
+                event.kind.service(),
+                event.kind.name(),
+                &data,
+            );
         }
     }
 }

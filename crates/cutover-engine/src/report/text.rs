@@ -112,6 +112,24 @@ pub fn line(kind: &EventKind) -> Option<String> {
             step.describe().unwrap_or_else(|| "progress".to_string())
         ),
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
+        EventKind::RollbackStarted {
+            service,
+            from,
+            to,
+            reason,
+        } => match from {
+            Some(from) => format!("{service}: rolling back from {from} to {to}: {reason}"),
+            None => format!("{service}: rolling back to {to}: {reason}"),
+        },
+        EventKind::RollbackFinished {
+            service,
+            to,
+            result,
+            reason,
+        } => match reason {
+            Some(r) => format!("{service}: rollback to {to} {}: {r}", result.as_str()),
+            None => format!("{service}: rollback to {to} {}", result.as_str()),
+        },
         EventKind::RunFinished { status, summary } => format!(
             "run {} {}: {}",
             summary.run,

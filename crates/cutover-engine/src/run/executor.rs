@@ -128,7 +128,7 @@ pub(super) struct Executor {
 }
 
 impl Executor {
-    fn send(&self, kind: EventKind) {
+    pub(super) fn send(&self, kind: EventKind) {
         let _ = self.tx.send(ExecMsg::Event(kind));
     }
 
@@ -664,6 +664,12 @@ impl Executor {
         let Some(agent) = &self.agent else {
             return Err(stop);
         };
+        self.send(EventKind::RollbackStarted {
+            service: svc.name.clone(),
+            from: Some(release.to_string()),
+            to: previous.id.clone(),
+            reason: stop.reason.clone(),
+        });
         self.send(EventKind::PhaseChanged {
             service: svc.name.clone(),
             release: previous.id.clone(),
@@ -680,6 +686,16 @@ impl Executor {
             self.container.as_deref(),
         )
         .await;
+        self.send(EventKind::RollbackFinished {
+            service: svc.name.clone(),
+            to: previous.id.clone(),
+            result: if rolled.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            reason: rolled.as_ref().err().cloned(),
+        });
         match rolled {
             Ok(()) => {
                 let reason = format!("{}; rolled back to {}", stop.reason, previous.id);

@@ -5,7 +5,7 @@ use cutover_runtime::api::client::AgentClient;
 
 use super::executor::{ExecMsg, Executor};
 use crate::command::Stream;
-use crate::event::{EventKind, Stage};
+use crate::event::{EventKind, Outcome, Stage};
 use crate::smoke::{self, Target};
 
 impl Executor {
@@ -56,6 +56,12 @@ impl Executor {
                 "{failures}; no previous release to roll back to: {release} keeps serving"
             ));
         };
+        self.send(EventKind::RollbackStarted {
+            service: self.service.name.clone(),
+            from: Some(release.to_string()),
+            to: previous.id.clone(),
+            reason: failures.clone(),
+        });
         let rolled = crate::rollback::redeploy(
             agent,
             &self.state_dir,
@@ -66,6 +72,16 @@ impl Executor {
             self.container.as_deref(),
         )
         .await;
+        self.send(EventKind::RollbackFinished {
+            service: self.service.name.clone(),
+            to: previous.id.clone(),
+            result: if rolled.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            reason: rolled.as_ref().err().cloned(),
+        });
         match rolled {
             Ok(()) => Err(format!("{failures}; rolled back to {}", previous.id)),
             Err(why) => Err(format!(
