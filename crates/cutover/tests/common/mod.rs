@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod receiver;
 pub mod runtime;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
