@@ -120,7 +120,7 @@ impl Unit for Container {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match id {
-            Some(id) => format!("container {}", &id[..id.len().min(12)]),
+            Some(id) => format!("container {}", short_id(&id)),
             None => format!("no container ({})", self.spec.service),
         }
     }
@@ -205,7 +205,7 @@ impl ContainerRunner {
             pid,
             since: Utc::now(),
         });
-        let short = &running.id[..running.id.len().min(12)];
+        let short = short_id(&running.id);
         lc.logs.note(&format!(
             "{} container {short} ({}) on 127.0.0.1:{}",
             if adopted { "adopted" } else { "started" },
@@ -309,7 +309,7 @@ impl ContainerRunner {
             remove(client, &id).await;
             return Err(format!(
                 "container {} of the previous agent no longer runs",
-                &id[..id.len().min(12)]
+                short_id(&id)
             ));
         }
         Ok((Running { id, follower }, pid))
@@ -346,6 +346,11 @@ pub(super) async fn create_and_start(
         return Err(format!("cannot start a container of {image}: {}", api(&e)));
     }
     Ok(id)
+}
+
+/// A container id as `docker ps` shows it (its first 12 characters).
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// The engine's error, without bollard's wrapping where it has a message.
