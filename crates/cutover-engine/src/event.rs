@@ -278,6 +278,34 @@ pub enum EventKind {
         /// Why it failed.
         reason: Option<String>,
     },
+    /// `cutover merge` handled a service's branch.
+    Merged {
+        /// Service.
+        service: String,
+        /// Its branch.
+        branch: String,
+        /// The branch merged into.
+        base: String,
+        /// merged | up_to_date | conflict | skipped | failed.
+        result: String,
+        /// The merge commit, when one was made.
+        commit: Option<String>,
+        /// Why it was not merged.
+        reason: Option<String>,
+    },
+    /// `cutover test` ran one check of a service.
+    SmokeChecked {
+        /// Service.
+        service: String,
+        /// The stage or smoke entry ("health", "smoke GET /api").
+        check: String,
+        /// Whether it passed.
+        passed: bool,
+        /// What it found.
+        message: String,
+        /// How long it took, in milliseconds.
+        duration_ms: u64,
+    },
     /// The run is over.
     RunFinished {
         /// Overall status.
@@ -307,6 +335,8 @@ impl EventKind {
             EventKind::RunFinished { .. } => "run.finished",
             EventKind::RollbackStarted { .. } => "rollback.started",
             EventKind::RollbackFinished { .. } => "rollback.finished",
+            EventKind::Merged { .. } => "merge.service",
+            EventKind::SmokeChecked { .. } => "test.check",
         }
     }
 
@@ -323,7 +353,9 @@ impl EventKind {
             | EventKind::PhaseChanged { service, .. }
             | EventKind::ServiceFinished { service, .. }
             | EventKind::RollbackStarted { service, .. }
-            | EventKind::RollbackFinished { service, .. } => Some(service),
+            | EventKind::RollbackFinished { service, .. }
+            | EventKind::Merged { service, .. }
+            | EventKind::SmokeChecked { service, .. } => Some(service),
             EventKind::RunStarted { .. }
             | EventKind::ApprovalRequested { .. }
             | EventKind::ApprovalDecided { .. }
@@ -364,11 +396,12 @@ impl EventKind {
             EventKind::RunCanceling { reason } | EventKind::RollbackStarted { reason, .. } => {
                 f(reason)
             }
-            EventKind::RollbackFinished { reason, .. } => {
+            EventKind::RollbackFinished { reason, .. } | EventKind::Merged { reason, .. } => {
                 if let Some(r) = reason {
                     f(r);
                 }
             }
+            EventKind::SmokeChecked { message, .. } => f(message),
             EventKind::ApprovalDecided { by, reason, .. } => {
                 for s in [by, reason].into_iter().flatten() {
                     f(s);

@@ -189,6 +189,10 @@ pub enum RunKind {
     Deploy,
     /// `cutover rollback`.
     Rollback,
+    /// `cutover merge`.
+    Merge,
+    /// `cutover test`.
+    Test,
 }
 
 impl RunKind {
@@ -198,6 +202,8 @@ impl RunKind {
             RunKind::Build => "build",
             RunKind::Deploy => "deploy",
             RunKind::Rollback => "rollback",
+            RunKind::Merge => "merge",
+            RunKind::Test => "test",
         }
     }
 }
@@ -205,10 +211,16 @@ impl RunKind {
 impl std::str::FromStr for RunKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [RunKind::Build, RunKind::Deploy, RunKind::Rollback]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown run kind {s:?}"))
+        [
+            RunKind::Build,
+            RunKind::Deploy,
+            RunKind::Rollback,
+            RunKind::Merge,
+            RunKind::Test,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| format!("unknown run kind {s:?}"))
     }
 }
 
@@ -464,7 +476,13 @@ mod tests {
                 format!("\"{}\"", s.as_str())
             );
         }
-        for k in [RunKind::Build, RunKind::Deploy, RunKind::Rollback] {
+        for k in [
+            RunKind::Build,
+            RunKind::Deploy,
+            RunKind::Rollback,
+            RunKind::Merge,
+            RunKind::Test,
+        ] {
             assert_eq!(k.as_str().parse::<RunKind>(), Ok(k));
         }
         assert!("pending".parse::<ReleasePhase>().is_err());

@@ -390,9 +390,12 @@ impl SqliteStore {
         started_at: DateTime<Utc>,
         pid: Option<u32>,
     ) -> Result<Run> {
-        // A rollback is not a pipeline run: its id says so, as its log file's name does.
+        // A rollback, merge or test is not a pipeline run: its id says so, as its log file's
+        // name does.
         let prefix = match kind {
             RunKind::Rollback => "rollback",
+            RunKind::Merge => "merge",
+            RunKind::Test => "test",
             RunKind::Build | RunKind::Deploy => "deploy",
         };
         let base = format!("{prefix}-{}", started_at.format("%Y%m%d-%H%M%S"));

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Context;
 use crate::EngineError;
+use crate::event::EventKind;
 use crate::team::Team;
 use crate::team::merge::{Deployed, MergeResult, gate};
 
@@ -138,11 +139,22 @@ pub fn merge(
         None => None,
     };
     let started = chrono::Utc::now();
-    let (log_path, mut log) = super::open_command_log(
-        &cx.state_dir(),
-        "merge",
-        &format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
-    )?;
+    // A merge is a run of its own in the store (when there is one): its typed events go there.
+    let run = match &store {
+        Some(s) => Some(s.create_run(
+            cutover_store::RunKind::Merge,
+            &env.name,
+            started,
+            Some(std::process::id()),
+        )?),
+        None => None,
+    };
+    let run_id = run.as_ref().map_or_else(
+        || format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
+        |r| r.id.clone(),
+    );
+    let redactor = crate::redact::Redactor::new(Vec::<String>::new());
+    let (log_path, mut log) = super::open_command_log(&cx.state_dir(), "merge", &run_id)?;
     let mut note = |line: &str| {
         let _ = writeln!(
             log,
@@ -257,7 +269,36 @@ pub fn merge(
             note(&format!("{service}: {what}"));
             row.cleanup = Some(what);
         }
+        if let Some(s) = &store {
+            super::RunEvents {
+                store: s.as_ref(),
+                run: &run_id,
+                redactor: &redactor,
+            }
+            .emit(
+                EventKind::Merged {
+                    service: row.name.clone(),
+                    branch: row.branch.clone(),
+                    base: base.clone(),
+                    result: row.result.clone(),
+                    commit: row.commit.clone(),
+                    reason: row.reason.clone(),
+                },
+                &mut |_| {},
+            );
+        }
         rows.push(row);
+    }
+    if let (Some(s), Some(run)) = (&store, &run) {
+        let bad = rows
+            .iter()
+            .any(|r| matches!(r.result.as_str(), "conflict" | "failed"));
+        let status = if bad {
+            cutover_store::RunStatus::Failed
+        } else {
+            cutover_store::RunStatus::Succeeded
+        };
+        s.finish_run(&run.id, status, chrono::Utc::now(), None)?;
     }
     Ok(MergeOutcome {
         base,

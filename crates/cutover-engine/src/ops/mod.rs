@@ -27,6 +27,7 @@ pub mod merge;
 pub mod rollback;
 mod runs;
 pub mod status;
+pub mod test;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -249,4 +250,37 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, EngineError> {
         .enable_all()
         .build()
         .map_err(|e| EngineError::refused(format!("cannot start the async runtime: {e}"), None))
+}
+
+/// Where the typed events of a run outside the pipeline (rollback, merge, test) go: the run's
+/// event log in the store (as a deploy's events do) and, in words, the notes and log file.
+pub(crate) struct RunEvents<'a> {
+    pub(crate) store: &'a dyn ReleaseStore,
+    pub(crate) run: &'a str,
+    pub(crate) redactor: &'a crate::redact::Redactor,
+}
+
+impl RunEvents<'_> {
+    /// Records `kind` (redacted) and says it through `note`.
+    pub(crate) fn emit(&self, mut kind: crate::event::EventKind, note: &mut dyn FnMut(&str)) {
+        kind.map_text(&mut |t| *t = self.redactor.redact(t).into_owned());
+        if let Some(line) = crate::report::text::line(&kind) {
+            note(&line);
+        }
+        let event = crate::event::Event {
+            at: chrono::Utc::now(),
+            run: self.run.to_string(),
+            kind,
+        };
+        if let Ok(data) = serde_json::to_value(&event) {
+            // The event log is a record for readers; a failed write does not stop a rollback.
+            let _ = self.store.append_event(
+                self.run,
+                event.at,
+                event.kind.service(),
+                event.kind.name(),
+                &data,
+            );
+        }
+    }
 }

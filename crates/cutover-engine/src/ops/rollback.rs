@@ -12,8 +12,9 @@ use cutover_runtime::api::client::AgentClient;
 use cutover_store::{Release, ReleasePhase, ReleaseStore, RunKind};
 
 use super::Context;
+use super::RunEvents;
 use crate::EngineError;
-use crate::event::{Event, EventKind, Outcome, Stage};
+use crate::event::{EventKind, Outcome, Stage};
 use crate::redact::Redactor;
 use crate::report::webhook::{Notification, NotifiedService, Notifier};
 use crate::summary::{RunSummary, ServiceSummary, StageSummary};
@@ -507,39 +508,6 @@ fn roll_one(
                 note,
             );
             Err(why)
-        }
-    }
-}
-
-/// Where a rollback's typed events go: the run's event log in the store (as a deploy's events
-/// do) and, in words, the notes and log file.
-struct RunEvents<'a> {
-    store: &'a dyn ReleaseStore,
-    run: &'a str,
-    redactor: &'a Redactor,
-}
-
-impl RunEvents<'_> {
-    /// Records `kind` (redacted) and says it through `note`.
-    fn emit(&self, mut kind: EventKind, note: &mut dyn FnMut(&str)) {
-        kind.map_text(&mut |t| *t = self.redactor.redact(t).into_owned());
-        if let Some(line) = crate::report::text::line(&kind) {
-            note(&line);
-        }
-        let event = Event {
-            at: Utc::now(),
-            run: self.run.to_string(),
-            kind,
-        };
-        if let Ok(data) = serde_json::to_value(&event) {
-            // The event log is a record for readers; a failed write does not stop a rollback.
-            let _ = self.store.append_event(
-                self.run,
-                event.at,
-                event.kind.service(),
-                event.kind.name(),
-                &data,
-            );
         }
     }
 }

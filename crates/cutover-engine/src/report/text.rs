@@ -112,6 +112,33 @@ pub fn line(kind: &EventKind) -> Option<String> {
             step.describe().unwrap_or_else(|| "progress".to_string())
         ),
         EventKind::RunCanceling { reason } => format!("canceling: {reason}"),
+        EventKind::Merged {
+            service,
+            branch,
+            base,
+            result,
+            commit,
+            reason,
+        } => {
+            let mut line = format!("{service}: {branch} into {base}: {result}");
+            if let Some(c) = commit {
+                line.push_str(&format!(" ({c})"));
+            }
+            if let Some(r) = reason {
+                line.push_str(&format!(": {r}"));
+            }
+            line
+        }
+        EventKind::SmokeChecked {
+            service,
+            check,
+            passed,
+            message,
+            duration_ms,
+        } => format!(
+            "{service}: {check}: {} in {duration_ms}ms: {message}",
+            if *passed { "pass" } else { "FAIL" }
+        ),
         EventKind::RollbackStarted {
             service,
             from,
