@@ -51,7 +51,11 @@ fn the_fleet_deploys_in_containers_and_passes_its_smoke_tests() {
     let out = p.run(&["--env", "containers", "deploy", "--all", "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let summary = json(&out);
-    assert_eq!(summary["services"].as_array().unwrap().len(), 5, "{summary}");
+    assert_eq!(
+        summary["services"].as_array().unwrap().len(),
+        5,
+        "{summary}"
+    );
     for port in &ports {
         let (status, body) = get(*port, "/").unwrap();
         assert_eq!(status, 200, "{body}");

@@ -49,7 +49,10 @@ pub async fn preflight(
 ) -> Result<(), crate::EngineError> {
     let unavailable = |why: String| crate::EngineError::TargetUnavailable {
         env: env.name.clone(),
-        why: why.replace("[environments.<env>", &format!("[environments.{}", env.name)),
+        why: why.replace(
+            "[environments.<env>",
+            &format!("[environments.{}", env.name),
+        ),
     };
     if let Some(t) = docker::ContainerTarget::of(project, env).map_err(unavailable)? {
         t.preflight().await.map_err(unavailable)?;

@@ -36,8 +36,8 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             Ok(_) => {}
         }
         // A container target's engine must answer (the build and the containers need it).
-        if let Err(e) = context::runtime()?
-            .block_on(cutover_engine::target::preflight(&project.name, &env))
+        if let Err(e) =
+            context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))
         {
             problems.push(Problem {
                 environment: env.name.clone(),
