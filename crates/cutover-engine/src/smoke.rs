@@ -15,7 +15,6 @@
 //! service does not answer the health request at all, the other checks are not tried: they
 //! fail with that reason.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use cutover_config::{ResolvedService, Smoke};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Method;
 use hyper_util::rt::TokioIo;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
 /// The response-time bound of stage 2 (the field notes' `<5000ms`).
@@ -505,82 +505,45 @@ async fn exchange(addr: SocketAddr, method: &Method, path: &str) -> Result<(u16,
     result
 }
 
-/// The reports as JUnit XML: a `<testsuite>` per service, a `<testcase>` per stage or smoke
-/// entry (classname = the service), `<failure>` with the message for each failed check.
-/// Every text passes `redact` first.
-pub fn junit(reports: &[ServiceReport], redact: &dyn Fn(&str) -> String) -> String {
-    let total: usize = reports.iter().map(|r| r.checks.len()).sum();
-    let failed: usize = reports.iter().map(|r| r.failures().count()).sum();
-    let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
-    let all_ms: u64 = reports
-        .iter()
-        .flat_map(|r| &r.checks)
-        .map(|c| c.duration_ms)
-        .sum();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"cutover test\" tests=\"{total}\" failures=\"{failed}\" errors=\"0\" time=\"{}\">",
-        secs(all_ms)
-    );
+/// The reports as JUnit XML, written by `quick-junit` (nextest's writer): a `<testsuite>` per
+/// service with its URL as a property, a `<testcase>` per stage or smoke entry (classname = the
+/// service), a `<failure>` with the message for each failed check. Every text passes `redact`
+/// first; the writer escapes markup and leaves out characters XML cannot hold.
+pub fn junit(
+    reports: &[ServiceReport],
+    redact: &dyn Fn(&str) -> String,
+) -> Result<String, quick_junit::SerializeError> {
+    let mut report = Report::new("cutover test");
+    let mut all_ms: u64 = 0;
     for r in reports {
-        let ms: u64 = r.checks.iter().map(|c| c.duration_ms).sum();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{}\">",
-            xml_escape(&redact(&r.name)),
-            r.checks.len(),
-            r.failures().count(),
-            secs(ms)
-        );
-        let _ = writeln!(
-            out,
-            "    <properties><property name=\"url\" value=\"{}\"/></properties>",
-            xml_escape(&redact(&r.url))
-        );
+        let service = redact(&r.name);
+        let mut suite = TestSuite::new(service.as_str());
+        suite.add_property(Property::new("url", redact(&r.url)));
+        let mut suite_ms: u64 = 0;
         for c in &r.checks {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
-                xml_escape(&redact(&r.name)),
-                xml_escape(&redact(&c.name)),
-                secs(c.duration_ms)
-            );
-            if c.passed {
-                out.push_str("/>\n");
+            let status = if c.passed {
+                TestCaseStatus::success()
             } else {
-                let message = xml_escape(&redact(&c.message));
-                let _ = writeln!(
-                    out,
-                    ">\n      <failure message=\"{message}\" type=\"smoke\">{}: {message}</failure>\n    </testcase>",
-                    xml_escape(&redact(&c.request))
-                );
-            }
+                let message = redact(&c.message);
+                let mut failure = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                failure
+                    .set_message(message.as_str())
+                    .set_type("smoke")
+                    .set_description(format!("{}: {message}", redact(&c.request)));
+                failure
+            };
+            let mut case = TestCase::new(redact(&c.name), status);
+            case.set_classname(service.as_str())
+                .set_time(Duration::from_millis(c.duration_ms));
+            suite.add_test_case(case);
+            suite_ms = suite_ms.saturating_add(c.duration_ms);
         }
-        out.push_str("  </testsuite>\n");
+        suite.set_time(Duration::from_millis(suite_ms));
+        all_ms = all_ms.saturating_add(suite_ms);
+        report.add_test_suite(suite);
     }
-    out.push_str("</testsuites>\n");
-    out
-}
-
-/// Escapes text for XML attributes and content; characters XML 1.0 cannot hold are replaced.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            c if (c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
+    report.set_time(Duration::from_millis(all_ms));
+    report.to_string()
 }
 
 #[cfg(test)]
@@ -638,12 +601,24 @@ mod tests {
         }
     }
 
+    /// The attributes `name` of the elements `tag` in `xml`, read back by an XML parser.
+    fn attributes(xml: &str, tag: &str, name: &str) -> Vec<String> {
+        roxmltree::Document::parse(xml)
+            .unwrap()
+            .descendants()
+            .filter(|n| n.has_tag_name(tag))
+            .map(|n| n.attribute(name).unwrap().to_string())
+            .collect()
+    }
+
     #[test]
-    fn escapes_markup_and_control_characters() {
-        assert_eq!(
-            xml_escape("a<b>&\"c\"'\u{1}\n"),
-            "a&lt;b&gt;&amp;&quot;c&quot;&apos;\u{FFFD}&#10;"
-        );
+    fn markup_reads_back_and_control_characters_are_left_out() {
+        let mut r = report(vec![("a<b>&\"c\"'\u{1}", false, "x < y & \"z\"\u{7}")]);
+        r.name = "it's <api>".into();
+        let xml = junit(&[r], &|s| s.to_string()).unwrap();
+        assert_eq!(attributes(&xml, "testcase", "name"), ["a<b>&\"c\"'"]);
+        assert_eq!(attributes(&xml, "testcase", "classname"), ["it's <api>"]);
+        assert_eq!(attributes(&xml, "failure", "message"), ["x < y & \"z\""]);
     }
 
     #[test]
@@ -652,12 +627,18 @@ mod tests {
             ("health", true, "200"),
             ("docs", false, "status 404 <html>"),
         ]);
-        let xml = junit(&[r], &|s| s.replace("html", "[redacted]"));
-        assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
-        assert!(xml.contains("<testcase classname=\"api\" name=\"health\" time=\"1.500\"/>"));
+        let xml = junit(&[r], &|s| s.replace("html", "[redacted]")).unwrap();
+        assert_eq!(attributes(&xml, "testsuites", "tests"), ["2"]);
+        assert_eq!(attributes(&xml, "testsuites", "failures"), ["1"]);
+        assert_eq!(attributes(&xml, "testsuite", "failures"), ["1"]);
+        assert_eq!(attributes(&xml, "testcase", "time"), ["1.500", "1.500"]);
         assert!(
-            xml.contains("message=\"status 404 &lt;[redacted]&gt;\""),
+            xml.contains("<testcase name=\"health\" classname=\"api\" time=\"1.500\"/>"),
             "{xml}"
+        );
+        assert_eq!(
+            attributes(&xml, "failure", "message"),
+            ["status 404 <[redacted]>"]
         );
         assert!(!xml.contains("<html>"));
     }
@@ -675,7 +656,7 @@ mod tests {
         ]);
         bad.name = "bad".into();
         let good = report(vec![("health", true, "200")]);
-        insta::assert_snapshot!(junit(&[good, bad], &|s| s.to_string()));
+        insta::assert_snapshot!(junit(&[good, bad], &|s| s.to_string()).unwrap());
     }
 
     #[test]

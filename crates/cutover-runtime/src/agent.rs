@@ -34,6 +34,7 @@ use crate::api::types::{
     AgentStatus, CanaryStatus, DeployCount, DeployProgress, InstanceStatus, LiveNumbers,
     ReleaseSetStatus, ReleaseSpec, ServiceStatus, Strategy, Traffic,
 };
+use crate::exposition::Format;
 use crate::metrics::{Metrics, ReleaseMetrics};
 use crate::proxy::{Proxy, RouteRelease, RouteTable};
 use crate::supervisor::InstanceState;
@@ -853,9 +854,10 @@ impl Agent {
         }
     }
 
-    /// Prometheus text of the proxies' per-release numbers.
-    pub async fn metrics_text(&self) -> String {
-        crate::exposition::prometheus_text(&self.metrics, &self.status().await)
+    /// The `/metrics` exposition in `format`: the proxies' per-release numbers and the
+    /// agent's view of its services.
+    pub async fn metrics_text(&self, format: Format) -> Result<String, std::fmt::Error> {
+        crate::exposition::encode(&self.metrics, self.status().await, format)
     }
 
     /// Writes the live release of every service to `agent/desired.json` (secret values left

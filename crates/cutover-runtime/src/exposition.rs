@@ -1,165 +1,206 @@
-//! The Prometheus text exposition of the agent (`GET /metrics` on the socket, and on TCP where
-//! `[project] metrics_listen` is set).
+//! The agent's metrics exposition (`GET /metrics` on the socket, and on TCP where
+//! `[project] metrics_listen` is set), encoded by `prometheus-client`.
 //!
 //! Two sources: the proxies' per-release numbers ([`Metrics`]: requests by code, errors, the
 //! latency histogram) and what the agent knows of its services ([`AgentStatus`]: instances,
-//! health, release roles, route weights, the canary's step, deploys by result). Every family
-//! has its `# HELP` and `# TYPE` lines, even without samples, and its samples together; label
-//! values are escaped; names follow the Prometheus conventions `promtool check metrics` lints
-//! (base units, `_total` on counters only).
+//! health, release roles, route weights, the canary's step, deploys by result). They are handed
+//! to `prometheus-client` as one [`Collector`] read once per scrape, and it writes either format
+//! ([`Format`]): the Prometheus text format (0.0.4), which `promtool check metrics` lints, or
+//! OpenMetrics text (1.0.0) when the scraper's `Accept` header prefers it, as Prometheus' does.
+//! Every family has its HELP and TYPE lines, even without samples.
 //!
 //! The request families are labelled by `service` and `release` only: release ids are unique
 //! per service across environments, and the counters of a stopped release are dropped with it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::api::types::AgentStatus;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReleaseMetrics};
 
 /// Instance states the supervisor reports; each is rendered (0 when none is in it) so a state
 /// that empties shows 0 rather than a vanished series.
 const INSTANCE_STATES: [&str; 5] = ["running", "starting", "backoff", "exited", "stopped"];
 
-/// A label value with `\`, `"` and newlines escaped, as the text format wants.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The content type of OpenMetrics text, the version `prometheus-client` writes.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which text format `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4: the default, for curl, `promtool check metrics` and
+    /// any scraper that does not ask for OpenMetrics.
+    Text,
+    /// OpenMetrics text 1.0.0 (`# UNIT` lines, counter families named without `_total`,
+    /// `# EOF` at the end), for a scraper whose `Accept` header prefers it.
+    OpenMetrics,
 }
 
-/// A float as the text format spells it (`+Inf`, `-Inf`, `NaN`, else plain decimal).
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v == f64::INFINITY {
-        "+Inf".to_string()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Writes `{name="value",...}` (nothing for no labels).
-fn labels(out: &mut String, pairs: &[(&str, &str)]) {
-    if pairs.is_empty() {
-        return;
-    }
-    out.push('{');
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` with a quality above 0 that no other acceptable type
+    /// beats (Prometheus sends it first, with the text format at `q=0.5`); the text format
+    /// otherwise, without a header too. The OpenMetrics `version` parameter is not looked at:
+    /// the one version written (1.0.0) is what scrapers asking for 0.0.1 parse as well.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut openmetrics = 0.0_f32;
+        let mut others = 0.0_f32;
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            if media == "application/openmetrics-text" {
+                openmetrics = openmetrics.max(q);
+            } else if !media.is_empty() {
+                others = others.max(q);
+            }
         }
-        let _ = write!(out, "{name}=\"{}\"", escape(value));
-    }
-    out.push('}');
-}
-
-/// One family being written: its header once, then its samples.
-struct Family<'a> {
-    out: &'a mut String,
-    name: &'static str,
-}
-
-impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        Family { out, name }
+        if openmetrics > 0.0 && openmetrics >= others {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
     }
 
-    /// A sample of the family itself.
-    fn sample(&mut self, pairs: &[(&str, &str)], value: &str) {
-        self.suffixed("", pairs, value);
-    }
-
-    /// A sample named `<family><suffix>` (`_bucket`, `_sum`, `_count` of a histogram).
-    fn suffixed(&mut self, suffix: &str, pairs: &[(&str, &str)], value: &str) {
-        self.out.push_str(self.name);
-        self.out.push_str(suffix);
-        labels(self.out, pairs);
-        self.out.push(' ');
-        self.out.push_str(value);
-        self.out.push('\n');
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
     }
 }
 
-/// The whole exposition: the proxies' numbers in `metrics`, the agent's view in `status`.
-pub fn prometheus_text(metrics: &Metrics, status: &AgentStatus) -> String {
+/// The whole exposition in `format`: the proxies' numbers in `metrics`, the agent's view in
+/// `status`.
+///
+/// Fails only when the encoder does (it writes into a `String`, so in practice never).
+pub fn encode(
+    metrics: &Metrics,
+    status: AgentStatus,
+    format: Format,
+) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        requests: metrics.all(),
+        status,
+    }));
     let mut out = String::new();
-    requests(&mut out, metrics);
-    instances(&mut out, status);
-    releases(&mut out, status);
-    deploys(&mut out, status);
-    let mut f = Family::new(
-        &mut out,
-        "cutover_agent_uptime_seconds",
-        "gauge",
-        "Seconds since the agent started.",
-    );
-    f.sample(&[], &status.uptime_seconds.to_string());
-    out
+    match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?,
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry)?,
+    }
+    Ok(out)
+}
+
+/// What one scrape shows, taken when it starts.
+#[derive(Debug)]
+struct Scrape {
+    /// `(service, release, numbers)` of every release the proxies count.
+    requests: Vec<(String, String, ReleaseMetrics)>,
+    status: AgentStatus,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        requests(&mut encoder, &self.requests)?;
+        instances(&mut encoder, &self.status)?;
+        releases(&mut encoder, &self.status)?;
+        deploys(&mut encoder, &self.status)?;
+        let mut f = encoder.encode_descriptor(
+            "cutover_agent_uptime",
+            "Seconds since the agent started.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        f.encode_gauge(&self.status.uptime_seconds)
+    }
+}
+
+/// One labelled gauge sample of the family `f`.
+fn gauge(f: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
+    f.encode_family(labels)?.encode_gauge(&value)
+}
+
+/// One labelled counter sample of the family `f`.
+fn counter(f: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
+    f.encode_family(labels)?
+        .encode_counter::<NoLabelSet, u64, u64>(&value, None)
 }
 
 /// Requests by code, errors and the latency histogram of every (service, release).
-fn requests(out: &mut String, metrics: &Metrics) {
-    let all = metrics.all();
-    let mut f = Family::new(
-        out,
-        "cutover_requests_total",
-        "counter",
+fn requests(
+    encoder: &mut DescriptorEncoder,
+    all: &[(String, String, ReleaseMetrics)],
+) -> fmt::Result {
+    let mut f = encoder.encode_descriptor(
+        "cutover_requests",
         "Requests served through the proxy, by service, release and status code (a connection error counts as the 502 sent).",
-    );
-    for (service, release, m) in &all {
+        None,
+        MetricType::Counter,
+    )?;
+    for (service, release, m) in all {
         for (code, n) in &m.by_code {
             let code = code.to_string();
-            f.sample(
-                &[("service", service), ("release", release), ("code", &code)],
-                &n.to_string(),
-            );
+            counter(
+                &mut f,
+                &[
+                    ("service", service.as_str()),
+                    ("release", release.as_str()),
+                    ("code", code.as_str()),
+                ],
+                *n,
+            )?;
         }
     }
-    let mut f = Family::new(
-        out,
-        "cutover_request_errors_total",
-        "counter",
+    let mut f = encoder.encode_descriptor(
+        "cutover_request_errors",
         "5xx answers, connection errors, timeouts and bodies cut short, by service and release.",
-    );
-    for (service, release, m) in &all {
-        f.sample(
-            &[("service", service), ("release", release)],
-            &m.errors.to_string(),
-        );
+        None,
+        MetricType::Counter,
+    )?;
+    for (service, release, m) in all {
+        counter(
+            &mut f,
+            &[("service", service.as_str()), ("release", release.as_str())],
+            m.errors,
+        )?;
     }
-    let mut f = Family::new(
-        out,
-        "cutover_request_duration_seconds",
-        "histogram",
+    let mut f = encoder.encode_descriptor(
+        "cutover_request_duration",
         "Time from the start of a request to its response head, by service and release.",
-    );
-    for (service, release, m) in &all {
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (service, release, m) in all {
+        // The encoder takes each bucket's own count and adds them up; ours are cumulative.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(m.latency.buckets.len() + 1);
         for b in &m.latency.buckets {
-            let le = number(b.le);
-            f.suffixed(
-                "_bucket",
-                &[("service", service), ("release", release), ("le", &le)],
-                &b.count.to_string(),
-            );
+            buckets.push((b.le, b.count.saturating_sub(below)));
+            below = b.count;
         }
-        let base = [("service", service.as_str()), ("release", release.as_str())];
-        f.suffixed(
-            "_bucket",
-            &[base[0], base[1], ("le", "+Inf")],
-            &m.latency.count.to_string(),
-        );
-        f.suffixed("_sum", &base, &number(m.latency.sum));
-        f.suffixed("_count", &base, &m.latency.count.to_string());
+        buckets.push((f64::INFINITY, m.latency.count.saturating_sub(below)));
+        f.encode_family(&[("service", service.as_str()), ("release", release.as_str())])?
+            .encode_histogram::<NoLabelSet>(m.latency.sum, m.latency.count, &buckets, None)?;
     }
+    Ok(())
 }
 
 /// Instances by release set and state, ready instances, desired instances, service health.
-fn instances(out: &mut String, status: &AgentStatus) {
+fn instances(encoder: &mut DescriptorEncoder, status: &AgentStatus) -> fmt::Result {
     // (service, env, release, role) -> state -> count; maps so no series is written twice.
     let mut by_state: BTreeMap<(&str, &str, &str, &str), BTreeMap<&str, u64>> = BTreeMap::new();
     let mut ready: BTreeMap<(&str, &str, &str, &str), u64> = BTreeMap::new();
@@ -183,15 +224,16 @@ fn instances(out: &mut String, status: &AgentStatus) {
             }
         }
     }
-    let mut f = Family::new(
-        out,
+    let mut f = encoder.encode_descriptor(
         "cutover_instances",
-        "gauge",
         "Instances the agent runs, by service, environment, release, role of the release set and instance state.",
-    );
-    for ((service, env, release, role), states) in &by_state {
-        for (state, n) in states {
-            f.sample(
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env, release, role), states) in &by_state {
+        for (&state, n) in states {
+            gauge(
+                &mut f,
                 &[
                     ("service", service),
                     ("env", env),
@@ -199,26 +241,27 @@ fn instances(out: &mut String, status: &AgentStatus) {
                     ("role", role),
                     ("state", state),
                 ],
-                &n.to_string(),
-            );
+                *n,
+            )?;
         }
     }
-    let mut f = Family::new(
-        out,
+    let mut f = encoder.encode_descriptor(
         "cutover_instances_ready",
-        "gauge",
         "Instances whose readiness probe passes, by service, environment, release and role.",
-    );
-    for ((service, env, release, role), n) in &ready {
-        f.sample(
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env, release, role), n) in &ready {
+        gauge(
+            &mut f,
             &[
                 ("service", service),
                 ("env", env),
                 ("release", release),
                 ("role", role),
             ],
-            &n.to_string(),
-        );
+            *n,
+        )?;
     }
     let services: BTreeMap<(&str, &str), (u32, bool)> = status
         .services
@@ -230,31 +273,37 @@ fn instances(out: &mut String, status: &AgentStatus) {
             )
         })
         .collect();
-    let mut f = Family::new(
-        out,
+    let mut f = encoder.encode_descriptor(
         "cutover_instances_desired",
-        "gauge",
         "Instances a service should run, by service and environment.",
-    );
-    for ((service, env), (desired, _)) in &services {
-        f.sample(&[("service", service), ("env", env)], &desired.to_string());
-    }
-    let mut f = Family::new(
-        out,
-        "cutover_service_healthy",
-        "gauge",
-        "1 when a service's live release has every desired instance ready and none crash-looping, else 0 (unhealthy, unknown or stopped).",
-    );
-    for ((service, env), (_, healthy)) in &services {
-        f.sample(
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env), (desired, _)) in &services {
+        gauge(
+            &mut f,
             &[("service", service), ("env", env)],
-            if *healthy { "1" } else { "0" },
-        );
+            u64::from(*desired),
+        )?;
     }
+    let mut f = encoder.encode_descriptor(
+        "cutover_service_healthy",
+        "1 when a service's live release has every desired instance ready and none crash-looping, else 0 (unhealthy, unknown or stopped).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env), (_, healthy)) in &services {
+        gauge(
+            &mut f,
+            &[("service", service), ("env", env)],
+            u64::from(*healthy),
+        )?;
+    }
+    Ok(())
 }
 
 /// Release roles, route weights and the canary's step.
-fn releases(out: &mut String, status: &AgentStatus) {
+fn releases(encoder: &mut DescriptorEncoder, status: &AgentStatus) -> fmt::Result {
     let mut roles: BTreeSet<(&str, &str, &str, &str)> = BTreeSet::new();
     let mut weights: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     let mut steps: BTreeMap<(&str, &str, &str), u32> = BTreeMap::new();
@@ -275,51 +324,52 @@ fn releases(out: &mut String, status: &AgentStatus) {
                 .or_default() += u64::from(t.weight);
         }
     }
-    let mut f = Family::new(
-        out,
-        "cutover_release_info",
-        "gauge",
+    // An info family: `cutover_release_info`, a gauge of 1 in the text format.
+    let mut f = encoder.encode_descriptor(
+        "cutover_release",
         "1 for each release set the agent runs, with its role (live, warm, canary, rolling).",
-    );
-    for (service, env, release, role) in &roles {
-        f.sample(
-            &[
-                ("service", service),
-                ("env", env),
-                ("release", release),
-                ("role", role),
-            ],
-            "1",
-        );
+        None,
+        MetricType::Info,
+    )?;
+    for &(service, env, release, role) in &roles {
+        f.encode_info(&[
+            ("service", service),
+            ("env", env),
+            ("release", release),
+            ("role", role),
+        ])?;
     }
-    let mut f = Family::new(
-        out,
+    let mut f = encoder.encode_descriptor(
         "cutover_traffic_weight",
-        "gauge",
         "Percent (0-100) of a service's traffic its route sends to a release.",
-    );
-    for ((service, env, release), w) in &weights {
-        f.sample(
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env, release), w) in &weights {
+        gauge(
+            &mut f,
             &[("service", service), ("env", env), ("release", release)],
-            &w.to_string(),
-        );
+            *w,
+        )?;
     }
-    let mut f = Family::new(
-        out,
+    let mut f = encoder.encode_descriptor(
         "cutover_canary_step",
-        "gauge",
         "The step (from 1) a canary in progress is at, by service, environment and canary release.",
-    );
-    for ((service, env, release), step) in &steps {
-        f.sample(
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, env, release), step) in &steps {
+        gauge(
+            &mut f,
             &[("service", service), ("env", env), ("release", release)],
-            &step.to_string(),
-        );
+            u64::from(*step),
+        )?;
     }
+    Ok(())
 }
 
 /// Deploys and rollbacks handled since the agent started, by result.
-fn deploys(out: &mut String, status: &AgentStatus) {
+fn deploys(encoder: &mut DescriptorEncoder, status: &AgentStatus) -> fmt::Result {
     let mut counts: BTreeMap<(&str, &str, &str, &str), u64> = BTreeMap::new();
     for d in &status.deploys {
         *counts
@@ -331,23 +381,25 @@ fn deploys(out: &mut String, status: &AgentStatus) {
             ))
             .or_default() += d.count;
     }
-    let mut f = Family::new(
-        out,
-        "cutover_deploys_total",
-        "counter",
+    let mut f = encoder.encode_descriptor(
+        "cutover_deploys",
         "Deploys and rollbacks the agent handled since it started, by service, environment, kind (deploy, rollback) and result.",
-    );
-    for ((service, env, kind, result), n) in &counts {
-        f.sample(
+        None,
+        MetricType::Counter,
+    )?;
+    for (&(service, env, kind, result), n) in &counts {
+        counter(
+            &mut f,
             &[
                 ("service", service),
                 ("env", env),
                 ("kind", kind),
                 ("result", result),
             ],
-            &n.to_string(),
-        );
+            *n,
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -472,6 +524,11 @@ mod tests {
         m
     }
 
+    /// The exposition in the Prometheus text format.
+    fn text(metrics: &Metrics, status: AgentStatus) -> String {
+        encode(metrics, status, Format::Text).unwrap()
+    }
+
     fn lines(text: &str, prefix: &str) -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -481,7 +538,7 @@ mod tests {
 
     #[test]
     fn requests_and_errors_by_release() {
-        let text = prometheus_text(&metrics(), &status());
+        let text = text(&metrics(), status());
         assert_eq!(
             lines(&text, "cutover_requests_total"),
             [
@@ -501,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_histogram_is_cumulative_with_inf_sum_and_count() {
-        let text = prometheus_text(&metrics(), &status());
+        let text = text(&metrics(), status());
         let r1 = r#"cutover_request_duration_seconds_bucket{service="pr-review",release="r1","#;
         let buckets = lines(&text, r1);
         assert_eq!(buckets.len(), crate::metrics::LATENCY_BUCKETS.len() + 1);
@@ -531,7 +588,7 @@ mod tests {
 
     #[test]
     fn instances_health_roles_weights_and_deploys() {
-        let text = prometheus_text(&metrics(), &status());
+        let text = text(&metrics(), status());
         assert!(text.contains(
             "cutover_instances{service=\"pr-review\",env=\"production\",release=\"r1\",role=\"live\",state=\"running\"} 2\n"
         ));
@@ -587,7 +644,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_and_its_samples_together() {
-        let text = prometheus_text(&metrics(), &status());
+        let text = text(&metrics(), status());
         let mut seen: Vec<String> = Vec::new();
         let mut current = String::new();
         for line in text.lines() {
@@ -611,7 +668,7 @@ mod tests {
     #[test]
     fn promtool_accepts_the_text() {
         use std::io::Write;
-        let text = prometheus_text(&metrics(), &status());
+        let text = text(&metrics(), status());
         let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
@@ -639,7 +696,7 @@ mod tests {
         let mut s = status();
         s.services.clear();
         s.deploys.clear();
-        let text = prometheus_text(&Metrics::new(), &s);
+        let text = text(&Metrics::new(), s);
         assert!(text.contains("# TYPE cutover_requests_total counter\n"));
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
@@ -649,11 +706,87 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_spelled_as_the_format_wants() {
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(number(f64::NAN), "NaN");
-        assert_eq!(number(0.0005), "0.0005");
-        assert_eq!(number(60.0), "60");
+    fn openmetrics_has_the_same_samples_with_units_info_and_eof() {
+        let classic = text(&metrics(), status());
+        let om = encode(&metrics(), status(), Format::OpenMetrics).unwrap();
+        // OpenMetrics names a counter family without `_total` and an info family without
+        // `_info`, states units, and ends with `# EOF`; the samples keep their names.
+        for want in [
+            "# TYPE cutover_requests counter\n",
+            "# TYPE cutover_deploys counter\n",
+            "# TYPE cutover_release info\n",
+            "# UNIT cutover_request_duration_seconds seconds\n",
+            "# UNIT cutover_agent_uptime_seconds seconds\n",
+            r#"cutover_requests_total{service="pr-review",release="r1",code="200"} 3"#,
+            r#"cutover_release_info{service="pr-review",env="production",release="r2",role="canary"} 1"#,
+            r#"cutover_request_duration_seconds_bucket{le="+Inf",service="pr-review",release="r1"} 4"#,
+        ] {
+            assert!(om.contains(want), "{want} missing from\n{om}");
+        }
+        assert!(
+            om.ends_with("cutover_agent_uptime_seconds 3600\n# EOF\n"),
+            "{om}"
+        );
+        // Every sample of the text format is in OpenMetrics too, but for the order of the
+        // labels (`le` first there) and the spelling of whole numbers (`60` here, `60.0` there).
+        let samples = |t: &str| -> Vec<(String, Vec<String>, f64)> {
+            let mut v: Vec<_> = t
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    let (series, value) = l.rsplit_once(' ').unwrap();
+                    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+                    let mut labels: Vec<String> = labels
+                        .trim_end_matches('}')
+                        .split("\",")
+                        .filter(|l| !l.is_empty())
+                        .map(|l| match l.trim_end_matches('"').strip_prefix("le=\"") {
+                            Some(le) => format!("le={}", le.parse::<f64>().unwrap()),
+                            None => l.trim_end_matches('"').to_string(),
+                        })
+                        .collect();
+                    labels.sort();
+                    (name.to_string(), labels, value.parse::<f64>().unwrap())
+                })
+                .collect();
+            v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            v
+        };
+        assert_eq!(samples(&classic), samples(&om));
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        // What Prometheus 2.x sends: OpenMetrics first.
+        let prometheus = "application/openmetrics-text;version=1.0.0,\
+                          application/openmetrics-text;version=0.0.1;q=0.75,\
+                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("Application/OpenMetrics-Text; version=0.0.1")),
+            Format::OpenMetrics
+        );
+        // No header, anything, or the text format preferred: the text format.
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "text/plain;version=0.0.4,application/openmetrics-text;q=0.5"
+            )),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert_eq!(
+            Format::Text.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
     }
 }

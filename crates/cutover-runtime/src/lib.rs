@@ -11,7 +11,8 @@
 //! - `agent.rs`: release sets per service, the deploy order, recovery after a crash.
 //! - `daemon.rs`: the agent as a process: socket, stale-socket replacement, signals.
 //! - `api/`: the admin API over the Unix socket (types shared by server and client).
-//! - `exposition.rs`: Prometheus text of the proxies' numbers and the agent's state.
+//! - `exposition.rs`: the proxies' numbers and the agent's state as Prometheus text or
+//!   OpenMetrics (`prometheus-client`), as the scraper asks.
 //! - `metrics_listen.rs`: `GET /metrics` over TCP where `[project] metrics_listen` is set.
 //! - `promql.rs`: a PromQL client for external canary analysis.
 //!

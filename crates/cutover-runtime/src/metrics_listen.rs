@@ -1,6 +1,9 @@
 //! `GET /metrics` over TCP, where `[project] metrics_listen` asks for it, so a Prometheus
 //! server can scrape the agent without access to its Unix socket.
 //!
+//! It answers in the format the scraper's `Accept` header asks for ([`Format::negotiate`]):
+//! OpenMetrics for Prometheus, the Prometheus text format otherwise.
+//!
 //! Only that one endpoint is served here (the admin API stays on the socket, mode 0600): any
 //! other path is 404, any other method on `/metrics` is 405.
 
@@ -18,9 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, log};
-
-/// The content type of the Prometheus text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use crate::exposition::Format;
 
 /// Binds `addr` and serves `/metrics` there until `shutdown` fires, on a task of its own.
 ///
@@ -98,7 +99,21 @@ async fn handle(agent: &Agent, req: &Request<Incoming>) -> Response<Full<Bytes>>
         );
     }
     match *req.method() {
-        Method::GET => text(StatusCode::OK, agent.metrics_text().await, CONTENT_TYPE),
+        Method::GET => {
+            let format = Format::negotiate(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            match agent.metrics_text(format).await {
+                Ok(body) => text(StatusCode::OK, body, format.content_type()),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding the metrics: {e}\n"),
+                    "text/plain; charset=utf-8",
+                ),
+            }
+        }
         _ => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::runtime::{
-    AgentGuard, Load, app_service, app_toml, free_port, get, version, wait_until,
+    AgentGuard, Load, app_service, app_toml, free_port, get, get_accepting, version, wait_until,
 };
 use common::{TestProject, code, json, stderr, stdout};
 use cutover_runtime::promql::{PromError, expand_query, query_scalar};
@@ -258,6 +258,38 @@ fn prometheus_scrapes_metrics_listen_and_promql_reads_the_requests() {
     );
     assert_eq!(get(metrics_port, "/v1/status").unwrap().0, 404);
 
+    // The Accept header chooses the format: OpenMetrics for a scraper that prefers it (what
+    // Prometheus sends), the text format otherwise.
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (status, content_type, om) =
+        get_accepting(metrics_port, "/metrics", prometheus_accept).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE cutover_requests counter\n"), "{om}");
+    assert!(
+        om.contains("# UNIT cutover_request_duration_seconds seconds\n"),
+        "{om}"
+    );
+    for accept in [
+        "*/*",
+        "text/plain",
+        "text/plain;q=0.9,application/openmetrics-text;q=0.5",
+    ] {
+        let (status, content_type, text) = get_accepting(metrics_port, "/metrics", accept).unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(
+            content_type, "text/plain; version=0.0.4; charset=utf-8",
+            "Accept: {accept}"
+        );
+        assert!(!text.contains("# EOF"), "Accept: {accept}\n{text}");
+        promtool_accepts(&text);
+    }
+
     let prometheus = PrometheusServer::start(metrics_addr);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -270,6 +302,26 @@ fn prometheus_scrapes_metrics_listen_and_promql_reads_the_requests() {
         "the scrape target never came up: {:?}\nprometheus log:\n{}",
         query("up"),
         prometheus.log()
+    );
+
+    // Prometheus was served OpenMetrics: the unit it read is in its metadata.
+    let metadata = |metric: &str| -> serde_json::Value {
+        get(
+            prometheus.port,
+            &format!("/api/v1/metadata?metric={metric}"),
+        )
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|doc| doc["data"][metric][0].clone())
+        .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || metadata(
+            "cutover_request_duration_seconds"
+        )["unit"]
+            == "seconds"),
+        "{}",
+        metadata("cutover_request_duration_seconds")
     );
 
     send_requests(port);

@@ -139,7 +139,7 @@ impl AgentClient {
         self.json(Method::GET, "/v1/status", None).await
     }
 
-    /// `GET /metrics`: Prometheus text.
+    /// `GET /metrics` in the Prometheus text format (it sends no `Accept` header).
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let response = self.send(Method::GET, "/metrics", None).await?;
         let bytes = self.body(response).await?;

@@ -20,6 +20,7 @@ use super::types::{
     ApiError, CanaryControlRequest, DeployProgress, DeployRequest, DownRequest, HandOverRequest,
 };
 use crate::agent::{Agent, Control};
+use crate::exposition::Format;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -60,11 +61,20 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/status") => json(StatusCode::OK, &agent.status().await),
-        (Method::GET, "/metrics") => full(
-            StatusCode::OK,
-            agent.metrics_text().await.into_bytes(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        (Method::GET, "/metrics") => {
+            let format = Format::negotiate(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            match agent.metrics_text(format).await {
+                Ok(text) => full(StatusCode::OK, text.into_bytes(), format.content_type()),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding the metrics: {e}"),
+                ),
+            }
+        }
         (Method::POST, "/v1/promote" | "/v1/abort") => {
             let request: CanaryControlRequest = match read_json(req).await {
                 Ok(r) => r,

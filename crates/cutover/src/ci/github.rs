@@ -13,7 +13,10 @@ use std::collections::BTreeSet;
 
 use cutover_config::{EnvValue, EnvironmentDecl, Project, TargetKind};
 
-use super::yaml::{Doc, flow_seq};
+use super::workflow::{
+    ChoiceInput, Concurrency, Defaults, Dispatch, DispatchInputs, Filters, Input, Job, Needs,
+    Ordered, RunDefaults, Script, Step, Strategy, Triggers, Workflow, to_yaml,
+};
 
 /// Where the workflow goes by default, relative to the git repository root.
 pub const DEFAULT_PATH: &str = ".github/workflows/cutover.yml";
@@ -23,7 +26,12 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The workflow for `project`, whose directory is `project_rel` below the git repository root
 /// (`""` at the root, `/` separators).
-pub fn github_workflow(project: &Project, project_rel: &str) -> String {
+///
+/// Fails only if the YAML serializer does (it writes into a `String`).
+pub fn github_workflow(
+    project: &Project,
+    project_rel: &str,
+) -> Result<String, serde_saphyr::ser_error::Error> {
     render(project, project_rel, VERSION)
 }
 
@@ -91,8 +99,12 @@ fn expr_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The workflow, installing `version` of cutover.
-fn render(project: &Project, project_rel: &str, version: &str) -> String {
+/// The workflow, installing `version` of cutover: the header comment, then the YAML.
+fn render(
+    project: &Project,
+    project_rel: &str,
+    version: &str,
+) -> Result<String, serde_saphyr::ser_error::Error> {
     let envs = deploy_environments(project);
     let below_root = !project_rel.is_empty();
     let cutover = if below_root {
@@ -106,94 +118,69 @@ fn render(project: &Project, project_rel: &str, version: &str) -> String {
             branches.push(b);
         }
     }
-    let branch_filters: Vec<String> = branches.iter().map(|b| filter_literal(b)).collect();
-
-    let mut d = Doc::new();
-    header(&mut d, project, project_rel, &envs, &branches);
-    d.entry(0, "name", "cutover");
-    d.blank();
-
-    // Triggers.
-    d.open_plain(0, "on");
-    let paths = below_root.then(|| format!("{}/**", filter_literal(project_rel)));
-    if !branches.is_empty() {
-        d.open(1, "push");
-        d.raw_entry(2, "branches", &flow_seq(&branch_filters));
-        if let Some(p) = &paths {
-            d.raw_entry(2, "paths", &flow_seq(&[p]));
-        }
-    }
-    match &paths {
-        Some(p) => {
-            d.open(1, "pull_request");
-            d.raw_entry(2, "paths", &flow_seq(&[p]));
-        }
-        None => d.raw_entry(1, "pull_request", "{}"),
-    }
-    if envs.is_empty() {
-        d.raw_entry(1, "workflow_dispatch", "{}");
+    let paths: Vec<String> = if below_root {
+        vec![format!("{}/**", filter_literal(project_rel))]
     } else {
-        d.open(1, "workflow_dispatch");
-        d.open(2, "inputs");
-        d.open(3, "environment");
-        d.entry(4, "description", "Environment to deploy to");
-        d.entry(4, "type", "choice");
-        d.raw_entry(4, "required", "true");
-        d.entry(4, "default", default_choice(project, &envs));
-        d.open(4, "options");
-        for e in &envs {
-            d.item(5, &e.name);
-        }
-    }
-    d.blank();
-
-    d.open(0, "permissions");
-    d.entry(1, "contents", "read");
-    d.blank();
-
-    d.open(0, "defaults");
-    d.open(1, "run");
-    d.comment(2, "bash -e -o pipefail: a failing command fails the step");
-    d.entry(2, "shell", "bash");
-    d.blank();
-
-    d.open(0, "env");
-    d.comment(
-        1,
-        "The cutover release every job installs (`cargo install cutover --locked`).",
-    );
-    d.entry(1, "CUTOVER_VERSION", version);
+        Vec::new()
+    };
+    let on = Triggers {
+        push: (!branches.is_empty()).then(|| Filters {
+            branches: branches.iter().map(|b| filter_literal(b)).collect(),
+            paths: paths.clone(),
+        }),
+        pull_request: Filters {
+            branches: Vec::new(),
+            paths,
+        },
+        workflow_dispatch: Dispatch {
+            inputs: (!envs.is_empty()).then(|| DispatchInputs {
+                environment: ChoiceInput {
+                    description: "Environment to deploy to".into(),
+                    kind: "choice".into(),
+                    required: true,
+                    default: default_choice(project, &envs).to_string(),
+                    options: envs.iter().map(|e| e.name.clone()).collect(),
+                },
+            }),
+        },
+    };
+    let mut env = Ordered::default();
+    env.push("CUTOVER_VERSION", version.to_string());
     if below_root {
-        d.comment(
-            1,
-            "The project directory (holding cutover.toml), from the repository root.",
-        );
-        d.entry(1, "CUTOVER_PROJECT", project_rel);
+        env.push("CUTOVER_PROJECT", project_rel.to_string());
     }
-    d.blank();
-
-    d.open(0, "jobs");
-    detect_job(&mut d, cutover);
-    d.blank();
-    build_job(&mut d, project, cutover);
-    for env in &envs {
-        d.blank();
-        deploy_env_job(&mut d, project, env, cutover);
+    let mut jobs = Ordered::default();
+    jobs.push("detect", detect_job(cutover));
+    jobs.push("build", build_job(project, cutover));
+    for e in &envs {
+        jobs.push(deploy_job(e), deploy_env_job(project, e, cutover));
     }
-    d.blank();
-    summary_job(&mut d, &job_ids(project));
-    d.finish()
+    jobs.push("summary", summary_job(&job_ids(project)));
+    let workflow = Workflow {
+        name: "cutover".into(),
+        on,
+        permissions: Ordered(vec![("contents".into(), "read".into())]),
+        defaults: Defaults {
+            run: RunDefaults {
+                shell: "bash".into(),
+            },
+        },
+        env,
+        jobs,
+    };
+    let mut text = header(project, project_rel, &envs, &branches);
+    text.push_str(&to_yaml(&workflow)?);
+    Ok(text)
 }
 
 /// The comment block at the top of the file: what it does, how cutover is installed, what
-/// must be set up on GitHub.
+/// must be set up on GitHub, and why some settings are what they are.
 fn header(
-    d: &mut Doc,
     project: &Project,
     project_rel: &str,
     envs: &[&EnvironmentDecl],
     branches: &[&str],
-) {
+) -> String {
     let mut lines: Vec<String> = Vec::new();
     let mut add = |s: &str| lines.push(s.to_string());
     let place = if project_rel.is_empty() {
@@ -229,10 +216,16 @@ fn header(
     }
     add("- `summary` succeeds when every other job succeeded or was skipped: make it the");
     add("  one required status check in branch protection.");
+    add("- `run` steps use bash -e -o pipefail: a failing command fails the step. Jobs that");
+    add("  compare commits (`detect`, the deploy jobs) check out the whole history.");
     add("");
     add("Installing cutover: each job runs `cargo install cutover --locked --version");
     add("$CUTOVER_VERSION` (cached per runner OS and version); set CUTOVER_VERSION below to");
     add("upgrade, or change the \"Install cutover\" steps to install it another way.");
+    if !project_rel.is_empty() {
+        add("CUTOVER_PROJECT below is the project directory (holding cutover.toml), from the");
+        add("repository root.");
+    }
     if !envs.is_empty() {
         let approval: Vec<&str> = envs
             .iter()
@@ -259,12 +252,28 @@ fn header(
         add("The local target deploys on the machine that runs the job, so deploy jobs of");
         add("environments with target = \"local\" run on a self-hosted runner: register one on");
         add("the deploy host (with a Rust toolchain). Its checkout keeps .cutover/ (the release");
-        add("history) between runs, and the cutover agent keeps serving after the job ends.");
+        add("history) between runs (`clean: false`), and the cutover agent keeps serving after");
+        add("the job ends: the deploy step's empty RUNNER_TRACKING_ID keeps the runner from");
+        add("stopping the agent (and the services it runs).");
     }
+    let mut out = String::new();
     for line in &lines {
-        d.comment(0, line);
+        out.push('#');
+        if !line.is_empty() {
+            out.push(' ');
+            out.push_str(&comment_text(line));
+        }
+        out.push('\n');
     }
-    d.blank();
+    out.push('\n');
+    out
+}
+
+/// `text` with control characters (line breaks included) replaced by spaces, for a comment.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The environment a manual run deploys to unless another is chosen: `[project] default_env`
@@ -279,71 +288,82 @@ fn default_choice<'a>(project: &Project, envs: &[&'a EnvironmentDecl]) -> &'a st
         .unwrap_or_default()
 }
 
-/// Checkout, then cutover from the cache or `cargo install`.
-fn setup_steps(d: &mut Doc, full_history: bool, keep_state: bool) {
-    d.item_entry(3, "uses", "actions/checkout@v4");
-    if full_history || keep_state {
-        d.open(4, "with");
-        if full_history {
-            d.comment(
-                5,
-                "Change detection compares commits: fetch the whole history.",
-            );
-            d.raw_entry(5, "fetch-depth", "0");
-        }
-        if keep_state {
-            d.comment(5, "Keep .cutover/ (release store, snapshots) between runs.");
-            d.raw_entry(5, "clean", "false");
-        }
+/// Checkout (the whole history with `full_history`, keeping `.cutover/` with `keep_state`),
+/// then cutover from the cache or `cargo install`.
+fn setup_steps(full_history: bool, keep_state: bool) -> Vec<Step> {
+    let mut checkout = Step {
+        uses: Some("actions/checkout@v4".into()),
+        ..Step::default()
+    };
+    if full_history {
+        checkout.with.push("fetch-depth", Input::Number(0));
     }
-    d.item_entry(3, "name", "Cache cutover");
-    d.entry(4, "id", "cutover-cache");
-    d.entry(4, "uses", "actions/cache@v4");
-    d.open(4, "with");
-    d.entry(5, "path", "~/.cargo/bin/cutover");
-    d.entry(
-        5,
+    if keep_state {
+        checkout.with.push("clean", Input::Flag(false));
+    }
+    let mut cache = Step {
+        name: Some("Cache cutover".into()),
+        id: Some("cutover-cache".into()),
+        uses: Some("actions/cache@v4".into()),
+        ..Step::default()
+    };
+    cache
+        .with
+        .push("path", Input::Text("~/.cargo/bin/cutover".into()));
+    cache.with.push(
         "key",
-        "cutover-${{ runner.os }}-${{ runner.arch }}-${{ env.CUTOVER_VERSION }}",
+        Input::Text(
+            "cutover-${{ runner.os }}-${{ runner.arch }}-${{ env.CUTOVER_VERSION }}".into(),
+        ),
     );
-    d.item_entry(3, "name", "Install cutover");
-    d.entry(4, "if", "steps.cutover-cache.outputs.cache-hit != 'true'");
-    d.entry(
-        4,
-        "run",
-        "cargo install cutover --locked --version \"$CUTOVER_VERSION\"",
-    );
+    let install = Step {
+        name: Some("Install cutover".into()),
+        when: Some("steps.cutover-cache.outputs.cache-hit != 'true'".into()),
+        run: Some(Script::new(
+            "cargo install cutover --locked --version \"$CUTOVER_VERSION\"",
+        )),
+        ..Step::default()
+    };
+    vec![checkout, cache, install]
 }
 
-/// `env:` mapping each secret from the GitHub secret of the same name, plus `extra` entries.
-fn secrets_env(d: &mut Doc, level: usize, secrets: &BTreeSet<String>, extra: &[(&str, &str)]) {
-    if secrets.is_empty() && extra.is_empty() {
-        return;
-    }
-    d.open(level, "env");
+/// `extra` entries, then each secret from the GitHub secret of the same name.
+fn secrets_env(secrets: &BTreeSet<String>, extra: &[(&str, &str)]) -> Ordered<String> {
+    let mut env = Ordered::default();
     for (k, v) in extra {
-        d.entry(level + 1, k, v);
+        env.push(*k, (*v).to_string());
     }
     for name in secrets {
-        d.entry(level + 1, name, &format!("${{{{ secrets.{name} }}}}"));
+        env.push(name.as_str(), format!("${{{{ secrets.{name} }}}}"));
+    }
+    env
+}
+
+/// A job on `runs_on` with nothing else set yet.
+fn job(name: impl Into<String>, runs_on: &str) -> Job {
+    Job {
+        name: name.into(),
+        needs: None,
+        when: None,
+        runs_on: runs_on.into(),
+        environment: None,
+        outputs: Ordered::default(),
+        strategy: None,
+        concurrency: None,
+        steps: Vec::new(),
     }
 }
 
 /// `detect`: the plan as a matrix of affected services, and whether there are any.
-fn detect_job(d: &mut Doc, cutover: &str) {
-    d.open(1, "detect");
-    d.entry(2, "name", "detect changes");
-    d.entry(2, "runs-on", "ubuntu-latest");
-    d.open(2, "outputs");
-    d.entry(3, "matrix", "${{ steps.plan.outputs.matrix }}");
-    d.entry(3, "has_services", "${{ steps.plan.outputs.has_services }}");
-    d.open(2, "steps");
-    setup_steps(d, true, false);
-    d.item_entry(3, "name", "Plan");
-    d.entry(4, "id", "plan");
-    d.open(4, "env");
-    d.entry(5, "PR_BASE", "${{ github.event.pull_request.base.sha }}");
-    d.entry(5, "PUSH_BEFORE", "${{ github.event.before }}");
+fn detect_job(cutover: &str) -> Job {
+    let mut j = job("detect changes", "ubuntu-latest");
+    j.outputs
+        .push("matrix", "${{ steps.plan.outputs.matrix }}".to_string());
+    j.outputs.push(
+        "has_services",
+        "${{ steps.plan.outputs.has_services }}".to_string(),
+    );
+    j.steps = setup_steps(true, false);
     let script = format!(
         r#"# Compare with the pull request's base, or with the commit before the push. Without
 # one (a manual run, a new branch, a force push) cutover compares each service with
@@ -368,45 +388,55 @@ else
 fi
 "#
     );
-    d.script(4, "run", &script);
+    let mut plan = Step {
+        name: Some("Plan".into()),
+        id: Some("plan".into()),
+        run: Some(Script::new(script)),
+        ..Step::default()
+    };
+    plan.env.push(
+        "PR_BASE",
+        "${{ github.event.pull_request.base.sha }}".to_string(),
+    );
+    plan.env
+        .push("PUSH_BEFORE", "${{ github.event.before }}".to_string());
+    j.steps.push(plan);
+    j
 }
 
 /// `build`: checks and build of each affected service, one matrix job per service.
-fn build_job(d: &mut Doc, project: &Project, cutover: &str) {
-    d.open(1, "build");
-    d.entry(2, "name", "checks and build (${{ matrix.service }})");
-    d.entry(2, "needs", "detect");
-    d.entry(2, "if", "needs.detect.outputs.has_services == 'true'");
-    d.entry(2, "runs-on", "ubuntu-latest");
-    d.open(2, "strategy");
-    d.raw_entry(3, "fail-fast", "false");
-    d.entry(3, "matrix", "${{ fromJSON(needs.detect.outputs.matrix) }}");
-    d.open(2, "steps");
-    setup_steps(d, false, false);
-    d.item_entry(3, "name", "Checks and build");
+fn build_job(project: &Project, cutover: &str) -> Job {
+    let mut j = job("checks and build (${{ matrix.service }})", "ubuntu-latest");
+    j.needs = Some(Needs::One("detect".into()));
+    j.when = Some("needs.detect.outputs.has_services == 'true'".into());
+    j.strategy = Some(Strategy {
+        fail_fast: false,
+        matrix: "${{ fromJSON(needs.detect.outputs.matrix) }}".into(),
+    });
+    j.steps = setup_steps(false, false);
     let secrets = secret_names(project, project.default_env());
-    secrets_env(d, 4, &secrets, &[("SERVICE", "${{ matrix.service }}")]);
-    d.entry(4, "run", &format!("{cutover} build \"$SERVICE\""));
+    j.steps.push(Step {
+        name: Some("Checks and build".into()),
+        env: secrets_env(&secrets, &[("SERVICE", "${{ matrix.service }}")]),
+        run: Some(Script::new(format!("{cutover} build \"$SERVICE\""))),
+        ..Step::default()
+    });
+    j
 }
 
 /// `deploy-<env>`: the whole pipeline for `env`, on a push to its branch or a manual run.
-fn deploy_env_job(d: &mut Doc, project: &Project, env: &EnvironmentDecl, cutover: &str) {
+fn deploy_env_job(project: &Project, env: &EnvironmentDecl, cutover: &str) -> Job {
     let name = &env.name;
-    if env.require_approval {
-        d.comment(
-            1,
-            &format!(
-                "require_approval = true: add required reviewers to the GitHub environment {name}"
-            ),
-        );
-        d.comment(
-            1,
-            "(Settings > Environments); a workflow file cannot set them.",
-        );
-    }
-    d.open(1, &deploy_job(env));
-    d.entry(2, "name", &format!("deploy {name}"));
-    d.raw_entry(2, "needs", "[detect, build]");
+    let local = on_deploy_host(env);
+    let mut j = job(
+        format!("deploy {name}"),
+        if local {
+            "self-hosted"
+        } else {
+            "ubuntu-latest"
+        },
+    );
+    j.needs = Some(Needs::Many(vec!["detect".into(), "build".into()]));
     let mut when = Vec::new();
     if let Some(branch) = &env.branch {
         when.push(format!(
@@ -418,80 +448,53 @@ fn deploy_env_job(d: &mut Doc, project: &Project, env: &EnvironmentDecl, cutover
         "(github.event_name == 'workflow_dispatch' && inputs.environment == {})",
         expr_str(name)
     ));
-    d.entry(
-        2,
-        "if",
-        &format!(
-            "${{{{ needs.detect.outputs.has_services == 'true' && ({}) }}}}",
-            when.join(" || ")
-        ),
-    );
-    let local = on_deploy_host(env);
-    if local {
-        d.comment(
-            2,
-            "The local target deploys on this machine: the deploy host.",
-        );
-    }
-    d.entry(
-        2,
-        "runs-on",
-        if local {
-            "self-hosted"
-        } else {
-            "ubuntu-latest"
-        },
-    );
-    d.entry(2, "environment", name);
-    d.open(2, "concurrency");
-    d.entry(3, "group", &format!("cutover-{name}"));
-    d.raw_entry(3, "cancel-in-progress", "false");
-    d.open(2, "steps");
-    setup_steps(d, true, local);
-    d.item_entry(3, "name", "Deploy");
+    j.when = Some(format!(
+        "${{{{ needs.detect.outputs.has_services == 'true' && ({}) }}}}",
+        when.join(" || ")
+    ));
+    j.environment = Some(name.clone());
+    j.concurrency = Some(Concurrency {
+        group: format!("cutover-{name}"),
+        cancel_in_progress: false,
+    });
+    j.steps = setup_steps(true, local);
     let secrets = secret_names(project, name);
     let extra: &[(&str, &str)] = if local {
         &[("RUNNER_TRACKING_ID", "")]
     } else {
         &[]
     };
-    if local {
-        d.comment(
-            4,
-            "An empty RUNNER_TRACKING_ID keeps the runner from stopping the cutover agent",
-        );
-        d.comment(4, "(and the services it runs) when the job ends.");
-    }
-    secrets_env(d, 4, &secrets, extra);
-    d.entry(4, "run", &format!("{cutover} --env {name} deploy"));
+    j.steps.push(Step {
+        name: Some("Deploy".into()),
+        env: secrets_env(&secrets, extra),
+        run: Some(Script::new(format!("{cutover} --env {name} deploy"))),
+        ..Step::default()
+    });
+    j
 }
 
 /// `summary`: one status check over every other job.
-fn summary_job(d: &mut Doc, ids: &[String]) {
-    let needs: Vec<&String> = ids.iter().filter(|id| *id != "summary").collect();
-    d.comment(
-        1,
-        "The one required status check: fails when a job failed or was cancelled.",
-    );
-    d.open(1, "summary");
-    d.entry(2, "name", "summary");
-    d.raw_entry(2, "needs", &flow_seq(&needs));
-    d.entry(2, "if", "always()");
-    d.entry(2, "runs-on", "ubuntu-latest");
-    d.open(2, "steps");
-    d.item_entry(3, "name", "Every job succeeded or was skipped");
-    d.open(4, "env");
-    d.entry(5, "NEEDS", "${{ toJSON(needs) }}");
-    d.script(
-        4,
-        "run",
-        r#"jq -r 'to_entries[] | "\(.key): \(.value.result)"' <<<"$NEEDS"
+fn summary_job(ids: &[String]) -> Job {
+    let mut j = job("summary", "ubuntu-latest");
+    j.needs = Some(Needs::Many(
+        ids.iter().filter(|id| *id != "summary").cloned().collect(),
+    ));
+    j.when = Some("always()".into());
+    let mut check = Step {
+        name: Some("Every job succeeded or was skipped".into()),
+        run: Some(Script::new(
+            r#"jq -r 'to_entries[] | "\(.key): \(.value.result)"' <<<"$NEEDS"
 if jq -e 'any(.[]; .result != "success" and .result != "skipped")' <<<"$NEEDS" >/dev/null; then
   echo "::error::a job failed or was cancelled"
   exit 1
 fi
 "#,
-    );
+        )),
+        ..Step::default()
+    };
+    check.env.push("NEEDS", "${{ toJSON(needs) }}".to_string());
+    j.steps.push(check);
+    j
 }
 
 #[cfg(test)]
@@ -535,7 +538,7 @@ require_approval = true
     #[test]
     fn two_environments_at_the_repository_root() {
         let p = project(TWO_ENVS);
-        insta::assert_snapshot!(render(&p, "", "0.0.0-test"));
+        insta::assert_snapshot!(render(&p, "", "0.0.0-test").unwrap());
     }
 
     #[test]
@@ -551,14 +554,17 @@ run = "true"
 port = 8081
 "#,
         );
-        insta::assert_snapshot!(render(&p, "examples/fleet", "0.0.0-test"));
+        insta::assert_snapshot!(render(&p, "examples/fleet", "0.0.0-test").unwrap());
     }
 
     #[test]
     fn the_same_config_gives_the_same_bytes() {
         let p = project(TWO_ENVS);
-        assert_eq!(github_workflow(&p, "x"), github_workflow(&p, "x"));
-        assert!(github_workflow(&p, "").contains(VERSION));
+        assert_eq!(
+            github_workflow(&p, "x").unwrap(),
+            github_workflow(&p, "x").unwrap()
+        );
+        assert!(github_workflow(&p, "").unwrap().contains(VERSION));
     }
 
     #[test]
@@ -578,18 +584,38 @@ port = 8081
 branch = "it's:#1+x"
 "#,
         );
-        let text = render(&p, "a dir/x: y [1]", "1");
+        let text = render(&p, "a dir/x: y [1]", "1").unwrap();
         assert!(!text.contains('\t'));
-        assert!(text.contains(r"branches: ['it''s:#1\+x']"), "{text}");
+        // YAML 1.1 booleans and numbers are quoted, so every reader gets the strings.
+        assert!(text.contains("environment: \"on\"\n"), "{text}");
+        assert!(text.contains("default: \"on\"\n"), "{text}");
+        assert!(text.contains("CUTOVER_VERSION: \"1\"\n"), "{text}");
+        // Read back, every value is the string it was made from.
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let on = &doc["on"];
+        assert_eq!(on["push"]["branches"], serde_json::json!([r"it's:#1\+x"]));
+        assert_eq!(
+            on["pull_request"]["paths"],
+            serde_json::json!([r"a dir/x: y \[1\]/**"])
+        );
+        assert_eq!(
+            on["workflow_dispatch"]["inputs"]["environment"]["default"],
+            "on"
+        );
+        assert_eq!(doc["env"]["CUTOVER_PROJECT"], "a dir/x: y [1]");
+        assert_eq!(doc["env"]["CUTOVER_VERSION"], "1");
+        assert_eq!(doc["jobs"]["deploy-on"]["environment"], "on");
         assert!(
-            text.contains("github.ref == 'refs/heads/it''s:#1+x')"),
+            doc["jobs"]["deploy-on"]["if"]
+                .as_str()
+                .unwrap()
+                .contains("github.ref == 'refs/heads/it''s:#1+x')"),
             "{text}"
         );
-        assert!(text.contains("environment: 'on'"), "{text}");
-        assert!(text.contains("default: 'on'"), "{text}");
-        assert!(text.contains("CUTOVER_PROJECT: 'a dir/x: y [1]'"), "{text}");
-        assert!(text.contains(r"paths: ['a dir/x: y \[1\]/**']"), "{text}");
-        assert!(text.contains("CUTOVER_VERSION: '1'"), "{text}");
+        assert_eq!(
+            doc["jobs"]["deploy-on"]["steps"][0]["with"],
+            serde_json::json!({"fetch-depth": 0, "clean": false})
+        );
     }
 
     #[test]

@@ -2,4 +2,4 @@
 //! validated project, so they follow its environments and branches.
 
 pub mod github;
-mod yaml;
+mod workflow;

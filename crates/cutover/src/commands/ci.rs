@@ -25,7 +25,8 @@ fn run_github(cli: &Cli, args: &CiGithubArgs) -> Result<i32, CliError> {
     let project = context::load(cli)?;
     let root = repo_root(&project)?;
     let project_rel = relative_to(&project.dir, &root)?;
-    let text = github::github_workflow(&project, &project_rel);
+    let text = github::github_workflow(&project, &project_rel)
+        .map_err(|e| CliError::failed(format!("cannot write the workflow as YAML: {e}"), None))?;
 
     if args.output.as_deref() == Some(Path::new("-")) {
         print!("{text}");

@@ -135,7 +135,8 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
     write_log(&log_path, &env.name, &reports)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
     if let Some(path) = &args.junit {
-        let xml = smoke::junit(&reports, &redact);
+        let xml = smoke::junit(&reports, &redact)
+            .map_err(|e| CliError::failed(format!("cannot write the JUnit report: {e}"), None))?;
         write_file(path, &xml).map_err(|e| {
             CliError::failed(
                 format!("cannot write the JUnit file {}: {e}", path.display()),

@@ -132,6 +132,42 @@ pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
     })
 }
 
+/// `GET http://127.0.0.1:{port}{path}` with `Accept: {accept}`: (status, content type, body).
+pub fn get_accepting(port: u16, path: &str, accept: &str) -> Result<(u16, String, String), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let request = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+            .header(hyper::header::ACCEPT, accept)
+            .body(Empty::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    })
+}
+
 /// The version a service answers with, if it answers 200.
 pub fn version(port: u16) -> Option<String> {
     let (status, body) = get(port, "/").ok()?;
