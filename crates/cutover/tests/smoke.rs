@@ -517,6 +517,11 @@ fn a_secret_a_service_echoes_never_reaches_the_test_output() {
         let junit = std::fs::read_to_string(&xml).unwrap();
         assert!(!junit.contains(TOKEN) && junit.contains("***"), "{junit}");
     }
+    // Each test run is a run in the store, its checks typed events, masked too.
+    let events = common::store_events(&p.path().join(".cutover/state.db"), "test.check");
+    assert!(events.contains("test.check api"), "{events}");
+    assert!(events.contains("\"passed\":false"), "{events}");
+    assert!(!events.contains(TOKEN), "{events}");
     let mut logs = Vec::new();
     common::files_under(&p.path().join(".cutover/logs/tests"), &mut logs);
     assert!(!logs.is_empty());

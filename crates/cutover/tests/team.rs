@@ -205,6 +205,11 @@ fn setup_deploy_from_a_worktree_and_merge_only_what_is_healthy() {
             .contains("not from service/api's head"),
         "{api}"
     );
+    let events = common::store_events(&r.proj().join(".cutover/state.db"), "merge.");
+    assert!(
+        events.contains("merge.service api") && events.contains("\"result\":\"skipped\""),
+        "{events}"
+    );
     let web = service_entry(&doc, "services", "web");
     assert_eq!(web["result"], "skipped");
     assert!(

@@ -149,12 +149,14 @@ pub fn merge(
         )?),
         None => None,
     };
-    let run_id = run.as_ref().map_or_else(
-        || format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
-        |r| r.id.clone(),
-    );
     let redactor = crate::redact::Redactor::new(Vec::<String>::new());
-    let (log_path, mut log) = super::open_command_log(&cx.state_dir(), "merge", &run_id)?;
+    // The log file is named by the time, as DESIGN.md's Files say (two merges in one second
+    // share it; their store runs are apart).
+    let (log_path, mut log) = super::open_command_log(
+        &cx.state_dir(),
+        "merge",
+        &format!("merge-{}", started.format("%Y%m%d-%H%M%S")),
+    )?;
     let mut note = |line: &str| {
         let _ = writeln!(
             log,
@@ -269,13 +271,16 @@ pub fn merge(
             note(&format!("{service}: {what}"));
             row.cleanup = Some(what);
         }
-        if let Some(s) = &store {
-            super::RunEvents {
-                store: s.as_ref(),
-                run: &run_id,
-                redactor: &redactor,
-            }
-            .emit(
+        rows.push(row);
+    }
+    if let (Some(s), Some(run)) = (&store, &run) {
+        let events = super::RunEvents {
+            store: s.as_ref(),
+            run: &run.id,
+            redactor: &redactor,
+        };
+        for row in &rows {
+            events.emit(
                 EventKind::Merged {
                     service: row.name.clone(),
                     branch: row.branch.clone(),
@@ -287,9 +292,6 @@ pub fn merge(
                 &mut |_| {},
             );
         }
-        rows.push(row);
-    }
-    if let (Some(s), Some(run)) = (&store, &run) {
         let bad = rows
             .iter()
             .any(|r| matches!(r.result.as_str(), "conflict" | "failed"));

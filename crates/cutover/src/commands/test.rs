@@ -113,25 +113,13 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
         }
     }
 
-    // With a release store, the tests are a run of their own there (typed events per check);
-    // the log file takes the run's name.
-    let run_id = match &store {
-        Some(store) => Some(
-            cutover_engine::ops::test::record(
-                store.as_ref(),
-                &env.name,
-                started,
-                &reports,
-                &redactor,
-            )
-            .map_err(|e| CliError::failed(format!("cannot record the tests: {e}"), None))?,
-        ),
-        None => None,
-    };
-    let log_path = context::state_dir(&project).command_log(
-        "test",
-        &run_id.unwrap_or_else(|| format!("test-{}", started.format("%Y%m%d-%H%M%S"))),
-    );
+    // With a release store, the tests are a run of their own there (typed events per check).
+    if let Some(store) = &store {
+        cutover_engine::ops::test::record(store.as_ref(), &env.name, started, &reports, &redactor)
+            .map_err(|e| CliError::failed(format!("cannot record the tests: {e}"), None))?;
+    }
+    let log_path = context::state_dir(&project)
+        .command_log("test", &format!("test-{}", started.format("%Y%m%d-%H%M%S")));
     write_log(&log_path, &env.name, &reports)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", log_path.display()), None))?;
     if let Some(path) = &args.junit {

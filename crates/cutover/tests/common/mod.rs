@@ -156,3 +156,26 @@ pub fn copy_dir(src: &Path, dest: &Path) {
         }
     }
 }
+
+/// The events of kinds starting with `prefix` in the project's release store at `db`, one line
+/// each: `kind service data-json` (read with Python's sqlite3, as another tool would).
+pub fn store_events(db: &Path, prefix: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             for (k, s, d) in c.execute('select kind, service, data from events where kind like ? order by seq', (sys.argv[2] + '%',)):\n\
+             \x20   print(k, s, d)",
+        ])
+        .arg(db)
+        .arg(prefix)
+        .output()
+        .expect("python3 reads the store");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
