@@ -128,6 +128,20 @@ pub(super) struct Executor {
 }
 
 impl Executor {
+    /// Says how a rollback of this service to `to` ended.
+    pub(super) fn rollback_finished(&self, to: &str, rolled: &Result<(), String>) {
+        self.send(EventKind::RollbackFinished {
+            service: self.service.name.clone(),
+            to: to.to_string(),
+            result: if rolled.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            reason: rolled.as_ref().err().cloned(),
+        });
+    }
+
     pub(super) fn send(&self, kind: EventKind) {
         let _ = self.tx.send(ExecMsg::Event(kind));
     }
@@ -686,16 +700,7 @@ impl Executor {
             self.container.as_deref(),
         )
         .await;
-        self.send(EventKind::RollbackFinished {
-            service: svc.name.clone(),
-            to: previous.id.clone(),
-            result: if rolled.is_ok() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            },
-            reason: rolled.as_ref().err().cloned(),
-        });
+        self.rollback_finished(&previous.id, &rolled);
         match rolled {
             Ok(()) => {
                 let reason = format!("{}; rolled back to {}", stop.reason, previous.id);

@@ -5,7 +5,7 @@ use cutover_runtime::api::client::AgentClient;
 
 use super::executor::{ExecMsg, Executor};
 use crate::command::Stream;
-use crate::event::{EventKind, Outcome, Stage};
+use crate::event::{EventKind, Stage};
 use crate::smoke::{self, Target};
 
 impl Executor {
@@ -72,16 +72,7 @@ impl Executor {
             self.container.as_deref(),
         )
         .await;
-        self.send(EventKind::RollbackFinished {
-            service: self.service.name.clone(),
-            to: previous.id.clone(),
-            result: if rolled.is_ok() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            },
-            reason: rolled.as_ref().err().cloned(),
-        });
+        self.rollback_finished(&previous.id, &rolled);
         match rolled {
             Ok(()) => Err(format!("{failures}; rolled back to {}", previous.id)),
             Err(why) => Err(format!(
