@@ -104,6 +104,7 @@ mod tests {
                 canary: None,
                 problem: None,
                 deploying: None,
+                scaled: None,
             }],
             deploys: Vec::new(),
         }

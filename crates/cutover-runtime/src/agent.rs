@@ -94,6 +94,8 @@ pub(crate) struct Sets {
     desired: u32,
     /// The canary in progress, for `status`.
     canary: Option<CanaryStatus>,
+    /// The autoscaler's last change, for `status`.
+    scaled: Option<crate::api::types::Scaled>,
 }
 
 /// A set beside the live one, and its share of the traffic.
@@ -795,6 +797,7 @@ impl Agent {
                 canary: sets.canary.clone(),
                 problem: self.problem(&rt.env, &rt.service),
                 deploying: rt.in_progress(),
+                scaled: sets.scaled.clone(),
             });
         }
         let problems: Vec<(ReleaseSpec, String)> = self
@@ -830,6 +833,7 @@ impl Agent {
                 canary: None,
                 problem: Some(why),
                 deploying: None,
+                scaled: None,
             });
         }
         let deploys = self

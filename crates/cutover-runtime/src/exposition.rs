@@ -476,6 +476,7 @@ mod tests {
                     }),
                     problem: None,
                     deploying: None,
+                    scaled: None,
                 },
                 ServiceStatus {
                     env: "dev\"el\\op\nment".into(),
@@ -491,6 +492,7 @@ mod tests {
                     canary: None,
                     problem: None,
                     deploying: None,
+                    scaled: None,
                 },
             ],
             deploys: vec![

@@ -78,4 +78,10 @@ fn instances_follow_the_requests_in_flight_up_and_down() {
     );
     let agent_log = std::fs::read_to_string(p.path().join(".cutover/logs/agent.log")).unwrap();
     assert!(agent_log.contains("scaled from 3 to 1"), "{agent_log}");
+    // `status --json` says the last change as data.
+    let status = json(&p.run(&["status", "--json"]));
+    let scaled = &status["services"][0]["scaled"];
+    assert_eq!(scaled["from"], 3, "{status}");
+    assert_eq!(scaled["to"], 1, "{status}");
+    assert_eq!(scaled["target_inflight"], 4, "{status}");
 }

@@ -73,6 +73,9 @@ pub struct ServiceRow {
     /// Why it does not run what it should (the agent could not bring it back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The autoscaler's last change (from, to, the numbers, when).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<cutover_runtime::api::types::Scaled>,
 }
 
 /// A run in progress (the `runs` of `status --json`).
@@ -171,6 +174,7 @@ pub fn status(
             canary: live.and_then(|l| l.canary.clone()),
             numbers: live.and_then(|l| l.numbers.clone()),
             reason: live.and_then(|l| l.problem.clone()),
+            scaled: live.and_then(|l| l.scaled.clone()),
             url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
                 svc.port
                     .map(|p| format!("http://{host}:{p}"))

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::set::{ReleaseSet, SpawnContext, stop_members};
 use super::{ServiceRuntime, Sets, log};
-use crate::api::types::AutoscaleSpec;
+use crate::api::types::{AutoscaleSpec, Scaled};
 
 /// Watcher ticks between two samples (the watcher ticks every 200 ms: one second).
 pub(crate) const EVERY: u64 = 5;
@@ -132,7 +132,18 @@ impl Autoscaler {
             } else {
                 shrink(&rt, &live, from - to).await
             };
-            rt.sets.lock().await.desired = live.len();
+            {
+                let mut sets = rt.sets.lock().await;
+                sets.desired = live.len();
+                sets.scaled = Some(Scaled {
+                    release: live.spec.release.clone(),
+                    from,
+                    to: live.len(),
+                    in_flight: (avg * 10.0).round() / 10.0,
+                    target_inflight: target,
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+            }
             log(&format!(
                 "{}/{} {}: scaled from {from} to {reached} instances",
                 rt.env, rt.service, live.spec.release

@@ -476,6 +476,26 @@ pub struct ServiceStatus {
     /// The release a deploy (or rollback) is bringing in right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploying: Option<String>,
+    /// The autoscaler's last change, when it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<Scaled>,
+}
+
+/// An autoscaling change: from how many instances to how many, on what numbers, when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Scaled {
+    /// The release scaled.
+    pub release: String,
+    /// Instances before.
+    pub from: u32,
+    /// Instances after.
+    pub to: u32,
+    /// Requests in flight (averaged) that decided it.
+    pub in_flight: f64,
+    /// The target per instance.
+    pub target_inflight: u32,
+    /// When it ended (RFC 3339).
+    pub at: String,
 }
 
 /// A service's recent traffic, from the proxy.
