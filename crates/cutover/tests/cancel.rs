@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::runtime::AgentGuard;
 use common::{TestProject, service};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -109,6 +110,8 @@ fn a_build_outlives_its_killed_deploy_only_until_the_next_command_settles_it() {
     );
     p.write(".gitignore", ".cutover/\n");
     p.commit("init");
+    // The deploy starts the agent: stop it when the test ends.
+    let _agent = AgentGuard(&p);
     let mut deploy = p
         .cutover()
         .arg("deploy")
