@@ -17,9 +17,9 @@
 //! unit's listener and connections; stopping (or dropping the handle) ends that task, which
 //! closes the listener and every open connection, like a process that is gone.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,19 +30,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{Backend, BoxFuture, Found, Unit};
 use crate::probe::OwnerCheck;
-use crate::supervisor::backoff::{Backoff, RestartHistory};
+use crate::supervisor::lifecycle::{self, Control, Exit, Handle, Lifecycle, Next, Runner};
+use crate::supervisor::logs::LogSink;
 use crate::supervisor::{InstanceSpec, InstanceState, RestartPolicy};
 
 /// The first made-up pid; every run gets the next one.
 const FIRST_PID: u32 = 4_000_000;
-/// How many output lines a unit keeps.
-const KEPT_LINES: usize = 100;
 
 /// When a unit's `/health` starts answering 200.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -213,35 +212,30 @@ impl FakeBackend {
     }
 
     fn launch(&self, spec: InstanceSpec, policy: RestartPolicy) -> Arc<dyn Unit> {
+        let logs = Arc::new(LogSink::open(spec.log.clone(), spec.index, Vec::new()));
+        let (handle, lifecycle) = lifecycle::pair(&policy, logs);
         let core = Arc::new(Core {
             release: spec.release.clone(),
             index: spec.index,
             port: spec.port,
-            state: watch::Sender::new(InstanceState::Starting),
-            restarts: AtomicU32::new(0),
-            restart: AtomicBool::new(policy.restart),
-            history: Mutex::new(RestartHistory::new(
-                policy.crash_loop_restarts,
-                policy.crash_loop_window,
-            )),
-            last_exit: Mutex::new(None),
-            lines: Mutex::new(VecDeque::new()),
+            state: handle.watch(),
+            runs: AtomicU32::new(0),
             health_passes: AtomicU64::new(0),
             crash: Mutex::new(None),
             crash_now: Notify::new(),
             requests: AtomicU64::new(0),
         });
         lock(&self.shared.units).push(Arc::clone(&core));
-        let (controls, rx) = mpsc::unbounded_channel();
-        let owner = Owner {
+        let runner = FakeRunner {
             core: Arc::clone(&core),
             shared: Arc::clone(&self.shared),
-            backoff: Backoff::new(policy.initial, policy.max),
-            controls: rx,
-            stop_waiters: Vec::new(),
         };
-        tokio::spawn(owner.run());
-        Arc::new(FakeUnit { core, controls })
+        tokio::spawn(lifecycle.run(runner, Next::Start));
+        Arc::new(FakeUnit {
+            core,
+            handle,
+            shared: Arc::clone(&self.shared),
+        })
     }
 }
 
@@ -270,12 +264,10 @@ struct Core {
     release: String,
     index: u32,
     port: u16,
-    state: watch::Sender<InstanceState>,
-    restarts: AtomicU32,
-    restart: AtomicBool,
-    history: Mutex<RestartHistory>,
-    last_exit: Mutex<Option<String>>,
-    lines: Mutex<VecDeque<String>>,
+    /// The unit's state, as its lifecycle publishes it.
+    state: watch::Receiver<InstanceState>,
+    /// Runs started so far (restarts are the runs after the first).
+    runs: AtomicU32,
     /// `/health` answers 200 so far.
     health_passes: AtomicU64,
     /// Answers other than `/health` so far.
@@ -284,21 +276,6 @@ struct Core {
     crash: Mutex<Option<(i32, String)>>,
     /// Wakes the owning task for that crash.
     crash_now: Notify,
-}
-
-impl Core {
-    fn say(&self, line: String) {
-        let mut lines = lock(&self.lines);
-        lines.push_back(line);
-        while lines.len() > KEPT_LINES {
-            lines.pop_front();
-        }
-    }
-
-    fn record_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-        lock(&self.history).record(Instant::now());
-    }
 }
 
 /// A look at one fake unit, for assertions.
@@ -324,7 +301,7 @@ impl FakeUnitView {
 
     /// Its restarts so far.
     pub(crate) fn restarts(&self) -> u32 {
-        self.0.restarts.load(Ordering::SeqCst)
+        self.0.runs.load(Ordering::SeqCst).saturating_sub(1)
     }
 
     /// How many `/health` probes it answered 200.
@@ -338,74 +315,59 @@ impl FakeUnitView {
     }
 }
 
-/// A request from the handle to the owning task.
-enum Control {
-    SetRestart(bool),
-    Restart,
-    Stop(oneshot::Sender<()>),
-}
-
 /// The handle the agent holds; dropping it stops the unit.
 struct FakeUnit {
     core: Arc<Core>,
-    controls: mpsc::UnboundedSender<Control>,
+    handle: Handle,
+    shared: Arc<Shared>,
 }
 
 impl Unit for FakeUnit {
     fn state(&self) -> InstanceState {
-        self.core.state.borrow().clone()
+        self.handle.state()
     }
 
     fn watch(&self) -> watch::Receiver<InstanceState> {
-        self.core.state.subscribe()
+        self.handle.watch()
     }
 
     fn restarts(&self) -> u32 {
-        self.core.restarts.load(Ordering::SeqCst)
+        self.handle.restarts()
     }
 
     fn crash_looping(&self) -> bool {
-        lock(&self.core.history).crash_looping(Instant::now())
+        self.handle.crash_looping()
     }
 
     fn last_exit(&self) -> Option<String> {
-        lock(&self.core.last_exit).clone()
+        self.handle.last_exit()
     }
 
     fn set_restart(&self, on: bool) {
-        self.core.restart.store(on, Ordering::SeqCst);
-        let _ = self.controls.send(Control::SetRestart(on));
+        self.handle.set_restart(on);
     }
 
     fn restart_enabled(&self) -> bool {
-        self.core.restart.load(Ordering::SeqCst)
+        self.handle.restart_enabled()
     }
 
     fn restart(&self) {
-        let _ = self.controls.send(Control::Restart);
+        self.handle.restart();
     }
 
-    fn stop(&self, _grace: Duration) -> BoxFuture<'_, ()> {
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if *self.core.state.borrow() == InstanceState::Stopped {
-                return;
+            let was_stopped = self.handle.state() == InstanceState::Stopped;
+            self.handle.stop(grace).await;
+            if !was_stopped {
+                self.shared
+                    .note(format!("stop {} {}", self.core.release, self.core.index));
             }
-            let (done, wait) = oneshot::channel();
-            if self.controls.send(Control::Stop(done)).is_err() {
-                return;
-            }
-            // An error means the task ended without answering: it has stopped already.
-            let _ = wait.await;
         })
     }
 
     fn last_lines(&self, n: usize) -> Vec<String> {
-        let lines = lock(&self.core.lines);
-        lines
-            .iter()
-            .skip(lines.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        self.handle.last_lines(n)
     }
 
     fn owner_check(&self, _port: u16, _index: u32) -> Option<OwnerCheck> {
@@ -414,83 +376,70 @@ impl Unit for FakeUnit {
     }
 
     fn describe(&self) -> String {
-        match *self.core.state.borrow() {
+        match self.handle.state() {
             InstanceState::Running { pid, .. } => format!("fake pid {pid}"),
             _ => "fake, not running".to_string(),
         }
     }
 }
 
-/// How one run ended on its own.
-struct Ended {
-    code: Option<i32>,
-    why: String,
-}
-
-/// What the owning task does next.
-enum Next {
-    Start,
-    Backoff(Duration),
-    Idle,
-    Stopped,
-}
-
-/// The task that owns one unit's runs.
-struct Owner {
+/// One run of a fake unit: listen, serve until the script's exit, a crash a test asks for, or
+/// a control ends it. The listener and every connection close when the run ends.
+struct FakeRunner {
     core: Arc<Core>,
     shared: Arc<Shared>,
-    backoff: Backoff,
-    controls: mpsc::UnboundedReceiver<Control>,
-    stop_waiters: Vec<oneshot::Sender<()>>,
 }
 
-impl Owner {
-    async fn run(mut self) {
-        let mut next = Next::Start;
-        loop {
-            next = match next {
-                Next::Start => self.run_once().await,
-                Next::Backoff(delay) => self.wait_backoff(delay).await,
-                Next::Idle => self.idle().await,
-                Next::Stopped => break,
-            };
-        }
-        self.shared
-            .note(format!("stop {} {}", self.core.release, self.core.index));
-        self.core.state.send_replace(InstanceState::Stopped);
-        for done in self.stop_waiters.drain(..) {
-            let _ = done.send(());
-        }
+impl FakeRunner {
+    /// A run that ended on its own, in the journal and the lifecycle.
+    fn ended(&self, lc: &mut Lifecycle, code: Option<i32>, why: String, ran: Duration) -> Next<()> {
+        self.shared.note(format!(
+            "exit {} {} {why}",
+            self.core.release, self.core.index
+        ));
+        lc.ended(
+            Exit {
+                code,
+                signal: None,
+                at: Utc::now(),
+                why,
+            },
+            ran,
+        )
     }
+}
 
-    /// One run: listen, serve until the script's exit or a control ends it. The listener and
-    /// every connection close when this returns.
-    async fn run_once(&mut self) -> Next {
+impl Runner for FakeRunner {
+    type Adopt = ();
+
+    async fn run_once(&mut self, lc: &mut Lifecycle) -> Next<()> {
+        if lc.pending_stop() {
+            return Next::Stopped;
+        }
         let core = Arc::clone(&self.core);
-        core.state.send_replace(InstanceState::Starting);
+        core.runs.fetch_add(1, Ordering::SeqCst);
+        lc.set(InstanceState::Starting);
         let script = self.shared.script(&core.release);
         if let Some(why) = &script.refuse {
             let why = format!("could not start: {why}");
-            core.say(format!("cutover: {why}"));
-            return self.ended(Ended { code: None, why });
+            lc.logs.failure(&why);
+            return self.ended(lc, None, why, Duration::ZERO);
         }
         let listener = match TcpListener::bind(("127.0.0.1", core.port)).await {
             Ok(l) => l,
             Err(e) => {
-                core.say(format!("cannot listen on 127.0.0.1:{}: {e}", core.port));
-                return self.ended(Ended {
-                    code: Some(1),
-                    why: "exited with code 1".to_string(),
-                });
+                lc.logs
+                    .line(&format!("cannot listen on 127.0.0.1:{}: {e}", core.port));
+                return self.ended(lc, Some(1), "exited with code 1".into(), Duration::ZERO);
             }
         };
         let pid = FIRST_PID + self.shared.next_pid.fetch_add(1, Ordering::SeqCst);
         let began = Instant::now();
-        core.state.send_replace(InstanceState::Running {
+        lc.set(InstanceState::Running {
             pid,
             since: Utc::now(),
         });
-        core.say(format!(
+        lc.logs.line(&format!(
             "{} listening on 127.0.0.1:{}",
             core.release, core.port
         ));
@@ -507,32 +456,30 @@ impl Owner {
         loop {
             tokio::select! {
                 () = &mut serving => {
-                    return self.ended(Ended { code: Some(1), why: "exited with code 1".into() });
+                    return self.ended(lc, Some(1), "exited with code 1".into(), began.elapsed());
                 }
                 () = core.crash_now.notified() => {
                     let (code, line) = lock(&core.crash).take().unwrap_or((1, String::new()));
-                    core.say(line);
-                    return self.ended(Ended { code: Some(code), why: format!("exited with code {code}") });
+                    lc.logs.line(&line);
+                    return self.ended(lc, Some(code), format!("exited with code {code}"), began.elapsed());
                 }
                 () = &mut exit => {
                     let (code, line) = planned
                         .as_ref()
                         .map_or((0, String::new()), |e| (e.code, e.line.clone()));
                     if !line.is_empty() {
-                        core.say(line);
+                        lc.logs.line(&line);
                     }
-                    return self.ended(Ended { code: Some(code), why: format!("exited with code {code}") });
+                    return self.ended(lc, Some(code), format!("exited with code {code}"), began.elapsed());
                 }
-                control = self.controls.recv() => match control {
+                control = lc.controls.recv() => match control {
                     Some(Control::SetRestart(_)) => {}
                     Some(Control::Restart) => {
-                        core.say("restarting (requested)".to_string());
-                        *lock(&core.last_exit) = Some("restarted".to_string());
-                        core.record_restart();
-                        return Next::Start;
+                        lc.logs.note("restarting (requested)");
+                        return lc.restarted(Exit::failed("restarted".to_string()));
                     }
-                    Some(Control::Stop(done)) => {
-                        self.stop_waiters.push(done);
+                    Some(Control::Stop { done, .. }) => {
+                        lc.stop_waiters.push(done);
                         return Next::Stopped;
                     }
                     None => return Next::Stopped,
@@ -541,81 +488,9 @@ impl Owner {
         }
     }
 
-    /// A run ended on its own: back off and restart, or stay exited.
-    fn ended(&mut self, ended: Ended) -> Next {
-        let core = &self.core;
-        self.shared.note(format!(
-            "exit {} {} {}",
-            core.release, core.index, ended.why
-        ));
-        *lock(&core.last_exit) = Some(ended.why.clone());
-        if core.restart.load(Ordering::SeqCst) {
-            let delay = self.backoff.next_delay();
-            core.state.send_replace(InstanceState::Backoff {
-                until: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                restarts: core.restarts.load(Ordering::SeqCst),
-                last_exit: ended.why,
-            });
-            Next::Backoff(delay)
-        } else {
-            core.state.send_replace(InstanceState::Exited {
-                code: ended.code,
-                signal: None,
-                at: Utc::now(),
-            });
-            Next::Idle
-        }
-    }
-
-    /// Waits out a restart delay, unless a control changes the plan.
-    async fn wait_backoff(&mut self, delay: Duration) -> Next {
-        let until = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => {
-                    self.core.record_restart();
-                    return Next::Start;
-                }
-                control = self.controls.recv() => match control {
-                    Some(Control::SetRestart(true)) => {}
-                    Some(Control::SetRestart(false)) => {
-                        self.core.state.send_replace(InstanceState::Exited {
-                            code: None,
-                            signal: None,
-                            at: Utc::now(),
-                        });
-                        return Next::Idle;
-                    }
-                    Some(Control::Restart) => {
-                        self.core.record_restart();
-                        return Next::Start;
-                    }
-                    Some(Control::Stop(done)) => {
-                        self.stop_waiters.push(done);
-                        return Next::Stopped;
-                    }
-                    None => return Next::Stopped,
-                },
-            }
-        }
-    }
-
-    /// Exited with restart off: waits for a restart or a stop.
-    async fn idle(&mut self) -> Next {
-        loop {
-            match self.controls.recv().await {
-                Some(Control::SetRestart(_)) => {}
-                Some(Control::Restart) => {
-                    self.core.record_restart();
-                    return Next::Start;
-                }
-                Some(Control::Stop(done)) => {
-                    self.stop_waiters.push(done);
-                    return Next::Stopped;
-                }
-                None => return Next::Stopped,
-            }
-        }
+    /// Nothing outlives a test's agent: there is nothing to adopt.
+    async fn run_adopted(&mut self, lc: &mut Lifecycle, (): ()) -> Next<()> {
+        self.run_once(lc).await
     }
 }
 
