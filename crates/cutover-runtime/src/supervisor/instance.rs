@@ -89,6 +89,11 @@ impl Instance {
         Instance { spec, handle, pgid }
     }
 
+    /// The lifecycle's handle (the target seam drives instances through it).
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// What this instance runs.
     pub fn spec(&self) -> &InstanceSpec {
         &self.spec

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Backend, BoxFuture, Found, Unit};
+use super::{Backend, Found, Supervised, Unit};
 use crate::probe::OwnerCheck;
 use crate::supervisor::lifecycle::{self, Control, Exit, Handle, Lifecycle, Next, Runner};
 use crate::supervisor::logs::LogSink;
@@ -322,52 +322,14 @@ struct FakeUnit {
     shared: Arc<Shared>,
 }
 
-impl Unit for FakeUnit {
-    fn state(&self) -> InstanceState {
-        self.handle.state()
+impl Supervised for FakeUnit {
+    fn handle(&self) -> &Handle {
+        &self.handle
     }
 
-    fn watch(&self) -> watch::Receiver<InstanceState> {
-        self.handle.watch()
-    }
-
-    fn restarts(&self) -> u32 {
-        self.handle.restarts()
-    }
-
-    fn crash_looping(&self) -> bool {
-        self.handle.crash_looping()
-    }
-
-    fn last_exit(&self) -> Option<String> {
-        self.handle.last_exit()
-    }
-
-    fn set_restart(&self, on: bool) {
-        self.handle.set_restart(on);
-    }
-
-    fn restart_enabled(&self) -> bool {
-        self.handle.restart_enabled()
-    }
-
-    fn restart(&self) {
-        self.handle.restart();
-    }
-
-    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let was_stopped = self.handle.state() == InstanceState::Stopped;
-            self.handle.stop(grace).await;
-            if !was_stopped {
-                self.shared
-                    .note(format!("stop {} {}", self.core.release, self.core.index));
-            }
-        })
-    }
-
-    fn last_lines(&self, n: usize) -> Vec<String> {
-        self.handle.last_lines(n)
+    fn stopped(&self) {
+        self.shared
+            .note(format!("stop {} {}", self.core.release, self.core.index));
     }
 
     fn owner_check(&self, _port: u16, _index: u32) -> Option<OwnerCheck> {

@@ -75,6 +75,75 @@ pub trait Unit: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// A unit whose runs the supervisor's lifecycle owns (`supervisor/lifecycle.rs`): it gives its
+/// handle, and [`Unit`] follows from it.
+pub(crate) trait Supervised: Send + Sync {
+    /// The lifecycle's handle.
+    fn handle(&self) -> &crate::supervisor::lifecycle::Handle;
+    /// See [`Unit::owner_check`].
+    fn owner_check(&self, port: u16, index: u32) -> Option<OwnerCheck>;
+    /// See [`Unit::describe`].
+    fn describe(&self) -> String;
+    /// Called once a stop asked through [`Unit::stop`] has been carried out.
+    fn stopped(&self) {}
+}
+
+impl<T: Supervised> Unit for T {
+    fn state(&self) -> InstanceState {
+        self.handle().state()
+    }
+
+    fn watch(&self) -> watch::Receiver<InstanceState> {
+        self.handle().watch()
+    }
+
+    fn restarts(&self) -> u32 {
+        self.handle().restarts()
+    }
+
+    fn crash_looping(&self) -> bool {
+        self.handle().crash_looping()
+    }
+
+    fn last_exit(&self) -> Option<String> {
+        self.handle().last_exit()
+    }
+
+    fn set_restart(&self, on: bool) {
+        self.handle().set_restart(on);
+    }
+
+    fn restart_enabled(&self) -> bool {
+        self.handle().restart_enabled()
+    }
+
+    fn restart(&self) {
+        self.handle().restart();
+    }
+
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let was_stopped = self.handle().state() == InstanceState::Stopped;
+            self.handle().stop(grace).await;
+            if !was_stopped {
+                self.stopped();
+            }
+        })
+    }
+
+    fn last_lines(&self, n: usize) -> Vec<String> {
+        self.handle().last_lines(n)
+    }
+
+    fn owner_check(&self, port: u16, index: u32) -> Option<OwnerCheck> {
+        Supervised::owner_check(self, port, index)
+    }
+
+    fn describe(&self) -> String {
+        Supervised::describe(self)
+    }
+}
+
 /// What a target found running that an earlier agent started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {

@@ -1,12 +1,10 @@
 //! The local target: a unit is a process group the supervisor owns.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
-
-use super::{Backend, BoxFuture, Found, Unit};
+use super::{Backend, Found, Supervised, Unit};
 use crate::probe::OwnerCheck;
+use crate::supervisor::lifecycle::Handle;
 use crate::supervisor::{Instance, InstanceSpec, InstanceState, RestartPolicy};
 
 /// Local processes, supervised by the agent.
@@ -31,49 +29,9 @@ impl Backend for ProcessBackend {
     }
 }
 
-impl Unit for Instance {
-    fn state(&self) -> InstanceState {
-        Instance::state(self)
-    }
-
-    fn watch(&self) -> watch::Receiver<InstanceState> {
-        Instance::watch(self)
-    }
-
-    fn pid(&self) -> Option<u32> {
-        Instance::pid(self)
-    }
-
-    fn restarts(&self) -> u32 {
-        Instance::restarts(self)
-    }
-
-    fn crash_looping(&self) -> bool {
-        Instance::crash_looping(self)
-    }
-
-    fn last_exit(&self) -> Option<String> {
-        Instance::last_exit(self)
-    }
-
-    fn set_restart(&self, on: bool) {
-        Instance::set_restart(self, on);
-    }
-
-    fn restart_enabled(&self) -> bool {
-        Instance::restart_enabled(self)
-    }
-
-    fn restart(&self) {
-        Instance::restart(self);
-    }
-
-    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(Instance::stop(self, grace))
-    }
-
-    fn last_lines(&self, n: usize) -> Vec<String> {
-        Instance::last_lines(self, n)
+impl Supervised for Instance {
+    fn handle(&self) -> &Handle {
+        Instance::handle(self)
     }
 
     /// The socket answering on `port` must belong to the instance's process group.

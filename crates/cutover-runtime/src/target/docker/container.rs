@@ -15,7 +15,6 @@ use bollard::query_parameters::{
 };
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -24,7 +23,7 @@ use crate::probe::OwnerCheck;
 use crate::supervisor::lifecycle::{self, Control, Exit, Handle, Lifecycle, Next, Runner};
 use crate::supervisor::logs::LogSink;
 use crate::supervisor::{InstanceSpec, InstanceState, RESTART_GRACE, RestartPolicy};
-use crate::target::{BoxFuture, Unit};
+use crate::target::Supervised;
 
 /// How long an exit waits for the container's last log lines.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
@@ -66,45 +65,9 @@ impl Container {
     }
 }
 
-impl Unit for Container {
-    fn state(&self) -> InstanceState {
-        self.handle.state()
-    }
-
-    fn watch(&self) -> watch::Receiver<InstanceState> {
-        self.handle.watch()
-    }
-
-    fn restarts(&self) -> u32 {
-        self.handle.restarts()
-    }
-
-    fn crash_looping(&self) -> bool {
-        self.handle.crash_looping()
-    }
-
-    fn last_exit(&self) -> Option<String> {
-        self.handle.last_exit()
-    }
-
-    fn set_restart(&self, on: bool) {
-        self.handle.set_restart(on);
-    }
-
-    fn restart_enabled(&self) -> bool {
-        self.handle.restart_enabled()
-    }
-
-    fn restart(&self) {
-        self.handle.restart();
-    }
-
-    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(self.handle.stop(grace))
-    }
-
-    fn last_lines(&self, n: usize) -> Vec<String> {
-        self.handle.last_lines(n)
+impl Supervised for Container {
+    fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     fn owner_check(&self, _port: u16, _index: u32) -> Option<OwnerCheck> {
