@@ -443,9 +443,14 @@ fn roll_one(
             dir.display()
         ));
     }
-    let now = Utc::now();
-    store
-        .set_phase(name, &target.id, ReleasePhase::Deploying, None, now)
+    let phases = crate::rollback::RollbackPhases {
+        target: &target.id,
+        current: current.map(|c| c.id.as_str()),
+        why,
+    };
+    phases
+        .started()
+        .record(store, name, Utc::now())
         .map_err(|e| e.to_string())?;
     events.emit(
         EventKind::RollbackStarted {
@@ -468,46 +473,17 @@ fn roll_one(
             .flatten()
             .as_deref(),
     ));
-    match answer {
-        Ok(()) => {
-            let now = Utc::now();
-            if let Some(c) = current {
-                store
-                    .set_phase(name, &c.id, ReleasePhase::RolledBack, Some(why), now)
-                    .map_err(|e| e.to_string())?;
-            }
-            store
-                .set_phase(name, &target.id, ReleasePhase::Active, None, now)
-                .map_err(|e| e.to_string())?;
-            events.emit(
-                EventKind::RollbackFinished {
-                    service: name.to_string(),
-                    to: target.id.clone(),
-                    result: Outcome::Succeeded,
-                    reason: None,
-                },
-                note,
-            );
-            Ok(())
-        }
-        Err(why) => {
-            let _ = store.set_phase(
-                name,
-                &target.id,
-                ReleasePhase::Failed,
-                Some(&why),
-                Utc::now(),
-            );
-            events.emit(
-                EventKind::RollbackFinished {
-                    service: name.to_string(),
-                    to: target.id.clone(),
-                    result: Outcome::Failed,
-                    reason: Some(why.clone()),
-                },
-                note,
-            );
-            Err(why)
+    let now = Utc::now();
+    for step in phases.finished(&answer) {
+        let recorded = step.record(store, name, now);
+        // A failed rollback's reason matters more than a failure to record it.
+        if answer.is_ok() {
+            recorded.map_err(|e| e.to_string())?;
         }
     }
+    events.emit(
+        crate::rollback::finished_event(name, &target.id, &answer),
+        note,
+    );
+    answer
 }

@@ -1,9 +1,10 @@
 //! `status`: every service of an environment as it is now (the agent's view, the store's
 //! phases), the runs in progress and the environment's lock.
 
+use chrono::{DateTime, Utc};
 use cutover_config::ResolvedEnvironment;
 use cutover_runtime::api::types::{AgentStatus, CanaryStatus, LiveNumbers, Traffic};
-use cutover_store::{ApprovalState, Lock};
+use cutover_store::{ApprovalState, Lock, ReleasePhase, ReleaseStore};
 use serde::Serialize;
 
 use super::{AgentLauncher, Context};
@@ -76,6 +77,12 @@ pub struct ServiceRow {
     /// The autoscaler's last change (from, to, the numbers, when).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaled: Option<cutover_runtime::api::types::Scaled>,
+    /// The phase of a newer release still on its way (a deploy in progress), when there is one.
+    #[serde(skip)]
+    pub in_progress: Option<String>,
+    /// When the store's ACTIVE release became ACTIVE (when it was made, if never recorded).
+    #[serde(skip)]
+    pub activated_at: Option<DateTime<Utc>>,
 }
 
 /// A run in progress (the `runs` of `status --json`).
@@ -136,52 +143,7 @@ pub fn status(
     if let Some(store) = &store {
         super::settle_interrupted_runs(cx, store.as_ref())?;
     }
-    let mut services = Vec::new();
-    for svc in &env.services {
-        let live = agent.as_ref().and_then(|a| {
-            a.services
-                .iter()
-                .find(|s| s.env == env.name && s.service == svc.name)
-        });
-        let active = match &store {
-            Some(s) => s.active_release(&svc.name, &env.name)?,
-            None => None,
-        };
-        let release = live
-            .and_then(|l| l.release.clone())
-            .or_else(|| active.as_ref().map(|a| a.id.clone()));
-        let phase = match (&store, &release) {
-            (Some(s), Some(r)) => s
-                .release(&svc.name, r)?
-                .map(|r| r.phase.as_str().to_string()),
-            _ => None,
-        };
-        let host = if svc.listen.is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            svc.listen.to_string()
-        };
-        services.push(ServiceRow {
-            name: svc.name.clone(),
-            release,
-            phase,
-            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
-            instances: Instances {
-                ready: live.map_or(0, |l| l.ready),
-                desired: live.map_or(svc.instances, |l| l.desired),
-            },
-            traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
-            canary: live.and_then(|l| l.canary.clone()),
-            numbers: live.and_then(|l| l.numbers.clone()),
-            reason: live.and_then(|l| l.problem.clone()),
-            scaled: live.and_then(|l| l.scaled.clone()),
-            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
-                svc.port
-                    .map(|p| format!("http://{host}:{p}"))
-                    .unwrap_or_default()
-            }),
-        });
-    }
+    let services = join(env, store.as_deref(), agent.as_ref())?;
     let runs: Vec<RunRow> = match &store {
         Some(s) => s
             .runs_in_progress()?
@@ -220,6 +182,76 @@ pub fn status(
         runs,
         lock,
     })
+}
+
+/// Every service of `env`, in declaration order, as `agent` reports it (None: no agent runs)
+/// joined with what `store` records (None: nothing was deployed yet): the one view of a
+/// service that `status` and `monitor` both show.
+pub fn join(
+    env: &ResolvedEnvironment,
+    store: Option<&dyn ReleaseStore>,
+    agent: Option<&AgentStatus>,
+) -> Result<Vec<ServiceRow>, EngineError> {
+    let mut services = Vec::new();
+    for svc in &env.services {
+        let live = agent.and_then(|a| {
+            a.services
+                .iter()
+                .find(|s| s.env == env.name && s.service == svc.name)
+        });
+        let active = match store {
+            Some(s) => s.active_release(&svc.name, &env.name)?,
+            None => None,
+        };
+        let release = live
+            .and_then(|l| l.release.clone())
+            .or_else(|| active.as_ref().map(|a| a.id.clone()));
+        let phase = match (store, &release) {
+            (Some(s), Some(r)) => s
+                .release(&svc.name, r)?
+                .map(|r| r.phase.as_str().to_string()),
+            _ => None,
+        };
+        // The newest release, when a deploy still brings it up; only a hint, so a store that
+        // cannot list releases leaves it out.
+        let in_progress = store
+            .and_then(|s| s.releases(&svc.name, &env.name, 1).ok())
+            .and_then(|mut v| v.pop())
+            .filter(|n| {
+                !n.phase.is_terminal()
+                    && n.phase != ReleasePhase::Active
+                    && Some(&n.id) != release.as_ref()
+            })
+            .map(|n| n.phase.as_str().to_string());
+        let host = if svc.listen.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            svc.listen.to_string()
+        };
+        services.push(ServiceRow {
+            name: svc.name.clone(),
+            release,
+            phase,
+            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
+            instances: Instances {
+                ready: live.map_or(0, |l| l.ready),
+                desired: live.map_or(svc.instances, |l| l.desired),
+            },
+            traffic: live.map(|l| l.traffic.clone()).unwrap_or_default(),
+            canary: live.and_then(|l| l.canary.clone()),
+            numbers: live.and_then(|l| l.numbers.clone()),
+            reason: live.and_then(|l| l.problem.clone()),
+            scaled: live.and_then(|l| l.scaled.clone()),
+            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
+                svc.port
+                    .map(|p| format!("http://{host}:{p}"))
+                    .unwrap_or_default()
+            }),
+            in_progress,
+            activated_at: active.map(|a| a.activated_at.unwrap_or(a.created_at)),
+        });
+    }
+    Ok(services)
 }
 
 /// What the project's agent runs, in every environment, without starting it (empty when it

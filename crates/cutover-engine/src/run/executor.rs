@@ -130,16 +130,11 @@ pub(super) struct Executor {
 impl Executor {
     /// Says how a rollback of this service to `to` ended.
     pub(super) fn rollback_finished(&self, to: &str, rolled: &Result<(), String>) {
-        self.send(EventKind::RollbackFinished {
-            service: self.service.name.clone(),
-            to: to.to_string(),
-            result: if rolled.is_ok() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            },
-            reason: rolled.as_ref().err().cloned(),
-        });
+        self.send(crate::rollback::finished_event(
+            &self.service.name,
+            to,
+            rolled,
+        ));
     }
 
     pub(super) fn send(&self, kind: EventKind) {
@@ -684,12 +679,13 @@ impl Executor {
             to: previous.id.clone(),
             reason: stop.reason.clone(),
         });
-        self.send(EventKind::PhaseChanged {
-            service: svc.name.clone(),
-            release: previous.id.clone(),
-            phase: ReleasePhase::Deploying,
-            reason: None,
-        });
+        let rolled_back = format!("{}; rolled back to {}", stop.reason, previous.id);
+        let phases = crate::rollback::RollbackPhases {
+            target: &previous.id,
+            current: Some(release),
+            why: &rolled_back,
+        };
+        self.send(phases.started().event(&svc.name));
         let rolled = crate::rollback::redeploy(
             agent,
             &self.state_dir,
@@ -701,39 +697,19 @@ impl Executor {
         )
         .await;
         self.rollback_finished(&previous.id, &rolled);
+        for step in phases.finished(&rolled) {
+            self.send(step.event(&svc.name));
+        }
         match rolled {
-            Ok(()) => {
-                let reason = format!("{}; rolled back to {}", stop.reason, previous.id);
-                self.send(EventKind::PhaseChanged {
-                    service: svc.name.clone(),
-                    release: release.to_string(),
-                    phase: ReleasePhase::RolledBack,
-                    reason: Some(reason.clone()),
-                });
-                self.send(EventKind::PhaseChanged {
-                    service: svc.name.clone(),
-                    release: previous.id.clone(),
-                    phase: ReleasePhase::Active,
-                    reason: None,
-                });
-                Err(Stop {
-                    result: Outcome::RolledBack,
-                    reason,
-                    tail: stop.tail,
-                })
-            }
-            Err(why) => {
-                self.send(EventKind::PhaseChanged {
-                    service: svc.name.clone(),
-                    release: previous.id.clone(),
-                    phase: ReleasePhase::Failed,
-                    reason: Some(format!("rollback to it failed: {why}")),
-                });
-                Err(Stop {
-                    reason: format!("{}; rollback to {} failed: {why}", stop.reason, previous.id),
-                    ..stop
-                })
-            }
+            Ok(()) => Err(Stop {
+                result: Outcome::RolledBack,
+                reason: rolled_back,
+                tail: stop.tail,
+            }),
+            Err(why) => Err(Stop {
+                reason: format!("{}; rollback to {} failed: {why}", stop.reason, previous.id),
+                ..stop
+            }),
         }
     }
 

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use cutover_config::{Project, ResolvedEnvironment};
-use cutover_runtime::api::types::{AgentStatus, ServiceStatus};
+use cutover_engine::ops::status;
+use cutover_runtime::api::types::AgentStatus;
 use cutover_store::ReleaseStore;
 
 /// One service's line.
@@ -84,93 +85,58 @@ impl Snapshot {
     }
 }
 
-/// Gathers a snapshot: the agent's status (None when no agent runs) and the store.
+/// Gathers a snapshot: the agent's status (None when no agent runs) joined with the store by
+/// [`status::join`], as `cutover status` does. A store that cannot be read leaves the rows
+/// with the agent's view alone and says so in `problem`.
 pub fn gather(
     project: &Project,
     env: &ResolvedEnvironment,
     store: Option<&dyn ReleaseStore>,
     agent: Option<&AgentStatus>,
 ) -> Snapshot {
-    let mut problem = None;
-    let mut rows = Vec::new();
-    for svc in &env.services {
-        let live: Option<&ServiceStatus> = agent.and_then(|a| {
-            a.services
-                .iter()
-                .find(|s| s.env == env.name && s.service == svc.name)
-        });
-        let mut active = None;
-        let mut newest = None;
-        if let Some(store) = store {
-            match store.active_release(&svc.name, &env.name) {
-                Ok(a) => active = a,
-                Err(e) => problem = Some(format!("store: {e}")),
-            }
-            newest = store
-                .releases(&svc.name, &env.name, 1)
-                .ok()
-                .and_then(|mut v| v.pop());
-        }
-        let release = live
-            .and_then(|l| l.release.clone())
-            .or_else(|| active.as_ref().map(|a| a.id.clone()));
-        let mut phase = match (store, &release) {
-            (Some(s), Some(r)) => s
-                .release(&svc.name, r)
-                .ok()
-                .flatten()
-                .map(|r| r.phase.as_str().to_string()),
-            _ => None,
-        };
-        if let Some(n) = &newest
-            && !n.phase.is_terminal()
-            && n.phase != cutover_store::ReleasePhase::Active
-            && Some(&n.id) != release.as_ref()
-        {
-            phase = Some(n.phase.as_str().to_string());
-        }
-        let host = if svc.listen.is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            svc.listen.to_string()
-        };
-        let numbers = live.and_then(|l| l.numbers.as_ref());
-        rows.push(ServiceRow {
-            name: svc.name.clone(),
-            release,
-            phase,
-            health: live.map_or("stopped".to_string(), |l| l.health.clone()),
-            ready: live.map_or(0, |l| l.ready),
-            desired: live.map_or(svc.instances, |l| l.desired),
-            traffic: live.map_or("-".to_string(), traffic),
-            url: live.map(|l| l.url.clone()).unwrap_or_else(|| {
-                svc.port
-                    .map(|p| format!("http://{host}:{p}"))
-                    .unwrap_or_default()
-            }),
-            rps: numbers.map(|n| n.requests_per_second),
-            error_rate: numbers.map(|n| n.error_rate),
-            p99_ms: numbers.and_then(|n| n.p99_ms),
-            deployed_at: active.and_then(|a| a.activated_at.or(Some(a.created_at))),
-        });
-    }
+    let (joined, problem) = match status::join(env, store, agent) {
+        Ok(rows) => (rows, None),
+        Err(e) => (
+            status::join(env, None, agent).unwrap_or_default(),
+            Some(format!("store: {e}")),
+        ),
+    };
     Snapshot {
         project: project.name.clone(),
         env: env.name.clone(),
         agent_running: agent.is_some(),
         agent_uptime: agent.map(|a| a.uptime_seconds),
-        rows,
+        rows: joined.into_iter().map(row).collect(),
         taken_at: Utc::now(),
         problem,
     }
 }
 
-/// The traffic split in a few characters.
-fn traffic(l: &ServiceStatus) -> String {
-    if let Some(c) = &l.canary {
+/// A service's line from its joined status.
+fn row(s: status::ServiceRow) -> ServiceRow {
+    let numbers = s.numbers.as_ref();
+    ServiceRow {
+        traffic: traffic(&s),
+        rps: numbers.map(|n| n.requests_per_second),
+        error_rate: numbers.map(|n| n.error_rate),
+        p99_ms: numbers.and_then(|n| n.p99_ms),
+        phase: s.in_progress.or(s.phase),
+        ready: s.instances.ready,
+        desired: s.instances.desired,
+        deployed_at: s.activated_at,
+        name: s.name,
+        release: s.release,
+        health: s.health,
+        url: s.url,
+    }
+}
+
+/// The traffic split in a few characters (`-` when nothing serves).
+fn traffic(s: &status::ServiceRow) -> String {
+    if let Some(c) = &s.canary {
         return format!("can {}%", c.weight);
     }
-    match l.traffic.as_slice() {
+    match s.traffic.as_slice() {
         [] => "-".to_string(),
         [one] => format!("{}%", one.weight),
         many => many
