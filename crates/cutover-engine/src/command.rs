@@ -147,16 +147,12 @@ impl CommandResult {
     pub fn describe(&self, command: &str) -> String {
         match &self.outcome {
             CommandOutcome::Succeeded => format!("`{command}` succeeded"),
-            CommandOutcome::Failed {
-                code: Some(127), ..
-            } => format!("`{command}` exited with code 127 (command not found)"),
-            CommandOutcome::Failed { code: Some(c), .. } => {
-                format!("`{command}` exited with code {c}")
+            CommandOutcome::Failed { code, signal } => {
+                match cutover_runtime::supervisor::describe_exit(*code, *signal) {
+                    Some(how) => format!("`{command}` {how}"),
+                    None => format!("`{command}` failed"),
+                }
             }
-            CommandOutcome::Failed {
-                signal: Some(s), ..
-            } => format!("`{command}` was killed by signal {s}"),
-            CommandOutcome::Failed { .. } => format!("`{command}` failed"),
             CommandOutcome::TimedOut(t) => format!(
                 "`{command}` timed out after {}",
                 cutover_config::format_duration(*t)

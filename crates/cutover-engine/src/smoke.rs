@@ -16,13 +16,11 @@
 //! fail with that reason.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use cutover_config::{ResolvedService, Smoke};
-use http_body_util::{BodyExt, Empty, Limited};
+use cutover_runtime::probe::{self, Failure, Mismatch, Response as Answer};
 use hyper::Method;
-use hyper_util::rt::TokioIo;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
@@ -31,9 +29,6 @@ pub const MAX_RESPONSE_TIME: Duration = Duration::from_millis(5000);
 
 /// The longest any one request may take (connect, answer and body) before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest response body read.
-const MAX_BODY: usize = 1 << 20;
 
 /// The path used to check that an unknown path answers 404.
 pub const UNKNOWN_PATH: &str = "/cutover-smoke-test-unknown-path";
@@ -137,13 +132,6 @@ impl ServiceReport {
             failed.join("; ")
         )
     }
-}
-
-/// One answer.
-struct Answer {
-    status: u16,
-    body: Bytes,
-    elapsed: Duration,
 }
 
 /// Runs the stages and smoke entries of one service.
@@ -366,36 +354,25 @@ pub async fn run_all(targets: &[Target]) -> Vec<ServiceReport> {
 }
 
 fn judge_health(target: &Target, a: &Answer) -> (bool, String) {
-    if a.status != target.expect_status {
-        return (
-            false,
-            format!(
-                "status {}, expected {}: {}",
-                a.status,
-                target.expect_status,
-                snippet(&a.body)
-            ),
-        );
-    }
-    if let Some(expected) = &target.expect_json {
-        let Ok(actual) = serde_json::from_slice::<serde_json::Value>(&a.body) else {
-            return (
-                false,
-                format!(
-                    "the body is not JSON (expected it to contain {expected}): {}",
-                    snippet(&a.body)
-                ),
-            );
-        };
-        if !cutover_runtime::probe::json_contains(&actual, expected) {
-            return (
-                false,
-                format!("the body does not contain {expected}: {}", snippet(&a.body)),
-            );
+    let verdict = probe::judge(
+        target.expect_status,
+        target.expect_json.as_ref(),
+        a.status,
+        Ok(&a.body),
+    );
+    let message = match verdict {
+        Ok(()) => match &target.expect_json {
+            Some(expected) => return (true, format!("{} with {expected}", a.status)),
+            None => return (true, a.status.to_string()),
+        },
+        Err(Mismatch::Status) => format!("status {}, expected {}", a.status, target.expect_status),
+        Err(Mismatch::Unread(why)) => format!("reading the body failed: {why}"),
+        Err(Mismatch::NotJson(expected)) => {
+            format!("the body is not JSON (expected it to contain {expected})")
         }
-        return (true, format!("{} with {expected}", a.status));
-    }
-    (true, a.status.to_string())
+        Err(Mismatch::Missing(expected)) => format!("the body does not contain {expected}"),
+    };
+    (false, format!("{message}: {}", snippet(&a.body)))
 }
 
 fn judge_smoke(entry: &Smoke, a: &Answer) -> (bool, String) {
@@ -442,67 +419,24 @@ fn snippet(body: &[u8]) -> String {
     out.replace(['\n', '\r'], " ")
 }
 
-/// One request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
+/// One request on a fresh connection, bounded by [`REQUEST_TIMEOUT`]; a failure in words
+/// that name the service's address and the request.
 async fn request(addr: SocketAddr, method: &Method, path: &str) -> Result<Answer, String> {
-    let start = Instant::now();
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(addr, method, path)).await {
-        Ok(Ok((status, body))) => Ok(Answer {
-            status,
-            body,
-            elapsed: start.elapsed(),
-        }),
-        Ok(Err(why)) => Err(why),
-        Err(_) => Err(format!(
-            "no answer from {addr} within {}s",
-            REQUEST_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-async fn exchange(addr: SocketAddr, method: &Method, path: &str) -> Result<(u16, Bytes), String> {
-    let stream = tokio::net::TcpStream::connect(addr)
+    probe::fetch(addr, method, path, "cutover-smoke", REQUEST_TIMEOUT)
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => format!(
+        .map_err(|failure| match failure {
+            Failure::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
                 "connection refused at {addr}: the service is not running (`cutover status` shows it)"
             ),
-            _ => format!("cannot connect to {addr}: {e}"),
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
-    let conn = tokio::spawn(async move {
-        // Its errors surface through `send_request` below.
-        let _ = conn.await;
-    });
-    let mut builder = hyper::Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::USER_AGENT, "cutover-smoke")
-        .header(hyper::header::CONNECTION, "close");
-    if !matches!(*method, Method::GET | Method::HEAD) {
-        builder = builder.header(hyper::header::CONTENT_LENGTH, "0");
-    }
-    let req = builder
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid request {method} {path:?}: {e}"))?;
-    let result = async {
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{method} {path} failed: {e}"))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer to {method} {path} failed: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    }
-    .await;
-    conn.abort();
-    result
+            Failure::Connect(e) => format!("cannot connect to {addr}: {e}"),
+            Failure::Handshake(e) => format!("HTTP handshake with {addr} failed: {e}"),
+            Failure::InvalidRequest(e) => format!("invalid request {method} {path:?}: {e}"),
+            Failure::Request(e) => format!("{method} {path} failed: {e}"),
+            Failure::Body { error, .. } => {
+                format!("reading the answer to {method} {path} failed: {error}")
+            }
+            Failure::TimedOut(t) => format!("no answer from {addr} within {}s", t.as_secs()),
+        })
 }
 
 /// The reports as JUnit XML, written by `quick-junit` (nextest's writer): a `<testsuite>` per
@@ -550,6 +484,7 @@ pub fn junit(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn a_fast_failed_health_answer_is_not_a_good_response_time() {

@@ -280,11 +280,8 @@ pub async fn supervise(
         {
             crashes.pop_front();
         }
-        let how = match (status.code(), status.signal()) {
-            (_, Some(s)) => format!("was killed by signal {s}"),
-            (Some(c), _) => format!("exited with code {c}"),
-            _ => "ended".to_string(),
-        };
+        let how = crate::supervisor::describe_exit(status.code(), status.signal())
+            .unwrap_or_else(|| "ended".to_string());
         log(&format!(
             "the agent {how}; starting it again ({} crash(es) within a minute)",
             crashes.len()

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cutover_config::{Health, ProbeKind, format_duration};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Method;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -46,8 +47,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How many recent results a [`ProbeStatus`] keeps.
 pub const HISTORY: usize = 10;
-/// The largest response body read when matching `expect_json`.
-const MAX_BODY: usize = 1024 * 1024;
+/// The largest response body a [`fetch`] reads.
+pub const MAX_BODY: usize = 1024 * 1024;
 /// The shortest period between probes (a zero period would spin).
 const MIN_PERIOD: Duration = Duration::from_millis(10);
 /// How soon a starting instance that refused the connection is probed again.
@@ -335,14 +336,21 @@ pub async fn check(health: &Health, addr: SocketAddr) -> ProbeResult {
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| connect_detail(addr, &e))
+}
+
+/// The detail of a probe whose connection could not be opened.
+fn connect_detail(addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
         std::io::ErrorKind::ConnectionRefused => REFUSED.to_string(),
         std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
         _ => format!("connect to {addr} failed: {e}"),
-    })
+    }
 }
 
-/// Aborts a spawned task when dropped (a probe that timed out leaves no connection behind).
+/// Aborts a spawned task when dropped (a request that timed out leaves no connection behind).
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -351,46 +359,177 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// GET `path` on a fresh connection; `Ok` carries the status for the detail ("200").
+/// GET `path` on a fresh connection and judge the answer; `Ok` carries the status for the
+/// detail ("200").
 async fn http_check(health: &Health, addr: SocketAddr) -> Result<String, String> {
-    let stream = connect(addr).await?;
+    let request = fetch(
+        addr,
+        &Method::GET,
+        &health.path,
+        "cutover-probe",
+        health.timeout,
+    );
+    let (status, body) = match request.await {
+        Ok(response) => (response.status, Ok(response.body)),
+        Err(Failure::Body { status, error }) => (status, Err(error)),
+        Err(Failure::Connect(e)) => return Err(connect_detail(addr, &e)),
+        Err(Failure::Handshake(e)) => return Err(format!("HTTP handshake failed: {e}")),
+        Err(Failure::InvalidRequest(e)) => {
+            return Err(format!("invalid probe path {:?}: {e}", health.path));
+        }
+        Err(Failure::Request(e)) => return Err(format!("request failed: {e}")),
+        Err(Failure::TimedOut(t)) => return Err(format!("timed out after {}", format_duration(t))),
+    };
+    let body = body.as_deref().map_err(String::as_str);
+    match judge(
+        health.expect_status,
+        health.expect_json.as_ref(),
+        status,
+        body,
+    ) {
+        Ok(()) => Ok(status.to_string()),
+        Err(Mismatch::Status) => Err(format!(
+            "status {status}, expected {}",
+            health.expect_status
+        )),
+        Err(Mismatch::Unread(e)) => Err(format!("reading the body failed: {e}")),
+        Err(Mismatch::NotJson(expected)) => Err(format!(
+            "body is not JSON (expected it to contain {expected})"
+        )),
+        Err(Mismatch::Missing(expected)) => Err(format!("body does not contain {expected}")),
+    }
+}
+
+/// An answer to a [`fetch`].
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body, up to [`MAX_BODY`] bytes.
+    pub body: Bytes,
+    /// From the connect to the end of the body.
+    pub elapsed: Duration,
+}
+
+/// Why a [`fetch`] got no (whole) answer; each caller puts it in its own words.
+#[derive(Debug)]
+pub enum Failure {
+    /// The connection could not be opened (refused, reset, unreachable).
+    Connect(std::io::Error),
+    /// The HTTP/1 handshake failed.
+    Handshake(hyper::Error),
+    /// The method or path do not make a request.
+    InvalidRequest(hyper::http::Error),
+    /// Sending the request or reading the answer's head failed (closed before an answer).
+    Request(hyper::Error),
+    /// The head arrived but the body could not be read (or is over [`MAX_BODY`] bytes).
+    Body {
+        /// The answer's status.
+        status: u16,
+        /// What went wrong.
+        error: String,
+    },
+    /// No whole answer within the timeout.
+    TimedOut(Duration),
+}
+
+/// One request on a fresh connection (no pooled state can hide a dead instance), bounded by
+/// `timeout`: the one-shot request of both the health probe and the smoke tests.
+pub async fn fetch(
+    addr: SocketAddr,
+    method: &Method,
+    path: &str,
+    user_agent: &str,
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let began = Instant::now();
+    match tokio::time::timeout(timeout, exchange(addr, method, path, user_agent)).await {
+        Ok(Ok((status, body))) => Ok(Response {
+            status,
+            body,
+            elapsed: began.elapsed(),
+        }),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => Err(Failure::TimedOut(timeout)),
+    }
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &Method,
+    path: &str,
+    user_agent: &str,
+) -> Result<(u16, Bytes), Failure> {
+    let stream = TcpStream::connect(addr).await.map_err(Failure::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        .map_err(Failure::Handshake)?;
     let _conn = AbortOnDrop(tokio::spawn(async move {
         // Its errors surface through `send_request` below.
         let _ = conn.await;
     }));
-    let request = hyper::Request::get(health.path.as_str())
+    let mut request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::USER_AGENT, "cutover-probe")
-        .header(hyper::header::CONNECTION, "close")
+        .header(hyper::header::USER_AGENT, user_agent)
+        .header(hyper::header::CONNECTION, "close");
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        request = request.header(hyper::header::CONTENT_LENGTH, "0");
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid probe path {:?}: {e}", health.path))?;
+        .map_err(Failure::InvalidRequest)?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(Failure::Request)?;
     let status = response.status().as_u16();
-    if status != health.expect_status {
-        return Err(format!(
-            "status {status}, expected {}",
-            health.expect_status
-        ));
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| Failure::Body {
+            status,
+            error: e.to_string(),
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// How an answer fails a health check, in order of checking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mismatch {
+    /// Not the expected status.
+    Status,
+    /// The body, needed for `expect_json`, could not be read: why.
+    Unread(String),
+    /// The body is not JSON; carries the expected subset.
+    NotJson(Value),
+    /// The body is JSON without the expected subset (see [`json_contains`]).
+    Missing(Value),
+}
+
+/// Judges a health answer: `expect_status`, then (when given) the `expect_json` subset of the
+/// body; the health probe and the smoke test's health stage judge alike.
+pub fn judge(
+    expect_status: u16,
+    expect_json: Option<&Value>,
+    status: u16,
+    body: Result<&[u8], &str>,
+) -> Result<(), Mismatch> {
+    if status != expect_status {
+        return Err(Mismatch::Status);
     }
-    if let Some(expected) = &health.expect_json {
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the body failed: {e}"))?
-            .to_bytes();
-        let actual: Value = serde_json::from_slice(&body)
-            .map_err(|_| format!("body is not JSON (expected it to contain {expected})"))?;
-        if !json_contains(&actual, expected) {
-            return Err(format!("body does not contain {expected}"));
-        }
+    let Some(expected) = expect_json else {
+        return Ok(());
+    };
+    let body = body.map_err(|e| Mismatch::Unread(e.to_string()))?;
+    let actual: Value =
+        serde_json::from_slice(body).map_err(|_| Mismatch::NotJson(expected.clone()))?;
+    if !json_contains(&actual, expected) {
+        return Err(Mismatch::Missing(expected.clone()));
     }
-    Ok(status.to_string())
+    Ok(())
 }
 
 /// Whether `actual` contains `expected` as a subset: objects need every expected key with a

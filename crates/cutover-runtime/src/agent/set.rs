@@ -441,11 +441,8 @@ impl ReleaseSet {
                     if m.port_taken() {
                         return Some(Verdict::PortTaken(i));
                     }
-                    let how = match (code, signal) {
-                        (Some(c), _) => format!("exited with code {c}"),
-                        (_, Some(s)) => format!("was killed by signal {s}"),
-                        _ => "exited".to_string(),
-                    };
+                    let how = crate::supervisor::describe_exit(code, signal)
+                        .unwrap_or_else(|| "exited".to_string());
                     let why = self.reason(m, &format!("{how} before it became ready"));
                     return Some(Verdict::Failed(why));
                 }

@@ -189,22 +189,14 @@ fn kill_group(pgid: i32, signal: Signal) {
 
 /// A process's exit status as an [`Exit`].
 fn exit_of(status: ExitStatus) -> Exit {
-    let why = match (status.code(), status.signal()) {
-        (Some(127), _) => "exited with code 127 (command not found)".to_string(),
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => format!("killed by signal {s} ({})", signal_name(s)),
-        (None, None) => "ended".to_string(),
-    };
+    let why =
+        super::describe_exit(status.code(), status.signal()).unwrap_or_else(|| "ended".to_string());
     Exit {
         code: status.code(),
         signal: status.signal(),
         at: Utc::now(),
         why,
     }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal).map_or("unknown", Signal::as_str)
 }
 
 /// How one run of a process goes: spawned in a process group of its own (or adopted), its
@@ -443,11 +435,11 @@ async fn terminate_adopted(pid: u32, grace: Duration) -> Exit {
     }
     let why = if process_alive(pid) {
         kill_group(pgid, Signal::SIGKILL);
-        "killed by signal 9 (SIGKILL)"
+        super::describe_exit(None, Some(Signal::SIGKILL as i32))
     } else {
-        "ended after SIGTERM"
+        None
     };
-    Exit::failed(why.to_string())
+    Exit::failed(why.unwrap_or_else(|| "ended after SIGTERM".to_string()))
 }
 
 /// SIGTERM the group, wait up to `grace` for the leader, then SIGKILL the group.

@@ -143,6 +143,24 @@ impl Default for RestartPolicy {
     }
 }
 
+/// How a process ended, in words: "exited with code 1", "exited with code 127 (command not
+/// found)", "exited with code 137 (killed)", "killed by signal 9 (SIGKILL)"; `None` when
+/// neither a code nor a signal is known (the caller says "ended" or "failed").
+///
+/// The one wording of an exit for instances, containers, the engine's commands and the agent.
+pub fn describe_exit(code: Option<i32>, signal: Option<i32>) -> Option<String> {
+    match (code, signal) {
+        (Some(127), _) => Some("exited with code 127 (command not found)".to_string()),
+        (Some(137), _) => Some("exited with code 137 (killed)".to_string()),
+        (Some(c), _) => Some(format!("exited with code {c}")),
+        (None, Some(s)) => {
+            let name = nix::sys::signal::Signal::try_from(s).map_or("unknown", |s| s.as_str());
+            Some(format!("killed by signal {s} ({name})"))
+        }
+        (None, None) => None,
+    }
+}
+
 /// An unused TCP port on 127.0.0.1 from the kernel's ephemeral range, for tests and tools.
 ///
 /// Binds port 0, reads the port the kernel chose and closes the socket: another process may
@@ -151,4 +169,22 @@ impl Default for RestartPolicy {
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_exit;
+
+    #[test]
+    fn exit_wording() {
+        let says = |code, signal| describe_exit(code, signal).unwrap_or_default();
+        assert_eq!(says(Some(1), None), "exited with code 1");
+        assert_eq!(
+            says(Some(127), None),
+            "exited with code 127 (command not found)"
+        );
+        assert_eq!(says(Some(137), None), "exited with code 137 (killed)");
+        assert_eq!(says(None, Some(9)), "killed by signal 9 (SIGKILL)");
+        assert_eq!(describe_exit(None, None), None);
+    }
 }

@@ -91,11 +91,11 @@ impl Supervised for Container {
 
 /// The end of a container run with exit code `code`.
 fn exit_code(code: i64) -> Exit {
-    let why = match code {
-        137 => "exited with code 137 (killed)".to_string(),
-        127 => "exited with code 127 (command not found)".to_string(),
-        c => format!("exited with code {c}"),
-    };
+    let why = match i32::try_from(code) {
+        Ok(c) => crate::supervisor::describe_exit(Some(c), None),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| format!("exited with code {code}"));
     Exit {
         code: i32::try_from(code).ok(),
         signal: None,
