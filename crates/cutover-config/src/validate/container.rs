@@ -41,13 +41,7 @@ pub(crate) fn dockerfile(cx: &mut Ctx<'_>, v: &Sp<String>) -> Option<PathBuf> {
     } else {
         None
     };
-    match problem {
-        Some((message, help)) => {
-            cx.err(Diag::at(v.span(), message).help(help));
-            None
-        }
-        None => Some(PathBuf::from(raw)),
-    }
+    reported(cx, v.span(), problem, PathBuf::from(raw))
 }
 
 /// `image`: a Docker image name without tag or digest.
@@ -253,13 +247,7 @@ pub(crate) fn registry(cx: &mut Ctx<'_>, v: &Sp<String>) -> Option<String> {
             None
         }
     };
-    match problem {
-        Some((message, help)) => {
-            cx.err(Diag::at(v.span(), message).help(help));
-            None
-        }
-        None => Some(raw.clone()),
-    }
+    reported(cx, v.span(), problem, raw.clone())
 }
 
 /// `host` of `[environments.E.docker]` or `[environments.E.swarm]`: `unix:///path` or
@@ -416,6 +404,22 @@ pub(crate) fn autoscale(cx: &mut Ctx<'_>, a: &Sp<RawAutoscale>) -> Option<Autosc
         max: u32::try_from(max?).ok()?,
         target_inflight: u32::try_from(target_inflight?).ok()?,
     })
+}
+
+/// `Some(value)` when `problem` is `None`; else reports the problem (message and help) at `span`.
+fn reported<T>(
+    cx: &mut Ctx<'_>,
+    span: std::ops::Range<usize>,
+    problem: Option<(String, String)>,
+    value: T,
+) -> Option<T> {
+    match problem {
+        Some((message, help)) => {
+            cx.err(Diag::at(span, message).help(help));
+            None
+        }
+        None => Some(value),
+    }
 }
 
 #[cfg(test)]

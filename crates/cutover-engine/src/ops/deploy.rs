@@ -120,7 +120,11 @@ impl Pipeline {
     ) -> Result<Pipeline, EngineError> {
         let project: &Project = cx.project;
         let secrets = cx.secrets(env)?;
-        super::runtime()?.block_on(crate::target::preflight(&project.name, env))?;
+        // A container target's engine must answer before anything is recorded (no runtime is
+        // made for it when no service runs in containers).
+        if crate::target::has_containers(env) {
+            super::runtime()?.block_on(crate::target::preflight(&project.name, env))?;
+        }
         let store = cx.created_store()?;
         let deploy = request.kind == RunKind::Deploy;
         let (agent, run) = if deploy {

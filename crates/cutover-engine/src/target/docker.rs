@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_config::{ResolvedEnvironment, ResolvedService, TargetKind};
+use cutover_config::{ResolvedEnvironment, ResolvedService};
 use cutover_runtime::api::types::ContainerSpec;
 use cutover_runtime::target::docker::{self, BuildRequest, Engine};
 
@@ -27,7 +27,7 @@ pub struct ContainerTarget {
 impl ContainerTarget {
     /// The container target of `env` when one of its services runs on Docker.
     pub fn of(project: &str, env: &ResolvedEnvironment) -> Result<Option<Arc<Self>>, String> {
-        if !env.services.iter().any(|s| s.target == TargetKind::Docker) {
+        if !super::has_containers(env) {
             return Ok(None);
         }
         let host = Engine::default_host(env.docker_host.as_deref());

@@ -38,8 +38,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         }
         // A container target's engine should answer; one that does not (the production engine,
         // seen from a laptop) is a warning: a deploy there says so before anything changes.
-        if let Err(e) =
-            context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))
+        if cutover_engine::target::has_containers(&env)
+            && let Err(e) =
+                context::runtime()?.block_on(cutover_engine::target::preflight(&project.name, &env))
         {
             warnings.push(Problem {
                 environment: env.name.clone(),

@@ -30,10 +30,15 @@ pub fn engine_host() -> String {
 }
 
 /// Runs the `docker` CLI against the private engine (for test set-up and assertions only: the
-/// product talks to the Engine API). The classic builder is asked for explicitly: BuildKit is
-/// not packaged here, and a newer CLI would otherwise warn, or fail when `DOCKER_BUILDKIT=1`.
+/// product talks to the Engine API).
 pub fn docker(args: &[&str]) -> Output {
-    let host = engine_host();
+    docker_at(&engine_host(), args)
+}
+
+/// Runs the `docker` CLI against `host` (`unix://...`). The classic builder is asked for
+/// explicitly: BuildKit is not packaged here, and a newer CLI would otherwise warn, or fail when
+/// `DOCKER_BUILDKIT=1`.
+pub fn docker_at(host: &str, args: &[&str]) -> Output {
     Command::new("docker")
         .arg("-H")
         .arg(host)
@@ -42,7 +47,7 @@ pub fn docker(args: &[&str]) -> Output {
         .env_remove("DOCKER_CONTEXT")
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("running `docker {}`: {e}", args.join(" ")))
+        .unwrap_or_else(|e| panic!("running `docker -H {host} {}`: {e}", args.join(" ")))
 }
 
 /// Runs `docker ARGS`, panicking with its output when it fails; its stdout, trimmed.

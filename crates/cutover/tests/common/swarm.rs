@@ -12,6 +12,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use super::docker::docker_at;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -298,19 +299,6 @@ pub fn wait_every(timeout: Duration, period: Duration, mut f: impl FnMut() -> bo
         }
         std::thread::sleep(period);
     }
-}
-
-/// Runs the `docker` CLI against `host` (`unix://...`).
-pub fn docker_at(host: &str, args: &[&str]) -> Output {
-    Command::new("docker")
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .env("DOCKER_BUILDKIT", "0")
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running `docker -H {host} {}`: {e}", args.join(" ")))
 }
 
 fn ok(host: &str, args: &[&str], out: Output) -> String {
