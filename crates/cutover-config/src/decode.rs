@@ -260,6 +260,9 @@ pub(crate) fn expectation(key: &str, parent: &str) -> Option<&'static str> {
         "max_parallel" | "keep_releases" | "instances" | "batch" | "success_threshold"
         | "failure_threshold" | "min_requests" => "an integer of at least 1",
         "max_error_rate" => "a number from 0 to 1",
+        "cpus" => "a number of CPUs such as 0.5",
+        "memory" => "a size such as \"256MB\"",
+        "constraints" => "an array of strings such as [\"node.role == worker\"]",
         "strategy" => "one of blue-green, rolling, canary, immediate",
         "target" => "one of local, docker, swarm, kubernetes, exec",
         "type" if parent == "health" => "one of http, tcp",

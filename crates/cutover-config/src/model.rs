@@ -123,6 +123,12 @@ pub struct ServiceSettings {
     pub container_port: Option<u16>,
     /// `autoscale`: replaced as a whole by a later layer.
     pub autoscale: Option<Autoscale>,
+    /// `cpus`, in billionths of a CPU (swarm's `NanoCPUs`).
+    pub nano_cpus: Option<i64>,
+    /// `memory`, in bytes.
+    pub memory: Option<i64>,
+    /// `constraints`: replaced as a whole by a later layer.
+    pub constraints: Option<Vec<String>>,
 }
 
 /// `[health]` keys as set on one layer.
@@ -274,6 +280,12 @@ pub struct ContainerSettings {
     pub container_port: u16,
     /// Instances between `min` and `max` by in-flight requests, when set.
     pub autoscale: Option<Autoscale>,
+    /// Swarm: each task's CPU limit in billionths of a CPU (`cpus`).
+    pub nano_cpus: Option<i64>,
+    /// Swarm: each task's memory limit in bytes (`memory`).
+    pub memory: Option<i64>,
+    /// Swarm: placement constraints (`constraints`).
+    pub constraints: Vec<String>,
 }
 
 /// `autoscale = { min, max, target_inflight }`: instances between `min` and `max`, aiming at
@@ -349,6 +361,11 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// Whether its instances are containers of an image cutover builds (docker, swarm).
+    pub fn runs_images(self) -> bool {
+        matches!(self, TargetKind::Docker | TargetKind::Swarm)
+    }
+
     /// The name used in `cutover.toml`.
     pub fn as_str(self) -> &'static str {
         match self {

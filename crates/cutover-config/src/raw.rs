@@ -416,6 +416,13 @@ macro_rules! layer {
             /// Container targets: keep between `min` and `max` instances by in-flight requests
             /// per instance (replaced as a whole by a later layer).
             pub autoscale: Option<Sp<RawAutoscale>>,
+            /// Swarm: the CPU limit of each task, in CPUs (e.g. 0.5).
+            #[schemars(range(min = 0.001, max = 1024.0))]
+            pub cpus: Option<Sp<f64>>,
+            /// Swarm: the memory limit of each task, e.g. "256MB" or "1GiB".
+            pub memory: Option<Sp<String>>,
+            /// Swarm: placement constraints, e.g. ["node.role == worker"].
+            pub constraints: Option<Sp<Vec<Sp<String>>>>,
         }
 
         impl $name {
@@ -446,6 +453,9 @@ macro_rules! layer {
                     build_args: self.build_args.clone(),
                     container_port: self.container_port.clone(),
                     autoscale: self.autoscale.clone(),
+                    cpus: self.cpus.clone(),
+                    memory: self.memory.clone(),
+                    constraints: self.constraints.clone(),
                 }
             }
         }

@@ -154,6 +154,9 @@ pub(crate) fn layer(base: ServiceSettings, over: &ServiceSettings) -> ServiceSet
         build_args,
         container_port: over.container_port.or(base.container_port),
         autoscale: over.autoscale.clone().or(base.autoscale),
+        nano_cpus: over.nano_cpus.or(base.nano_cpus),
+        memory: over.memory.or(base.memory),
+        constraints: over.constraints.clone().or(base.constraints),
     }
 }
 
@@ -195,6 +198,9 @@ fn finish(
         build_args: s.build_args.unwrap_or_default(),
         container_port: s.container_port.unwrap_or(DEFAULT_CONTAINER_PORT),
         autoscale: s.autoscale,
+        nano_cpus: s.nano_cpus,
+        memory: s.memory,
+        constraints: s.constraints.unwrap_or_default(),
     };
     ResolvedService {
         target: s.target.unwrap_or(env.target),

@@ -106,6 +106,9 @@ mod tests {
                 "build_args",
                 "container_port",
                 "autoscale",
+                "cpus",
+                "memory",
+                "constraints",
             ] {
                 assert!(props.get(key).is_some(), "{layer}.{key} missing");
             }

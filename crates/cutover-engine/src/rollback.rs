@@ -172,7 +172,7 @@ pub async fn redeploy(
     let mut spec = crate::target::release_spec(env, svc, target, &dir, run, port, secrets);
     // On the Docker target the release's image runs (tagged with its id when it was built).
     spec.container = container
-        .filter(|_| svc.target == cutover_config::TargetKind::Docker)
+        .filter(|_| svc.target.runs_images())
         .map(|c| c.container_spec(svc, target));
     match agent.deploy(&DeployRequest { spec }, true, |_| {}).await {
         Ok(DeployProgress::Active) => Ok(()),

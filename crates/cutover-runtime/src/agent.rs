@@ -971,6 +971,13 @@ fn instance_status(m: &Member) -> InstanceStatus {
         state: state.to_string(),
         ready: m.probe.ready(),
         restarts: m.instance.restarts(),
+        node: m.instance.node(),
+        addr: m
+            .instance
+            .address()
+            .and_then(|a| *a.borrow())
+            .map(|a| a.to_string()),
+        unit: Some(m.instance.describe()),
     }
 }
 

@@ -201,7 +201,37 @@ impl Probe {
                     _ = state.wait_for(|s| s.is_running() || s.is_ended()) => {}
                 }
             }
-            run(health, addr, owner, tx, token).await;
+            run(health, Address::Fixed(addr), owner, tx, token).await;
+        });
+        Probe {
+            status: rx,
+            _stop_on_drop: cancel.clone().drop_guard(),
+            cancel,
+        }
+    }
+
+    /// Like [`Probe::spawn_gated`] for an instance whose address moves (a swarm task that is
+    /// rescheduled on another node): each probe goes to `addr`'s current value, `None` failing
+    /// ("no task runs"), and a new address starts over as a starting instance (not ready
+    /// until it passes `success_threshold` probes of its own).
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn spawn_following(
+        health: Health,
+        addr: watch::Receiver<Option<SocketAddr>>,
+        running: watch::Receiver<crate::supervisor::InstanceState>,
+    ) -> Probe {
+        let (tx, rx) = watch::channel(ProbeStatus::default());
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let mut state = running;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = state.wait_for(|s| s.is_running() || s.is_ended()) => {}
+            }
+            run(health, Address::Follow(addr, None), None, tx, token).await;
         });
         Probe {
             status: rx,
@@ -238,9 +268,33 @@ impl Probe {
     }
 }
 
+/// Where a probe goes: one address, or wherever the instance is now (the last address
+/// probed alongside).
+enum Address {
+    Fixed(SocketAddr),
+    Follow(watch::Receiver<Option<SocketAddr>>, Option<SocketAddr>),
+}
+
+impl Address {
+    /// The address to probe now, and whether it differs from the one probed before.
+    fn current(&mut self) -> (Option<SocketAddr>, bool) {
+        match self {
+            Address::Fixed(a) => (Some(*a), false),
+            Address::Follow(rx, last) => {
+                let now = *rx.borrow();
+                let moved = now.is_some() && last.is_some() && now != *last;
+                if now.is_some() {
+                    *last = now;
+                }
+                (now, moved)
+            }
+        }
+    }
+}
+
 async fn run(
     health: Health,
-    addr: SocketAddr,
+    mut address: Address,
     owner: Option<OwnerCheck>,
     status: watch::Sender<ProbeStatus>,
     cancel: CancellationToken,
@@ -263,9 +317,27 @@ async fn run(
             }
         }
         let counts = Instant::now() >= grace_ends;
-        let mut result = tokio::select! {
-            () = cancel.cancelled() => return,
-            result = check(&health, addr) => result,
+        let (addr, moved) = address.current();
+        if moved {
+            // Another task now: it proves itself ready afresh.
+            status.send_modify(|s| {
+                let history = std::mem::take(&mut s.history);
+                *s = ProbeStatus {
+                    history,
+                    ..ProbeStatus::default()
+                };
+            });
+        }
+        let mut result = match addr {
+            Some(addr) => tokio::select! {
+                () = cancel.cancelled() => return,
+                result = check(&health, addr) => result,
+            },
+            None => ProbeResult {
+                at: Utc::now(),
+                ok: false,
+                detail: REFUSED.to_string(),
+            },
         };
         let (ready, was_ready) = {
             let s = status.borrow();

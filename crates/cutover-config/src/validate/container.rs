@@ -407,6 +407,86 @@ pub(crate) fn autoscale(cx: &mut Ctx<'_>, a: &Sp<RawAutoscale>) -> Option<Autosc
 }
 
 /// `Some(value)` when `problem` is `None`; else reports the problem (message and help) at `span`.
+/// `cpus`: a CPU limit per task, as swarm's billionths of a CPU.
+pub(crate) fn cpus(cx: &mut Ctx<'_>, v: &Sp<f64>) -> Option<i64> {
+    let cpus = *v.get();
+    let problem = (!cpus.is_finite() || cpus < 0.001 || cpus > 1024.0).then(|| {
+        (
+            format!("`cpus` must be a number of CPUs from 0.001 to 1024, found {cpus}"),
+            "the CPU limit of each task, e.g. cpus = 0.5 (half a CPU) or cpus = 2".to_string(),
+        )
+    });
+    // In range, the product fits an i64 (at most 1.024e12).
+    #[allow(clippy::cast_possible_truncation)]
+    let nano = (cpus * 1e9).round() as i64;
+    reported(cx, v.span(), problem, nano)
+}
+
+/// `memory`: a size with a unit (B, KB, MB, GB, KiB, MiB, GiB; K, M, G as Docker spells them,
+/// meaning KiB, MiB, GiB), in bytes; at least 6 MiB, the engine's own minimum.
+pub(crate) fn memory(cx: &mut Ctx<'_>, v: &Sp<String>) -> Option<i64> {
+    let help = "the memory limit of each task: a number and a unit, e.g. memory = \"256MB\" or \"1GiB\" (units B, KB, MB, GB, KiB, MiB, GiB)";
+    let parsed = parse_size(v.get());
+    let problem = match parsed {
+        None => Some((
+            format!("`memory` must be a size such as \"256MB\", found {:?}", v.get()),
+            help.to_string(),
+        )),
+        Some(bytes) if bytes < 6 * 1024 * 1024 => Some((
+            format!("`memory` is {:?}, less than the 6MiB a container needs at least", v.get()),
+            help.to_string(),
+        )),
+        Some(_) => None,
+    };
+    reported(cx, v.span(), problem, parsed.unwrap_or(0))
+}
+
+/// `text` as a number of bytes: digits (a decimal point allowed) and a unit.
+pub(crate) fn parse_size(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    // A finite value under 2^62 converts exactly enough.
+    #[allow(clippy::cast_possible_truncation)]
+    (bytes.is_finite() && bytes < 4.6e18).then(|| bytes.round() as i64)
+}
+
+/// `constraints`: swarm placement expressions, `<attribute> == <value>` or `!=`.
+pub(crate) fn constraints(cx: &mut Ctx<'_>, list: &[Sp<String>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in list {
+        let text = c.get().trim();
+        let ok = ["==", "!="].iter().any(|op| {
+            text.split_once(op)
+                .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+        });
+        if ok {
+            out.push(text.to_string());
+        } else {
+            cx.err(
+                Diag::at(
+                    c.span(),
+                    format!("`constraints` entry {:?} is not a placement constraint", c.get()),
+                )
+                .help("each is `<attribute> == <value>` or `!=`, e.g. constraints = [\"node.role == worker\", \"node.labels.zone == a\"]"),
+            );
+        }
+    }
+    out
+}
+
 fn reported<T>(
     cx: &mut Ctx<'_>,
     span: std::ops::Range<usize>,

@@ -92,8 +92,18 @@ pub(crate) fn environments(
             let section = format!("[environments.{name}.services.{sname}]");
             service_overrides.insert(sname.clone(), settings::settings(cx, &layer, &section));
         }
+        let target = overrides.target.or(defaults.target).unwrap_or_default();
+        if target == crate::model::TargetKind::Swarm && env.registry.is_none() {
+            let at = env.target.as_ref().map_or_else(|| key.span(), |t| t.span());
+            cx.err(
+                Diag::at(at, format!("environment `{name}` runs on swarm but sets no `registry`"))
+                    .help(format!(
+                        "every node pulls the images from a registry: set registry = \"host:port\" in [environments.{name}], e.g. registry = \"10.0.0.1:5000\""
+                    )),
+            );
+        }
         out.push(EnvironmentDecl {
-            target: overrides.target.or(defaults.target).unwrap_or_default(),
+            target,
             name,
             branch,
             require_approval: env.require_approval.as_ref().is_some_and(|r| *r.get()),
@@ -239,7 +249,7 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                     .or_default()
                     .push(env.name.clone());
             }
-            if matches!(target, TargetKind::Local | TargetKind::Docker) && svc.port.is_none() {
+            if matches!(target, TargetKind::Local | TargetKind::Docker | TargetKind::Swarm) && svc.port.is_none() {
                 missing
                     .entry((i, "port"))
                     .or_default()

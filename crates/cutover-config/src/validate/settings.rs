@@ -64,6 +64,9 @@ pub(crate) fn settings(cx: &mut Ctx<'_>, raw: &RawSettings, section: &str) -> Se
         build_args: raw.build_args.as_ref().map(|b| container::build_args(cx, b.get())),
         container_port: cx.int(&raw.container_port, "container_port", "", 1, 65535).and_then(|p| u16::try_from(p).ok()),
         autoscale: raw.autoscale.as_ref().and_then(|a| container::autoscale(cx, a)),
+        nano_cpus: raw.cpus.as_ref().and_then(|c| container::cpus(cx, c)),
+        memory: raw.memory.as_ref().and_then(|m| container::memory(cx, m)),
+        constraints: raw.constraints.as_ref().map(|c| container::constraints(cx, c.get())),
     }
 }
 

@@ -77,12 +77,34 @@ pub struct ServiceRow {
     /// The autoscaler's last change (from, to, the numbers, when).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaled: Option<cutover_runtime::api::types::Scaled>,
+    /// Instances that run on other machines (swarm tasks): where each one is, live set first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskRow>,
     /// The phase of a newer release still on its way (a deploy in progress), when there is one.
     #[serde(skip)]
     pub in_progress: Option<String>,
     /// When the store's ACTIVE release became ACTIVE (when it was made, if never recorded).
     #[serde(skip)]
     pub activated_at: Option<DateTime<Utc>>,
+}
+
+/// An instance on another machine (`tasks` of `status --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRow {
+    /// Its release.
+    pub release: String,
+    /// `live`, `warm`, `starting`...
+    pub role: String,
+    /// The node it runs on.
+    pub node: String,
+    /// What it is ("task 3f2a9c1b0d4e on node-b (10.77.0.3:30001)").
+    pub unit: String,
+    /// Where the proxy reaches it.
+    pub addr: Option<String>,
+    /// `running`, `starting`...
+    pub state: String,
+    /// Its probe says ready.
+    pub ready: bool,
 }
 
 /// A run in progress (the `runs` of `status --json`).
@@ -247,11 +269,32 @@ pub fn join(
                     .map(|p| format!("http://{host}:{p}"))
                     .unwrap_or_default()
             }),
+            tasks: live.map(task_rows).unwrap_or_default(),
             in_progress,
             activated_at: active.map(|a| a.activated_at.unwrap_or(a.created_at)),
         });
     }
     Ok(services)
+}
+
+/// The instances of `live`'s sets that run on other machines.
+fn task_rows(live: &cutover_runtime::api::types::ServiceStatus) -> Vec<TaskRow> {
+    live.sets
+        .iter()
+        .flat_map(|set| {
+            set.instances.iter().filter_map(|i| {
+                Some(TaskRow {
+                    release: set.release.clone(),
+                    role: set.role.clone(),
+                    node: i.node.clone()?,
+                    unit: i.unit.clone().unwrap_or_default(),
+                    addr: i.addr.clone(),
+                    state: i.state.clone(),
+                    ready: i.ready,
+                })
+            })
+        })
+        .collect()
 }
 
 /// What the project's agent runs, in every environment, without starting it (empty when it

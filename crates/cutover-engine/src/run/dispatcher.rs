@@ -184,7 +184,7 @@ impl Dispatcher {
             let on_docker = request
                 .env
                 .service(&planned.name)
-                .is_some_and(|s| s.target == cutover_config::TargetKind::Docker);
+                .is_some_and(|s| s.target.runs_images());
             if let (true, Some(why)) = (on_docker, &container_error) {
                 self.services[i].result = Some(Outcome::Failed);
                 self.services[i].reason = Some(why.clone());

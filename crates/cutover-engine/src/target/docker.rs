@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_config::{ResolvedEnvironment, ResolvedService};
-use cutover_runtime::api::types::ContainerSpec;
+use cutover_runtime::api::types::{ContainerSpec, SwarmSpec};
 use cutover_runtime::target::docker::{self, BuildRequest, Engine};
 
 /// Where an environment's containers run and where its images go.
@@ -20,6 +20,9 @@ pub struct ContainerTarget {
     pub env: String,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// The swarm manager's engine, when services of the environment run on swarm (their
+    /// images are built there and pushed to the registry, from which every node pulls).
+    pub swarm: Option<Arc<Engine>>,
     /// `registry`, when images are pushed.
     pub registry: Option<String>,
 }
@@ -31,17 +34,69 @@ impl ContainerTarget {
             return Ok(None);
         }
         let host = Engine::default_host(env.docker_host.as_deref());
+        let swarm_services: Vec<&str> = env
+            .services
+            .iter()
+            .filter(|s| s.target == cutover_config::TargetKind::Swarm)
+            .map(|s| s.name.as_str())
+            .collect();
+        let swarm = if swarm_services.is_empty() {
+            None
+        } else {
+            if env.registry.is_none() {
+                return Err(format!(
+                    "{} run(s) on swarm in environment `{}`, which sets no `registry`: every node pulls the images from one; set registry = \"host:port\" in [environments.{}]",
+                    swarm_services.join(", "),
+                    env.name,
+                    env.name
+                ));
+            }
+            let manager = Engine::default_host(env.swarm_host.as_deref());
+            Some(Arc::new(Engine::connect(&manager).map_err(|e| {
+                e.replace("[environments.<env>.docker]", "[environments.<env>.swarm]")
+            })?))
+        };
+        let on_docker = env
+            .services
+            .iter()
+            .any(|s| s.target == cutover_config::TargetKind::Docker);
+        // An environment only on swarm needs no other engine.
+        let engine = match (&swarm, on_docker) {
+            (Some(manager), false) => Arc::clone(manager),
+            _ => Arc::new(Engine::connect(&host)?),
+        };
         Ok(Some(Arc::new(ContainerTarget {
             project: project.to_string(),
             env: env.name.clone(),
-            engine: Arc::new(Engine::connect(&host)?),
+            engine,
+            swarm,
             registry: env.registry.clone(),
         })))
     }
 
-    /// Checks that the engine answers, before anything of a run changes.
-    pub async fn preflight(&self) -> Result<(), String> {
-        self.engine.ping().await
+    /// The engine `svc` runs on: the swarm manager's for a swarm service.
+    pub fn engine_for(&self, svc: &ResolvedService) -> &Arc<Engine> {
+        match (&self.swarm, svc.target) {
+            (Some(manager), cutover_config::TargetKind::Swarm) => manager,
+            _ => &self.engine,
+        }
+    }
+
+    /// Checks that the engines answer (a swarm manager: that it manages a swarm), before
+    /// anything of a run changes.
+    pub async fn preflight(&self, env: &ResolvedEnvironment) -> Result<(), String> {
+        let on = |t: cutover_config::TargetKind| env.services.iter().any(|s| s.target == t);
+        if on(cutover_config::TargetKind::Docker) {
+            self.engine.ping().await?;
+        }
+        if let Some(manager) = &self.swarm {
+            manager
+                .ping()
+                .await
+                .map_err(|e| e.replace("[environments.<env>.docker]", "[environments.<env>.swarm]"))?;
+            docker::swarm_manager(manager).await?;
+        }
+        Ok(())
     }
 
     /// `<image>:<release>`, the reference the agent runs.
@@ -65,11 +120,17 @@ impl ContainerTarget {
 
     /// What the agent needs to run `release` of `svc` as containers.
     pub fn container_spec(&self, svc: &ResolvedService, release: &str) -> ContainerSpec {
+        let swarm = (svc.target == cutover_config::TargetKind::Swarm).then(|| SwarmSpec {
+            nano_cpus: svc.container.nano_cpus,
+            memory: svc.container.memory,
+            constraints: svc.container.constraints.clone(),
+        });
         ContainerSpec {
-            host: self.engine.host().to_string(),
+            host: self.engine_for(svc).host().to_string(),
             image: self.release_image(svc, release),
             container_port: svc.container.container_port,
             project: self.project.clone(),
+            swarm,
         }
     }
 
@@ -105,11 +166,16 @@ impl ContainerTarget {
             build_args: svc.container.build_args.clone(),
             labels,
         };
-        docker::build_image(&self.engine, &request, on_line).await?;
+        docker::build_image(self.engine_for(svc), &request, on_line).await?;
         if self.registry.is_some() {
             for tag in &tags {
                 on_line(&format!("pushing {tag}"));
-                docker::push_image(&self.engine, tag, on_line).await?;
+                docker::push_image(self.engine_for(svc), tag, on_line)
+                    .await
+                    .map_err(|e| match &self.registry {
+                        Some(r) => format!("pushing to the registry {r} failed: {e}"),
+                        None => e,
+                    })?;
             }
         }
         Ok(())
@@ -136,7 +202,7 @@ impl ContainerTarget {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         docker::run_once(
-            &self.engine,
+            self.engine_for(svc),
             &self.release_image(svc, release),
             command,
             env,
@@ -153,7 +219,7 @@ impl ContainerTarget {
             .iter()
             .map(|r| self.release_image(svc, r))
             .collect();
-        docker::remove_images(&self.engine, &refs).await
+        docker::remove_images(self.engine_for(svc), &refs).await
     }
 }
 

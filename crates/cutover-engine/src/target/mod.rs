@@ -21,6 +21,7 @@ use cutover_runtime::api::types::{
 pub const DRIVEN: &[cutover_config::TargetKind] = &[
     cutover_config::TargetKind::Local,
     cutover_config::TargetKind::Docker,
+    cutover_config::TargetKind::Swarm,
 ];
 
 /// Refuses `env` when one of its services runs on a target this build cannot drive: the
@@ -46,7 +47,7 @@ pub fn check_driven(env: &cutover_config::ResolvedEnvironment) -> Result<(), cra
 pub fn has_containers(env: &cutover_config::ResolvedEnvironment) -> bool {
     env.services
         .iter()
-        .any(|s| s.target == cutover_config::TargetKind::Docker)
+        .any(|s| s.target.runs_images())
 }
 
 /// Checks, before a run changes anything, that the engines of `env`'s container services
@@ -63,7 +64,7 @@ pub async fn preflight(
         ),
     };
     if let Some(t) = docker::ContainerTarget::of(project, env).map_err(unavailable)? {
-        t.preflight().await.map_err(unavailable)?;
+        t.preflight(env).await.map_err(unavailable)?;
     }
     Ok(())
 }

@@ -68,6 +68,11 @@ impl Leftover {
                     docker.remove(id).await;
                 }
             }
+            Found::SwarmService { host, name } => {
+                if let Ok(swarm) = backends.swarm(host) {
+                    swarm.remove(name).await;
+                }
+            }
         }
     }
 }
@@ -81,9 +86,47 @@ pub(crate) async fn container_leftovers(
 ) -> Vec<Leftover> {
     let hosts: std::collections::BTreeSet<&str> = specs
         .iter()
-        .filter_map(|s| s.container.as_ref().map(|c| c.host.as_str()))
+        .filter_map(|s| s.container.as_ref())
+        .filter(|c| c.swarm.is_none())
+        .map(|c| c.host.as_str())
+        .collect();
+    let managers: std::collections::BTreeSet<&str> = specs
+        .iter()
+        .filter_map(|s| s.container.as_ref())
+        .filter(|c| c.swarm.is_some())
+        .map(|c| c.host.as_str())
         .collect();
     let mut found = Vec::new();
+    for host in managers {
+        let swarm = match backends.swarm(host) {
+            Ok(s) => s,
+            Err(e) => {
+                log(&format!("cannot look for swarm services on {host}: {e}"));
+                continue;
+            }
+        };
+        match swarm.leftovers(socket).await {
+            // One leftover per task the service runs: each becomes a seat again.
+            Ok(list) => {
+                for (env, service, release, name, replicas) in list {
+                    for index in 0..replicas {
+                        found.push(Leftover {
+                            what: Found::SwarmService {
+                                host: host.to_string(),
+                                name: name.clone(),
+                            },
+                            env: env.clone(),
+                            service: service.clone(),
+                            release: release.clone(),
+                            index,
+                            port: 0,
+                        });
+                    }
+                }
+            }
+            Err(e) => log(&format!("cannot look for swarm services: {e}")),
+        }
+    }
     for host in hosts {
         let docker = match backends.docker(host) {
             Ok(d) => d,

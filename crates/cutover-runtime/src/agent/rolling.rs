@@ -23,6 +23,9 @@ pub(super) async fn run(
     spec: ReleaseSpec,
     progress: &mpsc::UnboundedSender<DeployProgress>,
 ) -> Result<(), DeployError> {
+    if spec.container.as_ref().is_some_and(|c| c.swarm.is_some()) {
+        return swarm(agent, rt, old, spec, progress).await;
+    }
     let total = spec.instances.max(1);
     let batch = spec.batch.clamp(1, total);
     let drain = Duration::from_millis(spec.drain_timeout_ms);
@@ -180,4 +183,217 @@ async fn restore(
         old.spec.release,
         old.len()
     ))
+}
+
+/// How long cutover follows a swarm update or rollback past its own readiness wait.
+const SWARM_SETTLE: Duration = Duration::from_secs(120);
+
+/// The rolling strategy on swarm: the live service is updated in place by swarm's own rolling
+/// update (start-first, `batch` tasks at a time, rollback on failure); the new release's seats
+/// bind to the new tasks as swarm starts them and join the route once their probes pass, the old
+/// ones leave it as swarm stops their tasks. Cutover follows the update to its end: a task that
+/// fails makes swarm roll back, one that never gets ready makes cutover ask swarm to; either
+/// way the release ends failed with swarm's reason and the task's last lines, and the old
+/// release serves again.
+async fn swarm(
+    agent: &Arc<Agent>,
+    rt: &Arc<ServiceRuntime>,
+    old: Arc<ReleaseSet>,
+    spec: ReleaseSpec,
+    progress: &mpsc::UnboundedSender<DeployProgress>,
+) -> Result<(), DeployError> {
+    use crate::target::swarm::RollOutcome;
+    let total = spec.instances.max(1);
+    let host = spec
+        .container
+        .as_ref()
+        .map(|c| c.host.clone())
+        .unwrap_or_default();
+    let new = Arc::new(ReleaseSet::new(spec));
+    {
+        let mut sets = rt.sets.lock().await;
+        if let Some(stale) = sets.warm.take() {
+            tokio::spawn(async move { stale.stop().await });
+        }
+        sets.next = Some(Next {
+            set: new.clone(),
+            weighting: Weighting::ByInstances,
+            sticky: false,
+        });
+    }
+    let ctx = agent.spawn_context();
+    let _ = progress.send(DeployProgress::Starting { instances: total });
+    let members = match new.start(total, &ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            take_out(rt, &new).await;
+            return Err(DeployError::Failed(e));
+        }
+    };
+    let svc = ctx.backends.swarm(&host).ok().and_then(|b| {
+        b.service(&new.spec.env, &new.spec.service, &new.spec.release)
+    });
+    let Some(svc) = svc else {
+        take_out(rt, &new).await;
+        return Err(DeployError::Failed(
+            "the swarm service of the release was not found".to_string(),
+        ));
+    };
+    let mut outcome = svc.outcome();
+    let _ = progress.send(DeployProgress::Verifying);
+    let reporting = super::set::report_starting(new.clone(), progress.clone());
+    let rolled_back = {
+        let mut outcome = outcome.clone();
+        async move {
+            outcome_of(&mut outcome, Duration::MAX, |o| {
+                matches!(o, RollOutcome::RolledBack(_))
+            })
+            .await
+        }
+    };
+    let ready = tokio::select! {
+        r = new.wait_ready(&members) => r.map(|_| ()),
+        o = rolled_back => match o {
+            Some(RollOutcome::RolledBack(why)) => Err(format!("swarm rolled the update back: {why}")),
+            _ => Err("the swarm service went away during the update".to_string()),
+        },
+    };
+    reporting.finish();
+    // Ready by cutover's probes: now swarm's own verdict.
+    let verdict = match ready {
+        Ok(()) => {
+            let done = outcome_of(&mut outcome, SWARM_SETTLE, |o| {
+                matches!(o, RollOutcome::Completed | RollOutcome::RolledBack(_))
+            })
+            .await;
+            match done {
+                Some(RollOutcome::Completed) => Ok(()),
+                Some(RollOutcome::RolledBack(why)) => {
+                    Err(format!("swarm rolled the update back: {why}"))
+                }
+                _ => Err(format!(
+                    "swarm's update did not finish within {}s of every new task being ready",
+                    SWARM_SETTLE.as_secs()
+                )),
+            }
+        }
+        Err(why) => Err(why),
+    };
+    if let Err(reason) = verdict {
+        return Err(swarm_failed(rt, &old, &new, &svc, reason).await);
+    }
+    let leftover = {
+        let mut sets = rt.sets.lock().await;
+        sets.next = None;
+        let previous = sets.live.replace(new.clone());
+        let generation = rt.reroute(&sets);
+        if rt.proxy.route().generation() == generation {
+            let _ = progress.send(DeployProgress::Switched { generation });
+        }
+        previous
+    };
+    // The old seats' tasks are gone: they leave (the service keeps its new tasks).
+    if let Some(previous) = leftover {
+        previous.stop().await;
+    }
+    log(&format!(
+        "{}/{} {}: swarm's rolling update completed ({total} task(s))",
+        rt.env, rt.service, new.spec.release
+    ));
+    Ok(())
+}
+
+/// The new release failed on swarm: swarm rolls back (asked by cutover when it has not
+/// already), the new seats leave once it has, and the old release serves again.
+async fn swarm_failed(
+    rt: &ServiceRuntime,
+    old: &Arc<ReleaseSet>,
+    new: &Arc<ReleaseSet>,
+    svc: &crate::target::swarm::SwarmService,
+    reason: String,
+) -> DeployError {
+    use crate::target::swarm::RollOutcome;
+    let mut outcome = svc.outcome();
+    let rolled_back = matches!(*outcome.borrow(), RollOutcome::RolledBack(_));
+    let mut notes = Vec::new();
+    if !rolled_back && let Err(e) = svc.roll_back(&reason).await {
+        notes.push(format!("asking swarm to roll back failed: {e}"));
+    }
+    let back = outcome_of(&mut outcome, SWARM_SETTLE, |o| {
+        matches!(o, RollOutcome::RolledBack(_))
+    })
+    .await;
+    let swarm_says = match back {
+        Some(RollOutcome::RolledBack(why)) if !why.is_empty() => Some(why),
+        Some(_) => None,
+        None => {
+            notes.push(format!(
+                "swarm had not rolled back within {}s",
+                SWARM_SETTLE.as_secs()
+            ));
+            None
+        }
+    };
+    let tails: Vec<String> = new
+        .members()
+        .iter()
+        .filter_map(|m| {
+            let lines = m.instance.last_lines(10);
+            (!lines.is_empty()).then(|| {
+                format!(
+                    "last lines of instance {}:\n  {}",
+                    m.index,
+                    lines.join("\n  ")
+                )
+            })
+        })
+        .take(1)
+        .collect();
+    take_out(rt, new).await;
+    let back_on = match old.wait_ready(&old.members()).await {
+        Ok(m) => format!("release {} serves again on {} task(s)", old.spec.release, m.len()),
+        Err(e) => format!(
+            "release {} is not ready again: {}",
+            old.spec.release,
+            e.lines().next().unwrap_or("")
+        ),
+    };
+    let mut text = reason;
+    if let Some(why) = swarm_says
+        && !text.contains(&why)
+    {
+        text.push_str(&format!("\nswarm: {why}"));
+    }
+    for n in notes {
+        text.push_str(&format!("\n{n}"));
+    }
+    text.push_str(&format!("\n{back_on}"));
+    for t in tails {
+        text.push_str(&format!("\n{t}"));
+    }
+    DeployError::Failed(text)
+}
+
+/// Takes the set beside the live one out of the route and stops it.
+async fn take_out(rt: &ServiceRuntime, new: &Arc<ReleaseSet>) {
+    {
+        let mut sets = rt.sets.lock().await;
+        sets.next = None;
+        rt.reroute(&sets);
+    }
+    new.stop().await;
+}
+
+/// The outcome once `done` says it is decided (`None`: not within `within`, or the service
+/// went away).
+async fn outcome_of(
+    outcome: &mut tokio::sync::watch::Receiver<crate::target::swarm::RollOutcome>,
+    within: Duration,
+    done: impl FnMut(&crate::target::swarm::RollOutcome) -> bool,
+) -> Option<crate::target::swarm::RollOutcome> {
+    let wait = async { outcome.wait_for(done).await.map(|o| o.clone()).ok() };
+    if within == Duration::MAX {
+        return wait.await;
+    }
+    tokio::time::timeout(within, wait).await.ok().flatten()
 }

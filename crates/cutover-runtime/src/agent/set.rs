@@ -54,6 +54,8 @@ pub(crate) struct Member {
     pub(crate) index: u32,
     pub(crate) port: u16,
     pub(crate) instance: Arc<dyn Unit>,
+    /// Where the unit is when it moves (a swarm task); `None`: `127.0.0.1:port`.
+    address: Option<tokio::sync::watch::Receiver<Option<SocketAddr>>>,
     pub(crate) probe: Probe,
     /// When it was started (its `ready_timeout` counts from here).
     started: Instant,
@@ -71,24 +73,33 @@ impl Member {
         health: &cutover_config::Health,
         lease: Option<PortLease>,
     ) -> Member {
-        let probe = Probe::spawn_gated(
-            health.clone(),
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            instance.owner_check(port, index),
-            Some(instance.watch()),
-        );
+        let address = instance.address();
+        let probe = match &address {
+            Some(moving) => Probe::spawn_following(health.clone(), moving.clone(), instance.watch()),
+            None => Probe::spawn_gated(
+                health.clone(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                instance.owner_check(port, index),
+                Some(instance.watch()),
+            ),
+        };
         Member {
             index,
             port,
             instance,
+            address,
             probe,
             started: Instant::now(),
             lease: Mutex::new(lease),
         }
     }
 
+    /// Where the proxy reaches it: `127.0.0.1:port`, or a swarm task's current address.
     pub(crate) fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.address
+            .as_ref()
+            .and_then(|a| *a.borrow())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.port)))
     }
 
     pub(crate) fn ready(&self) -> bool {
@@ -255,10 +266,11 @@ impl ReleaseSet {
         if spec.container.is_none() {
             env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
         }
-        let container = spec
-            .container
-            .as_ref()
-            .map(|c| crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket));
+        let container = spec.container.as_ref().map(|c| {
+            let mut run = crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket);
+            run.swarm = c.swarm.as_ref().map(|s| swarm_run(spec, c, s, &env, ctx));
+            run
+        });
         InstanceSpec {
             container,
             service: spec.service.clone(),
@@ -293,7 +305,13 @@ impl ReleaseSet {
         for (index, port, what) in found {
             let (index, port) = (*index, *port);
             self.next_index.fetch_max(index + 1, Ordering::SeqCst);
-            let lease = match ctx.ports.adopt(port) {
+            // A swarm task has no port here: its seat gets a lease like a new one.
+            let lease = match what {
+                Found::SwarmService { .. } => ctx.ports.allocate(),
+                _ => ctx.ports.adopt(port),
+            };
+            let port = lease.as_ref().map_or(port, PortLease::port);
+            let lease = match lease {
                 Ok(lease) => Some(lease),
                 Err(e) => {
                     super::log(&format!(
@@ -713,4 +731,46 @@ pub(crate) async fn stop_members(members: &[Arc<Member>]) {
         stops.spawn(async move { m.stop().await });
     }
     while stops.join_next().await.is_some() {}
+}
+
+/// What the swarm service of `spec`'s release runs: every task gets the same environment, its
+/// slot as `CUTOVER_INSTANCE` (a swarm template).
+fn swarm_run(
+    spec: &ReleaseSpec,
+    c: &crate::api::types::ContainerSpec,
+    s: &crate::api::types::SwarmSpec,
+    env: &[(String, String)],
+    ctx: &SpawnContext,
+) -> crate::target::swarm::SwarmRun {
+    let env_vars = env
+        .iter()
+        .map(|(k, v)| {
+            if k == INSTANCE_VAR {
+                (k.clone(), "{{.Task.Slot}}".to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let h = &spec.health;
+    // What the probe needs to call a task ready, and some room: swarm waits this long between
+    // batches, so a batch is ready before the next one replaces more.
+    let ready = h.initial_delay + h.period * h.success_threshold.max(1) + Duration::from_secs(1);
+    crate::target::swarm::SwarmRun {
+        project: c.project.clone(),
+        env: spec.env.clone(),
+        service: spec.service.clone(),
+        release: spec.release.clone(),
+        image: c.image.clone(),
+        command: spec.run.clone(),
+        env_vars,
+        container_port: c.container_port,
+        agent: ctx.socket.display().to_string(),
+        spec: s.clone(),
+        rolling: spec.strategy == crate::api::types::Strategy::Rolling,
+        batch: spec.batch.max(1),
+        delay: ready.max(Duration::from_secs(2)).min(h.ready_timeout),
+        monitor: (ready * 2).max(Duration::from_secs(5)),
+        stop_grace: Duration::from_millis(spec.drain_timeout_ms).max(Duration::from_secs(1)),
+    }
 }

@@ -159,6 +159,23 @@ pub struct ContainerSpec {
     pub container_port: u16,
     /// The project's name (the `cutover.project` label).
     pub project: String,
+    /// Set when `host` is a swarm manager: the release runs as a swarm service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSpec>,
+}
+
+/// What a swarm service of a release gets besides its image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SwarmSpec {
+    /// Each task's CPU limit, in billionths of a CPU (`cpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// Each task's memory limit in bytes (`memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// Placement constraints (`constraints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -429,6 +446,15 @@ pub struct InstanceStatus {
     pub ready: bool,
     /// Restarts so far.
     pub restarts: u32,
+    /// Where it runs when that is not this machine: a swarm task's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The address the proxy sends its requests to, when not `127.0.0.1:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// What it is: "pid 123", "container 3f2a9c1b0d4e", "task k3j2… on node-b".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// One release set the agent runs for a service.

@@ -11,6 +11,8 @@
 //!   ([`crate::supervisor::Instance`]).
 //! - `docker/`: the Docker target: a unit is a container on a Docker Engine (bollard), its port
 //!   published on 127.0.0.1; images are built from the service's Dockerfile.
+//! - `swarm/`: the swarm target: a unit is a seat in a swarm service, bound to one of its
+//!   tasks, reached at the task's node address and host-mode published port.
 //! - `fake.rs` (tests only): a unit is an HTTP server inside the test process, scripted per
 //!   release, so the strategies get fast unit tests (`Backends::only`).
 
@@ -18,6 +20,7 @@ pub mod docker;
 #[cfg(test)]
 pub(crate) mod fake;
 mod process;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -73,6 +76,15 @@ pub trait Unit: Send + Sync {
     fn owner_check(&self, port: u16, index: u32) -> Option<OwnerCheck>;
     /// Where it runs, for `status` and logs ("pid 123", "container 3f2a…").
     fn describe(&self) -> String;
+    /// For a unit that is not on `127.0.0.1:<its port>` (a swarm task at its node's address,
+    /// which moves when swarm reschedules it): where it is now, `None` while no task runs.
+    fn address(&self) -> Option<watch::Receiver<Option<std::net::SocketAddr>>> {
+        None
+    }
+    /// The machine it runs on, when that is not this one (a swarm node's host name).
+    fn node(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A unit whose runs the supervisor's lifecycle owns (`supervisor/lifecycle.rs`): it gives its
@@ -156,6 +168,13 @@ pub enum Found {
         /// The container id.
         id: String,
     },
+    /// A seat in a swarm service an earlier agent created (its tasks run on).
+    SwarmService {
+        /// The manager's API.
+        host: String,
+        /// The swarm service's name.
+        name: String,
+    },
 }
 
 /// A target: starts and adopts units.
@@ -172,6 +191,7 @@ pub trait Backend: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Backends {
     docker: Arc<Mutex<BTreeMap<String, Arc<docker::DockerBackend>>>>,
+    swarm: Arc<Mutex<BTreeMap<String, Arc<swarm::SwarmBackend>>>>,
     /// Tests only: the backend every release runs on, whatever its target.
     #[cfg(test)]
     only: Option<Arc<dyn Backend>>,
@@ -193,8 +213,20 @@ impl Backends {
         }
         match &spec.container {
             None => Ok(Arc::new(ProcessBackend)),
+            Some(c) if c.swarm.is_some() => Ok(self.swarm(&c.host)? as Arc<dyn Backend>),
             Some(c) => Ok(self.docker(&c.host)? as Arc<dyn Backend>),
         }
+    }
+
+    /// The swarm backend for the manager at `host` (one per manager).
+    pub fn swarm(&self, host: &str) -> Result<Arc<swarm::SwarmBackend>, String> {
+        let mut managers = self.swarm.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = managers.get(host) {
+            return Ok(Arc::clone(b));
+        }
+        let backend = Arc::new(swarm::SwarmBackend::connect(host)?);
+        managers.insert(host.to_string(), Arc::clone(&backend));
+        Ok(backend)
     }
 
     /// Backends that run every release on `backend` (tests drive the strategies on a fake

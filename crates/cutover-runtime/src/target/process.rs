@@ -24,7 +24,9 @@ impl Backend for ProcessBackend {
         match found {
             Found::Process(pid) => Arc::new(Instance::adopt(spec, policy, *pid)),
             // Not a process: start one instead (the caller only hands its own kind).
-            Found::Container { .. } => Arc::new(Instance::spawn(spec, policy)),
+            Found::Container { .. } | Found::SwarmService { .. } => {
+                Arc::new(Instance::spawn(spec, policy))
+            }
         }
     }
 }

@@ -83,6 +83,23 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     }
     print!("{}", t.render());
     for r in rows {
+        if !r.tasks.is_empty() {
+            // Tasks per node, e.g. "web: tasks node-a 1/1 ready, node-b 1/1 ready".
+            let mut per_node: std::collections::BTreeMap<&str, (u32, u32)> =
+                std::collections::BTreeMap::new();
+            for t in r.tasks.iter().filter(|t| t.role == "live") {
+                let e = per_node.entry(t.node.as_str()).or_default();
+                e.1 += 1;
+                if t.ready {
+                    e.0 += 1;
+                }
+            }
+            let nodes: Vec<String> = per_node
+                .iter()
+                .map(|(n, (ready, all))| format!("{n} {ready}/{all} ready"))
+                .collect();
+            println!("{}: tasks on {}", r.name, nodes.join(", "));
+        }
         if let Some(why) = &r.reason {
             println!("{}: not running: {why}", r.name);
         }

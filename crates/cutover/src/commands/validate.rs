@@ -110,7 +110,7 @@ fn missing_programs(project: &Project, svc: &ResolvedService) -> Vec<String> {
     let mut out = Vec::new();
     // In a container, `run` and the hooks run inside the image: only checks and build run here,
     // and the image needs its Dockerfile.
-    let in_container = svc.target == cutover_config::TargetKind::Docker;
+    let in_container = svc.target.runs_images();
     if in_container && !project.dir.join(&svc.container.dockerfile).is_file() {
         out.push(format!(
             "no Dockerfile at {} (set `dockerfile` to its path within {})",

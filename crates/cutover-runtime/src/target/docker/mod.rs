@@ -34,6 +34,7 @@ use crate::supervisor::{InstanceSpec, RestartPolicy};
 
 pub use image::{BuildRequest, build_image, push_image, remove_images, run_once};
 
+
 /// Label: the project's name.
 pub const LABEL_PROJECT: &str = "cutover.project";
 /// Label: the environment.
@@ -121,6 +122,27 @@ impl Engine {
             .map(|_| ())
             .map_err(|e| unreachable(&self.host, &e.to_string()))
     }
+}
+
+/// Checks that `engine` manages a swarm: one clear error naming it otherwise.
+pub async fn swarm_manager(engine: &Engine) -> Result<(), String> {
+    let client = engine.client().await?;
+    let info = client
+        .info()
+        .await
+        .map_err(|e| unreachable(engine.host(), &e.to_string()))?;
+    let swarm = info.swarm.unwrap_or_default();
+    if swarm.control_available == Some(true) {
+        return Ok(());
+    }
+    let state = swarm
+        .local_node_state
+        .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+    Err(format!(
+        "the Docker Engine at {} is not a swarm manager (its swarm state: {}); run `docker swarm init` there, or point [environments.<env>.swarm] host at a manager",
+        engine.host(),
+        if state.is_empty() { "inactive".to_string() } else { state }
+    ))
 }
 
 /// "cannot reach the Docker Engine at unix:///..: why; start dockerd or set ..."
@@ -231,7 +253,7 @@ impl Backend for DockerBackend {
     fn adopt(&self, spec: InstanceSpec, policy: RestartPolicy, found: &Found) -> Arc<dyn Unit> {
         let id = match found {
             Found::Container { id, .. } => Some(id.clone()),
-            Found::Process(_) => None,
+            Found::Process(_) | Found::SwarmService { .. } => None,
         };
         Arc::new(container::Container::supervise(
             Arc::clone(&self.engine),
@@ -251,6 +273,8 @@ pub struct ContainerRun {
     pub container_port: u16,
     /// The container's labels.
     pub labels: BTreeMap<String, String>,
+    /// On swarm: the release's swarm service (the instance is a seat in it).
+    pub swarm: Option<crate::target::swarm::SwarmRun>,
 }
 
 impl ContainerRun {
@@ -278,6 +302,7 @@ impl ContainerRun {
             image: c.image.clone(),
             container_port: c.container_port,
             labels,
+            swarm: None,
         }
     }
 }
