@@ -129,7 +129,11 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
                 web,
                 "cpus = 0.5\nmemory = \"64MB\"\nenv = { API_TOKEN = { secret = \"API_TOKEN\" } }",
             ),
-            ("api", api, "strategy = \"rolling\""),
+            (
+                "api",
+                api,
+                "strategy = \"rolling\"\npre_deploy = [\"echo migrating $CUTOVER_RELEASE; ls /www\"]",
+            ),
             (
                 "edge",
                 edge,
@@ -202,6 +206,13 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
     assert!(!labels.contains(secret), "{labels}");
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!all.contains(secret), "secret in output");
+    // The hook ran in a container of the new image (it sees /www).
+    let mut logs = String::new();
+    for f in std::fs::read_dir(p.path().join(".cutover/logs/deployments")).unwrap() {
+        logs.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
+    }
+    assert!(logs.contains("migrating 20"), "{logs}");
+    assert!(logs.contains("index.html"), "the hook ran in the image: {logs}");
 
     // v2 under load on all three: blue-green (a second service beside the first), rolling
     // (swarm's own update of the one service), canary (two services, traffic split).
@@ -276,6 +287,21 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         "sw-cluster-api",
     ]);
     assert!(image.ends_with("rollback_completed"), "{image}");
+    // The failed tasks' output is in the release's log.
+    let releases = json(&p.run(&["--env", "cluster", "releases", "api", "--json"]));
+    let failed = releases
+        .as_array()
+        .or_else(|| releases["releases"].as_array())
+        .and_then(|r| r.iter().find(|r| r["phase"] == "FAILED"))
+        .and_then(|r| r["id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no FAILED release of api: {releases}"));
+    let logs = p.run(&["--env", "cluster", "logs", "api", "--release", &failed]);
+    assert!(
+        stdout(&logs).contains("fatal: v3 has no database"),
+        "{}{}",
+        stdout(&logs),
+        stderr(&logs)
+    );
 
     // kill -9 of the agent: the next one adopts the services by label (no new one, no
     // duplicate), and they keep serving.
