@@ -460,3 +460,92 @@ fn a_manager_that_does_not_answer_or_a_registry_that_is_down_changes_nothing() {
     );
     assert_eq!(served(port).as_deref(), Some("v1"));
 }
+
+/// The replicas of swarm service `name`.
+fn replicas(cluster: &Cluster, name: &str) -> u64 {
+    cluster
+        .manager_docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.Mode.Replicated.Replicas}}",
+            name,
+        ])
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn autoscale_changes_the_replicas_of_the_swarm_service_with_the_load() {
+    let cluster = Cluster::up();
+    let port = free_port();
+    let p = project(
+        &cluster,
+        &[(
+            "web",
+            port,
+            "autoscale = { min = 1, max = 3, target_inflight = 3 }\ndrain_timeout = \"5s\"",
+        )],
+    );
+    // A slow CGI answer (busybox httpd runs it with busybox's own sh, copied to /bin/sh).
+    let dir = p.path().join("svc/web");
+    std::fs::copy(dir.join("busybox"), dir.join("sh")).unwrap();
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile"))
+        .unwrap()
+        .replace("COPY www /www", "COPY sh /bin/sh\nCOPY www /www");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::create_dir_all(dir.join("www/cgi-bin")).unwrap();
+    let cgi = dir.join("www/cgi-bin/slow");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nsleep 0.3\necho slow\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.commit("slow cgi");
+    let _agent = AgentGuard(&p);
+    let out = deploy(&p);
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), cluster.logs());
+    assert_eq!(replicas(&cluster, "sw-cluster-web"), 2, "instances = 2");
+
+    // 12 clients, each with a slow request in flight: it grows to max.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (stop, failed) = (stop.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !matches!(get(port, "/cgi-bin/slow"), Ok((200, _))) {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let grew = wait_until(Duration::from_secs(40), || {
+        replicas(&cluster, "sw-cluster-web") == 3
+            && live_tasks(&p, "web").iter().filter(|(_, r)| *r).count() == 3
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(grew, "grew to 3 tasks: {:?}", live_tasks(&p, "web"));
+    assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let agent_log = std::fs::read_to_string(p.path().join(".cutover/logs/agent.log")).unwrap();
+    assert!(agent_log.contains("scaling from 2 to 3"), "{agent_log}");
+
+    // The load is gone: it shrinks back to one task, and serves on.
+    assert!(
+        wait_until(Duration::from_secs(45), || replicas(&cluster, "sw-cluster-web") == 1
+            && live_tasks(&p, "web").iter().filter(|(_, r)| *r).count() == 1),
+        "shrank to 1: {:?}",
+        live_tasks(&p, "web")
+    );
+    let status = json(&p.run(&["--env", "cluster", "status", "--json"]));
+    assert_eq!(status["services"][0]["scaled"]["to"], 1, "{status}");
+    assert!(wait_until(Duration::from_secs(5), || served(port).as_deref() == Some("v1")));
+}
