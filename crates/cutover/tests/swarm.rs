@@ -256,6 +256,36 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         "blue-green runs the new release as a second service: {second:?}"
     );
 
+    // `cutover test` checks each service through the proxy (busybox httpd passes the health
+    // and latency checks; it has no docs page and answers POST with 501, which the built-in
+    // checks fail).
+    let out = p.run(&["--env", "cluster", "test"]);
+    let table = stdout(&out);
+    for name in ["web", "api", "edge"] {
+        let health = table
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(" health "))
+            .unwrap_or_else(|| panic!("no health check of {name}: {table}"));
+        assert!(health.contains(" pass "), "{table}");
+    }
+
+    // Rollback of web to its warm v1 service (kept for scale_down_delay): a route flip, no new
+    // service; then forward again.
+    let services_before = services(&cluster);
+    let started = Instant::now();
+    let out = p.run(&["--env", "cluster", "rollback", "web"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(served(web).as_deref(), Some("v1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a warm rollback is a route flip: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(services(&cluster).len(), services_before.len(), "no new service");
+    let out = p.run(&["--env", "cluster", "deploy", "web"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(served(web).as_deref(), Some("v2"));
+
     // A bad rolling release: its tasks exit. Swarm rolls back; cutover says so with the
     // task's last lines, exits 1, and v2 serves on.
     write_service(&p, "api", "v3");
