@@ -422,6 +422,9 @@ mod tests {
             state: state.to_string(),
             ready,
             restarts: 0,
+            node: None,
+            addr: None,
+            unit: None,
         }
     }
 

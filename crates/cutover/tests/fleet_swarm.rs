@@ -69,7 +69,11 @@ fn the_fleet_runs_across_two_nodes_and_a_new_release_under_load_fails_no_request
     let out = p.run(&["--env", "cluster", "deploy", "--all", "--json"]);
     assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), cluster.logs());
     let summary = json(&out);
-    assert_eq!(summary["services"].as_array().unwrap().len(), 5, "{summary}");
+    assert_eq!(
+        summary["services"].as_array().unwrap().len(),
+        5,
+        "{summary}"
+    );
     let status = json(&p.run(&["--env", "cluster", "status", "--json"]));
     let mut nodes = std::collections::BTreeSet::new();
     for s in status["services"].as_array().unwrap() {

@@ -212,7 +212,10 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         logs.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
     }
     assert!(logs.contains("migrating 20"), "{logs}");
-    assert!(logs.contains("index.html"), "the hook ran in the image: {logs}");
+    assert!(
+        logs.contains("index.html"),
+        "the hook ran in the image: {logs}"
+    );
 
     // v2 under load on all three: blue-green (a second service beside the first), rolling
     // (swarm's own update of the one service), canary (two services, traffic split).
@@ -220,7 +223,10 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         write_service(&p, name, "v2");
     }
     p.commit("v2");
-    let mut loads: Vec<Load> = [web, api, edge].iter().map(|p| Load::start(*p, 2)).collect();
+    let mut loads: Vec<Load> = [web, api, edge]
+        .iter()
+        .map(|p| Load::start(*p, 2))
+        .collect();
     let out = deploy(&p);
     std::thread::sleep(Duration::from_millis(500));
     for l in &mut loads {
@@ -281,7 +287,11 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         "a warm rollback is a route flip: {:?}",
         started.elapsed()
     );
-    assert_eq!(services(&cluster).len(), services_before.len(), "no new service");
+    assert_eq!(
+        services(&cluster).len(),
+        services_before.len(),
+        "no new service"
+    );
     let out = p.run(&["--env", "cluster", "deploy", "web"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(served(web).as_deref(), Some("v2"));
@@ -336,7 +346,9 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
     // kill -9 of the agent: the next one adopts the services by label (no new one, no
     // duplicate), and they keep serving.
     let before = services(&cluster);
-    let pid = json(&p.run(&["agent", "status", "--json"]))["pid"].as_u64().unwrap();
+    let pid = json(&p.run(&["agent", "status", "--json"]))["pid"]
+        .as_u64()
+        .unwrap();
     // The worker agent is what `agent status` reports; the supervisor restarts it.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
@@ -348,7 +360,8 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
             && json(&p.run(&["agent", "status", "--json"]))["pid"].as_u64() != Some(pid)
     }));
     assert!(
-        wait_until(Duration::from_secs(30), || served(web).as_deref() == Some("v2")
+        wait_until(Duration::from_secs(30), || served(web).as_deref()
+            == Some("v2")
             && served(edge).as_deref() == Some("v2")
             && live_tasks(&p, "web").iter().filter(|(_, r)| *r).count() == 2),
         "served again after adoption: {:?}",
@@ -446,7 +459,11 @@ fn a_manager_that_does_not_answer_or_a_registry_that_is_down_changes_nothing() {
     let out = deploy(&p);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
-    assert!(stderr(&out).contains("[environments.cluster.swarm]"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[environments.cluster.swarm]"),
+        "{}",
+        stderr(&out)
+    );
     let releases = p.run(&["--env", "cluster", "releases", "web", "--json"]);
     assert!(!stdout(&releases).contains("20"), "{}", stdout(&releases));
 
@@ -456,14 +473,24 @@ fn a_manager_that_does_not_answer_or_a_registry_that_is_down_changes_nothing() {
     p.write("cutover.toml", &toml);
     let out = deploy(&p);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a swarm manager"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a swarm manager"),
+        "{}",
+        stderr(&out)
+    );
 
     // A swarm without `registry` is a config error (exit 2) naming the fix.
-    let toml = p.read("cutover.toml").replace("registry = \"127.0.0.1:5999\"\n", "");
+    let toml = p
+        .read("cutover.toml")
+        .replace("registry = \"127.0.0.1:5999\"\n", "");
     p.write("cutover.toml", &toml);
     let out = p.run(&["validate"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("sets no `registry`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sets no `registry`"),
+        "{}",
+        stderr(&out)
+    );
 
     // A registry that is down: the push fails, naming it, and the release that served serves
     // on.
@@ -475,9 +502,10 @@ fn a_manager_that_does_not_answer_or_a_registry_that_is_down_changes_nothing() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (host, _) = cluster.registry.split_once(':').unwrap();
     let down = format!("{host}:5999");
-    let toml = p
-        .read("cutover.toml")
-        .replace(&format!("registry = \"{}\"", cluster.registry), &format!("registry = \"{down}\""));
+    let toml = p.read("cutover.toml").replace(
+        &format!("registry = \"{}\"", cluster.registry),
+        &format!("registry = \"{down}\""),
+    );
     p.write("cutover.toml", &toml);
     write_service(&p, "web", "v2");
     p.commit("v2");
@@ -570,12 +598,17 @@ fn autoscale_changes_the_replicas_of_the_swarm_service_with_the_load() {
 
     // The load is gone: it shrinks back to one task, and serves on.
     assert!(
-        wait_until(Duration::from_secs(45), || replicas(&cluster, "sw-cluster-web") == 1
+        wait_until(Duration::from_secs(45), || replicas(
+            &cluster,
+            "sw-cluster-web"
+        ) == 1
             && live_tasks(&p, "web").iter().filter(|(_, r)| *r).count() == 1),
         "shrank to 1: {:?}",
         live_tasks(&p, "web")
     );
     let status = json(&p.run(&["--env", "cluster", "status", "--json"]));
     assert_eq!(status["services"][0]["scaled"]["to"], 1, "{status}");
-    assert!(wait_until(Duration::from_secs(5), || served(port).as_deref() == Some("v1")));
+    assert!(wait_until(Duration::from_secs(5), || served(port)
+        .as_deref()
+        == Some("v1")));
 }

@@ -410,7 +410,7 @@ pub(crate) fn autoscale(cx: &mut Ctx<'_>, a: &Sp<RawAutoscale>) -> Option<Autosc
 /// `cpus`: a CPU limit per task, as swarm's billionths of a CPU.
 pub(crate) fn cpus(cx: &mut Ctx<'_>, v: &Sp<f64>) -> Option<i64> {
     let cpus = *v.get();
-    let problem = (!cpus.is_finite() || cpus < 0.001 || cpus > 1024.0).then(|| {
+    let problem = (!cpus.is_finite() || !(0.001..=1024.0).contains(&cpus)).then(|| {
         (
             format!("`cpus` must be a number of CPUs from 0.001 to 1024, found {cpus}"),
             "the CPU limit of each task, e.g. cpus = 0.5 (half a CPU) or cpus = 2".to_string(),
@@ -429,11 +429,17 @@ pub(crate) fn memory(cx: &mut Ctx<'_>, v: &Sp<String>) -> Option<i64> {
     let parsed = parse_size(v.get());
     let problem = match parsed {
         None => Some((
-            format!("`memory` must be a size such as \"256MB\", found {:?}", v.get()),
+            format!(
+                "`memory` must be a size such as \"256MB\", found {:?}",
+                v.get()
+            ),
             help.to_string(),
         )),
         Some(bytes) if bytes < 6 * 1024 * 1024 => Some((
-            format!("`memory` is {:?}, less than the 6MiB a container needs at least", v.get()),
+            format!(
+                "`memory` is {:?}, less than the 6MiB a container needs at least",
+                v.get()
+            ),
             help.to_string(),
         )),
         Some(_) => None,

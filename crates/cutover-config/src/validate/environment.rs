@@ -249,7 +249,11 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                     .or_default()
                     .push(env.name.clone());
             }
-            if matches!(target, TargetKind::Local | TargetKind::Docker | TargetKind::Swarm) && svc.port.is_none() {
+            if matches!(
+                target,
+                TargetKind::Local | TargetKind::Docker | TargetKind::Swarm
+            ) && svc.port.is_none()
+            {
                 missing
                     .entry((i, "port"))
                     .or_default()

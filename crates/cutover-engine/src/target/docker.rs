@@ -90,10 +90,9 @@ impl ContainerTarget {
             self.engine.ping().await?;
         }
         if let Some(manager) = &self.swarm {
-            manager
-                .ping()
-                .await
-                .map_err(|e| e.replace("[environments.<env>.docker]", "[environments.<env>.swarm]"))?;
+            manager.ping().await.map_err(|e| {
+                e.replace("[environments.<env>.docker]", "[environments.<env>.swarm]")
+            })?;
             docker::swarm_manager(manager).await?;
         }
         Ok(())

@@ -45,9 +45,7 @@ pub fn check_driven(env: &cutover_config::ResolvedEnvironment) -> Result<(), cra
 
 /// Whether some service of `env` runs on a container target (its engine needs a check).
 pub fn has_containers(env: &cutover_config::ResolvedEnvironment) -> bool {
-    env.services
-        .iter()
-        .any(|s| s.target.runs_images())
+    env.services.iter().any(|s| s.target.runs_images())
 }
 
 /// Checks, before a run changes anything, that the engines of `env`'s container services

@@ -230,9 +230,11 @@ async fn swarm(
             return Err(DeployError::Failed(e));
         }
     };
-    let svc = ctx.backends.swarm(&host).ok().and_then(|b| {
-        b.service(&new.spec.env, &new.spec.service, &new.spec.release)
-    });
+    let svc = ctx
+        .backends
+        .swarm(&host)
+        .ok()
+        .and_then(|b| b.service(&new.spec.env, &new.spec.service, &new.spec.release));
     let Some(svc) = svc else {
         take_out(rt, &new).await;
         return Err(DeployError::Failed(
@@ -351,7 +353,11 @@ async fn swarm_failed(
         .collect();
     take_out(rt, new).await;
     let back_on = match old.wait_ready(&old.members()).await {
-        Ok(m) => format!("release {} serves again on {} task(s)", old.spec.release, m.len()),
+        Ok(m) => format!(
+            "release {} serves again on {} task(s)",
+            old.spec.release,
+            m.len()
+        ),
         Err(e) => format!(
             "release {} is not ready again: {}",
             old.spec.release,

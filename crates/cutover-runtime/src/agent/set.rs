@@ -75,7 +75,9 @@ impl Member {
     ) -> Member {
         let address = instance.address();
         let probe = match &address {
-            Some(moving) => Probe::spawn_following(health.clone(), moving.clone(), instance.watch()),
+            Some(moving) => {
+                Probe::spawn_following(health.clone(), moving.clone(), instance.watch())
+            }
             None => Probe::spawn_gated(
                 health.clone(),
                 SocketAddr::from(([127, 0, 0, 1], port)),
@@ -267,7 +269,8 @@ impl ReleaseSet {
             env.push((AGENT_MARK.into(), ctx.socket.display().to_string()));
         }
         let container = spec.container.as_ref().map(|c| {
-            let mut run = crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket);
+            let mut run =
+                crate::target::docker::ContainerRun::new(c, spec, index, port, &ctx.socket);
             run.swarm = c.swarm.as_ref().map(|s| swarm_run(spec, c, s, &env, ctx));
             run
         });

@@ -34,7 +34,6 @@ use crate::supervisor::{InstanceSpec, RestartPolicy};
 
 pub use image::{BuildRequest, build_image, push_image, remove_images, run_once};
 
-
 /// Label: the project's name.
 pub const LABEL_PROJECT: &str = "cutover.project";
 /// Label: the environment.
@@ -141,7 +140,11 @@ pub async fn swarm_manager(engine: &Engine) -> Result<(), String> {
     Err(format!(
         "the Docker Engine at {} is not a swarm manager (its swarm state: {}); run `docker swarm init` there, or point [environments.<env>.swarm] host at a manager",
         engine.host(),
-        if state.is_empty() { "inactive".to_string() } else { state }
+        if state.is_empty() {
+            "inactive".to_string()
+        } else {
+            state
+        }
     ))
 }
 

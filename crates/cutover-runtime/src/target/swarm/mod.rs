@@ -54,11 +54,7 @@ impl SwarmBackend {
     }
 
     /// The service that runs `release` of (`env`, `service`), made when `make` says so.
-    fn service_for(
-        &self,
-        run: &SwarmRun,
-        adopt: Option<&str>,
-    ) -> Arc<service::SwarmService> {
+    fn service_for(&self, run: &SwarmRun, adopt: Option<&str>) -> Arc<service::SwarmService> {
         let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         services.retain(|_, s| !s.is_gone());
         let key = (run.env.clone(), run.service.clone(), run.release.clone());
@@ -80,17 +76,20 @@ impl SwarmBackend {
             services.insert(key, Arc::clone(&live));
             return live;
         }
-        let taken: Vec<String> = services
-            .values()
-            .filter_map(|s| s.name())
-            .collect();
-        let svc = service::SwarmService::spawn(Arc::clone(&self.engine), run.clone(), adopt, &taken);
+        let taken: Vec<String> = services.values().filter_map(|s| s.name()).collect();
+        let svc =
+            service::SwarmService::spawn(Arc::clone(&self.engine), run.clone(), adopt, &taken);
         services.insert(key, Arc::clone(&svc));
         svc
     }
 
     /// The service running `release` of (`env`, `service`), if this agent drives one.
-    pub fn service(&self, env: &str, service: &str, release: &str) -> Option<Arc<service::SwarmService>> {
+    pub fn service(
+        &self,
+        env: &str,
+        service: &str,
+        release: &str,
+    ) -> Option<Arc<service::SwarmService>> {
         self.services
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

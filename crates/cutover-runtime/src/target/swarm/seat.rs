@@ -170,10 +170,13 @@ impl SeatLink {
     fn set(&self, next: InstanceState) {
         self.state.send_if_modified(|s| {
             let same = match (&*s, &next) {
-                (InstanceState::Running { since: a, .. }, InstanceState::Running { since: b, .. }) => {
+                (
+                    InstanceState::Running { since: a, .. },
+                    InstanceState::Running { since: b, .. },
+                ) => a == b,
+                (InstanceState::Exited { at: a, .. }, InstanceState::Exited { at: b, .. }) => {
                     a == b
                 }
-                (InstanceState::Exited { at: a, .. }, InstanceState::Exited { at: b, .. }) => a == b,
                 (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
             };
             if same {

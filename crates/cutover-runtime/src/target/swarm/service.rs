@@ -94,11 +94,12 @@ impl SwarmRun {
         // `Command` would replace its entrypoint.
         let args = (!self.command.trim().is_empty())
             .then(|| vec!["sh".to_string(), "-c".to_string(), self.command.clone()]);
-        let limits = (self.spec.nano_cpus.is_some() || self.spec.memory.is_some()).then(|| Limit {
-            nano_cpus: self.spec.nano_cpus,
-            memory_bytes: self.spec.memory,
-            pids: None,
-        });
+        let limits =
+            (self.spec.nano_cpus.is_some() || self.spec.memory.is_some()).then_some(Limit {
+                nano_cpus: self.spec.nano_cpus,
+                memory_bytes: self.spec.memory,
+                pids: None,
+            });
         ServiceSpec {
             name: Some(name.to_string()),
             labels: Some(self.labels()),
@@ -193,7 +194,13 @@ impl SwarmRun {
 fn clean(text: &str) -> String {
     let s: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     s.trim_matches('-').to_string()
 }
@@ -422,7 +429,9 @@ impl SwarmService {
             .await
             .map_err(|e| self.api_error(&e))?;
         self.lock().rolling = true;
-        crate::agent::log(&format!("swarm service {name}: rolled back by cutover: {why}"));
+        crate::agent::log(&format!(
+            "swarm service {name}: rolled back by cutover: {why}"
+        ));
         Ok(())
     }
 
@@ -460,13 +469,20 @@ impl SwarmService {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        format!("the swarm manager at {} answered: {why}", self.engine.host())
+        format!(
+            "the swarm manager at {} answered: {why}",
+            self.engine.host()
+        )
     }
 
     /// Tells every seat of `release` that it cannot run, and why.
     fn fail_seats(&self, release: Option<&str>, why: &str) {
         let s = self.lock();
-        for seat in s.seats.iter().filter(|x| release.is_none_or(|r| x.release == r)) {
+        for seat in s
+            .seats
+            .iter()
+            .filter(|x| release.is_none_or(|r| x.release == r))
+        {
             seat.link.failed(why);
         }
     }
@@ -533,7 +549,9 @@ impl SwarmService {
         if !any_seat {
             match client.delete_service(&name).await {
                 Ok(()) => crate::agent::log(&format!("swarm service {name}: removed")),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
                 Err(e) => return Err(self.api_error(&e)),
             }
             self.finish();
@@ -541,15 +559,20 @@ impl SwarmService {
         }
         let svc = match client.inspect_service(&name, None).await {
             Ok(svc) => svc,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
                 // Removed behind the agent's back: made again.
                 self.lock().name = None;
                 return self.create(client, &current, replicas.max(1)).await;
             }
             Err(e) => return Err(self.api_error(&e)),
         };
-        let version = i32::try_from(svc.version.and_then(|v| v.index).unwrap_or(0)).unwrap_or(i32::MAX);
-        let options = UpdateServiceOptionsBuilder::default().version(version).build();
+        let version =
+            i32::try_from(svc.version.and_then(|v| v.index).unwrap_or(0)).unwrap_or(i32::MAX);
+        let options = UpdateServiceOptionsBuilder::default()
+            .version(version)
+            .build();
         if roll {
             let spec = current.service_spec(&name, replicas.max(1));
             client
@@ -610,7 +633,9 @@ impl SwarmService {
                 .update_service(&name, spec, options, None)
                 .await
                 .map_err(|e| self.api_error(&e))?;
-            crate::agent::log(&format!("swarm service {name}: {have} -> {replicas} task(s)"));
+            crate::agent::log(&format!(
+                "swarm service {name}: {have} -> {replicas} task(s)"
+            ));
         }
         Ok(())
     }
@@ -620,7 +645,10 @@ impl SwarmService {
         let candidates = self.lock().candidates.clone();
         let mut last = String::new();
         for name in &candidates {
-            match client.create_service(run.service_spec(name, replicas), None).await {
+            match client
+                .create_service(run.service_spec(name, replicas), None)
+                .await
+            {
                 Ok(_) => {
                     self.lock().name = Some(name.clone());
                     crate::agent::log(&format!(
@@ -629,7 +657,10 @@ impl SwarmService {
                     ));
                     return Ok(());
                 }
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                }) => {
                     last = message;
                 }
                 Err(e) => {
@@ -666,7 +697,9 @@ impl SwarmService {
         let mut filters = HashMap::new();
         filters.insert("service".to_string(), vec![name.clone()]);
         let tasks = client
-            .list_tasks(Some(ListTasksOptionsBuilder::default().filters(&filters).build()))
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filters).build(),
+            ))
             .await
             .map_err(|e| self.api_error(&e))?;
         let unknown_node = {
@@ -791,7 +824,11 @@ fn bind(s: &mut State, tasks: &[TaskView]) {
         }
     }
     for seat in &s.seats {
-        match seat.task.as_ref().and_then(|id| tasks.iter().find(|t| &t.id == id)) {
+        match seat
+            .task
+            .as_ref()
+            .and_then(|id| tasks.iter().find(|t| &t.id == id))
+        {
             Some(t) => seat.link.bound(t),
             None => {
                 // The latest failure of its release since the seat was made, if any.
@@ -824,7 +861,11 @@ pub(super) async fn leftovers(
         vec![format!("{LABEL_AGENT}={}", socket.display())],
     );
     let list = client
-        .list_services(Some(ListServicesOptionsBuilder::default().filters(&filters).build()))
+        .list_services(Some(
+            ListServicesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .map_err(|e| format!("the swarm manager at {} answered: {e}", engine.host()))?;
     Ok(list
