@@ -527,7 +527,7 @@ case!(
 case!(
     swarm_host_bad,
     &with_head(
-        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.cluster]\ntarget = \"swarm\"\nswarm = { host = \"ssh://manager\" }\n"
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.cluster]\ntarget = \"swarm\"\nregistry = \"10.0.0.1:5000\"\nswarm = { host = \"ssh://manager\" }\n"
     )
 );
 case!(
@@ -584,3 +584,15 @@ fn related_errors_are_in_file_order() {
     assert_eq!(err.related().map(|r| r.count()), Some(lines.len() - 1));
     assert!(err.help().is_some());
 }
+case!(
+    swarm_without_registry,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\n[environments.cluster]\ntarget = \"swarm\"\n"
+    )
+);
+case!(
+    swarm_limits_bad,
+    &with_head(
+        "[services.api]\npath = \"api\"\nrun = \"x\"\nport = 8080\ncpus = 0\nmemory = \"lots\"\nconstraints = [\"node.role\"]\n[environments.cluster]\ntarget = \"swarm\"\nregistry = \"10.0.0.1:5000\"\n"
+    )
+);

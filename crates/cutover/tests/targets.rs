@@ -15,7 +15,6 @@ fn project(port: u16) -> TestProject {
         "cutover.toml",
         &format!(
             "[project]\nname = \"tg\"\n\n{}\n\
-             [environments.preprod]\ntarget = \"swarm\"\n\
              [environments.cluster]\ntarget = \"kubernetes\"\n\
              [environments.platform]\ntarget = \"exec\"\n",
             app_toml("api", "svc/api", port, "")
@@ -33,7 +32,6 @@ fn an_environment_on_a_target_this_build_cannot_drive_is_refused_before_anything
     for (env, target) in [
         ("cluster", "kubernetes"),
         ("platform", "exec"),
-        ("preprod", "swarm"),
     ] {
         for args in [
             vec!["deploy", "--env", env],
@@ -65,7 +63,7 @@ fn an_environment_on_a_target_this_build_cannot_drive_is_refused_before_anything
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nothing listens on the service's port"
     );
-    let releases = p.run(&["releases", "api", "--env", "preprod"]);
+    let releases = p.run(&["releases", "api", "--env", "cluster"]);
     assert_eq!(code(&releases), 2, "{}", stderr(&releases));
     // The local environment still works.
     let out = p.run(&["plan", "--json"]);
