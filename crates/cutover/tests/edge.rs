@@ -1,0 +1,312 @@
+//! The shared listener end to end (issue #15): host and path routing, forwarding headers,
+//! body and time limits, the access log, WebSocket through deploys, and pause/resume; with the
+//! real binary, real Python services and real clients (curl, a raw RFC 6455 client).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::runtime::{AgentGuard, free_port};
+use common::{TestProject, code, json, stderr, stdout};
+
+/// A Python stdlib service: `/health`; any other GET answers its version, path and the
+/// request headers it got (`/sleep/S/...` first sleeps S seconds); POST answers how many body
+/// bytes it read; a GET with `Upgrade: websocket` does the RFC 6455 handshake and answers each
+/// text frame with `VERSION:text`.
+pub const EDGE_APP: &str = r#"
+import base64, hashlib, json, os, struct, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+VERSION = open("VERSION").read().strip()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def send(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        if self.path == "/health":
+            return self.send(200, {"status": "healthy"})
+        if self.path.startswith("/sleep/"):
+            time.sleep(float(self.path.split("/")[2]))
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.send(200, {"version": VERSION, "path": self.path, "headers": headers})
+    def do_POST(self):
+        n = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                n += len(self.rfile.read(size))
+                self.rfile.readline()
+        else:
+            n = len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.send(200, {"version": VERSION, "received": n})
+    def websocket(self):
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            op, n = head[0] & 0x0F, head[1] & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self.rfile.read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
+            if op == 8:
+                self.wfile.write(b"\x88\x00")
+                self.wfile.flush()
+                return
+            reply = (VERSION + ":" + data.decode()).encode()
+            self.wfile.write(bytes([0x81, len(reply)]) + reply)
+            self.wfile.flush()
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A project of services on the app, each `(name, its extra keys)`, sharing the listener at
+/// `edge` (`[proxy] http`), committed.
+fn project(edge: u16, services: &[(&str, &str)]) -> TestProject {
+    let p = TestProject::git_repo();
+    let mut toml =
+        format!("[project]\nname = \"edge\"\n\n[proxy]\nhttp = \"127.0.0.1:{edge}\"\n\n");
+    for (name, extra) in services {
+        p.write(&format!("svc/{name}/app.py"), EDGE_APP);
+        p.write(&format!("svc/{name}/VERSION"), &format!("{name}-v1"));
+        toml.push_str(&format!(
+            "[services.{name}]\npath = \"svc/{name}\"\nrun = \"exec python3 app.py\"\n\
+             health = {{ period = \"100ms\", timeout = \"1s\", failure_threshold = 30 }}\n{extra}\n\n"
+        ));
+    }
+    p.write("cutover.toml", &toml);
+    p.write(".gitignore", ".cutover/\n");
+    p.commit("v1");
+    p
+}
+
+/// A curl answer: status and body.
+struct Got {
+    status: u16,
+    body: String,
+}
+
+impl Got {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// `curl` of `http://HOST:PORT/PATH` with HOST resolved to 127.0.0.1, and `extra` arguments.
+fn curl(port: u16, host: &str, path: &str, extra: &[&str]) -> Got {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Got {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
+
+fn deploy(p: &TestProject) {
+    let out = p.run(&["deploy", "--all"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn services_share_one_listener_by_host_and_longest_path_prefix() {
+    let edge = free_port();
+    let own = free_port();
+    let p = project(
+        edge,
+        &[
+            (
+                "api",
+                &format!("hosts = [\"api.example.test\"]\nport = {own}"),
+            ),
+            (
+                "admin",
+                "hosts = [\"API.example.test\"]\npath_prefix = \"/admin/\"",
+            ),
+            (
+                "web",
+                "hosts = [\"web.example.test\", \"www.example.test\"]",
+            ),
+        ],
+    );
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+
+    let version = |host: &str, path: &str| {
+        let got = curl(edge, host, path, &[]);
+        assert_eq!(got.status, 200, "{host}{path}: {}", got.body);
+        got.json()["version"].as_str().unwrap().to_string()
+    };
+    assert_eq!(version("api.example.test", "/"), "api-v1");
+    assert_eq!(version("api.example.test", "/users/7"), "api-v1");
+    assert_eq!(version("api.example.test", "/admin"), "admin-v1");
+    assert_eq!(version("Api.Example.Test", "/admin/users?x=1"), "admin-v1");
+    assert_eq!(version("api.example.test", "/administrators"), "api-v1");
+    assert_eq!(version("web.example.test", "/"), "web-v1");
+    assert_eq!(version("www.example.test", "/admin"), "web-v1");
+    // The path goes upstream as it came, prefix included.
+    let got = curl(edge, "api.example.test", "/admin/users?x=1", &[]);
+    assert_eq!(got.json()["path"], "/admin/users?x=1");
+
+    let unknown = curl(edge, "nobody.example.test", "/", &[]);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert_eq!(unknown.body, "no service answers this host and path here\n");
+
+    // A service with its own port keeps it.
+    let got = curl(own, "127.0.0.1", "/", &[]);
+    assert_eq!(got.json()["version"], "api-v1");
+
+    // `status` shows where each is reached.
+    let out = p.run(&["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status = json(&out);
+    let url = |name: &str| {
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(url("web"), format!("http://web.example.test:{edge}"));
+    assert_eq!(
+        url("admin"),
+        format!("http://api.example.test:{edge}/admin")
+    );
+    assert_eq!(url("api"), format!("http://127.0.0.1:{own}"));
+
+    // A new release of one service moves only its host.
+    p.write("svc/web/VERSION", "web-v2");
+    p.commit("web v2");
+    deploy(&p);
+    assert_eq!(version("web.example.test", "/"), "web-v2");
+    assert_eq!(version("api.example.test", "/"), "api-v1");
+
+    // `down` takes the hosts off the listener.
+    let out = p.run(&["down"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(curl(edge, "web.example.test", "/", &[]).status, 404);
+}
+
+#[test]
+fn two_services_claiming_one_host_and_prefix_is_a_config_error_naming_both() {
+    let p = project(
+        free_port(),
+        &[
+            ("api", "hosts = [\"api.example.test\"]"),
+            (
+                "web",
+                "hosts = [\"web.example.test\", \"api.example.test\"]",
+            ),
+            (
+                "admin",
+                "hosts = [\"api.example.test\"]\npath_prefix = \"/admin\"",
+            ),
+            (
+                "admin2",
+                "hosts = [\"api.example.test\"]\npath_prefix = \"/admin/\"",
+            ),
+        ],
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("services `api` and `web` both claim host \"api.example.test\" in environment `development`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("services `admin` and `admin2` both claim host \"api.example.test\" with path_prefix \"/admin\""),
+        "{err}"
+    );
+    // Where: web's `hosts` line, and admin2's `path_prefix` line.
+    assert!(err.contains("cutover.toml:17:"), "{err}");
+    assert!(err.contains("cutover.toml:31:"), "{err}");
+    assert!(
+        err.contains("give `web` another host, or a path_prefix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn edge_keys_are_checked_with_a_fix() {
+    let p = project(
+        free_port(),
+        &[(
+            "api",
+            "hosts = [\"https://api.example.test\"]\npath_prefix = \"api\"\nmax_body = \"ten\"\nupstream_timeout = \"soon\"",
+        )],
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    for expected in [
+        "`hosts`: \"https://api.example.test\" is a URL, not a host name",
+        "`path_prefix` must be a path starting with /, found \"api\"",
+        "`max_body` must be a size above zero, found \"ten\"",
+        "e.g. max_body = \"10MB\"",
+        "`upstream_timeout`: invalid duration \"soon\"",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+
+    // `hosts` without [proxy]; an unknown key in [proxy].
+    p.write(
+        "cutover.toml",
+        "[project]\nname = \"edge\"\n\n[services.api]\npath = \"svc/api\"\nrun = \"true\"\nhosts = [\"api.example.test\"]\n",
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("service `api` claims `hosts` in environment `development`, but there is no shared listener"),
+        "{err}"
+    );
+    assert!(
+        err.contains("add [proxy] with http = \"0.0.0.0:80\""),
+        "{err}"
+    );
+    p.write(
+        "cutover.toml",
+        "[project]\nname = \"edge\"\n\n[proxy]\nhtp = \"127.0.0.1:80\"\n",
+    );
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("cutover.toml:5:1"), "{err}");
+    assert!(err.contains("did you mean `http`"), "{err}");
+}
