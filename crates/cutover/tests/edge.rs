@@ -310,3 +310,125 @@ fn edge_keys_are_checked_with_a_fix() {
     assert!(err.contains("cutover.toml:5:1"), "{err}");
     assert!(err.contains("did you mean `http`"), "{err}");
 }
+
+#[test]
+fn forwarding_headers_request_ids_limits_and_the_access_log() {
+    let edge = free_port();
+    let p = project(
+        edge,
+        &[(
+            "api",
+            "hosts = [\"api.example.test\"]\nmax_body = \"1KB\"\nupstream_timeout = \"1s\"\naccess_log = true",
+        )],
+    );
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let host = "api.example.test";
+
+    // What the upstream sees.
+    let got = curl(edge, host, "/h", &[]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    let headers = got.json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], format!("{host}:{edge}"));
+    let id = headers["x-request-id"].as_str().unwrap().to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let again = curl(edge, host, "/h", &[]).json()["headers"]["x-request-id"].clone();
+    assert_ne!(again, id, "a new id per request");
+    let given = curl(
+        edge,
+        host,
+        "/h",
+        &[
+            "-H",
+            "X-Request-Id: trace-7",
+            "-H",
+            "X-Forwarded-For: 10.1.1.1",
+        ],
+    );
+    assert_eq!(given.json()["headers"]["x-request-id"], "trace-7");
+    assert_eq!(
+        given.json()["headers"]["x-forwarded-for"],
+        "10.1.1.1, 127.0.0.1"
+    );
+    // The client gets the id back.
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--resolve"])
+        .arg(format!("{host}:{edge}:127.0.0.1"))
+        .arg(format!("http://{host}:{edge}/h"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .to_ascii_lowercase()
+            .contains("x-request-id: "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // max_body: by Content-Length at once, and while streaming a chunked body.
+    let small = "x".repeat(1000);
+    let big = "x".repeat(2000);
+    let ok = curl(edge, host, "/upload", &["--data-binary", &small]);
+    assert_eq!(
+        (ok.status, ok.json()["received"].as_u64()),
+        (200, Some(1000))
+    );
+    let refused = curl(edge, host, "/upload", &["--data-binary", &big]);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert_eq!(
+        refused.body,
+        "request body larger than this service's max_body (1024 bytes)\n"
+    );
+    let chunked = curl(
+        edge,
+        host,
+        "/upload",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", &big],
+    );
+    assert_eq!(chunked.status, 413, "{}", chunked.body);
+
+    // upstream_timeout: 504 after a second, not after the upstream's three.
+    let started = std::time::Instant::now();
+    let slow = curl(edge, host, "/sleep/3/x", &[]);
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert!(
+        slow.body.contains("did not answer within 1s"),
+        "{}",
+        slow.body
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+
+    // The access log has a JSON line per request.
+    let log = p.path().join(".cutover/logs/services/api/access.log");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(common::runtime::wait_until(
+        std::time::Duration::from_secs(5),
+        || lines().iter().any(|l| l["status"] == 504)
+    ));
+    let lines = lines();
+    let traced = lines.iter().find(|l| l["request_id"] == "trace-7").unwrap();
+    assert_eq!(traced["service"], "api");
+    assert_eq!(traced["method"], "GET");
+    assert_eq!(traced["path"], "/h");
+    assert_eq!(traced["status"], 200);
+    assert_eq!(traced["host"], format!("{host}:{edge}"));
+    assert_eq!(traced["client"], "127.0.0.1");
+    assert!(!traced["release"].as_str().unwrap().is_empty());
+    assert!(traced["duration_ms"].as_f64().is_some() && traced["time"].is_string());
+    let statuses: Vec<u64> = lines.iter().filter_map(|l| l["status"].as_u64()).collect();
+    assert!(
+        statuses.contains(&413) && statuses.contains(&504),
+        "{statuses:?}"
+    );
+}
