@@ -6,9 +6,11 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::runtime::{AgentGuard, free_port};
+use common::runtime::{AgentGuard, free_port, wait_until};
 use common::{TestProject, code, json, stderr, stdout};
 
 /// A Python stdlib service: `/health`; any other GET answers its version, path and the
@@ -83,6 +85,92 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
+
+/// A WebSocket client on raw sockets (RFC 6455): connects to 127.0.0.1:PORT with `Host:` HOST,
+/// checks the `101` and its `Sec-WebSocket-Accept`, prints `open`; then for each stdin line
+/// `send TEXT` sends a masked text frame and prints the text of the answer, and `wait` prints
+/// `closed` once the server side closes the connection.
+const WS_CLIENT: &str = r#"
+import base64, hashlib, os, socket, sys
+port, host = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port))
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host, key)).encode())
+f = s.makefile("rb")
+status = f.readline().decode()
+headers = {}
+while True:
+    line = f.readline().decode().strip()
+    if not line:
+        break
+    k, v = line.split(":", 1)
+    headers[k.strip().lower()] = v.strip()
+expected = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+if " 101 " not in status or headers.get("sec-websocket-accept") != expected:
+    print("bad handshake", status.strip(), headers, flush=True)
+    sys.exit(1)
+print("open", flush=True)
+def frame():
+    head = f.read(2)
+    if len(head) < 2:
+        return None
+    n = head[1] & 0x7F
+    return f.read(n).decode()
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd.startswith("send "):
+        data = cmd[5:].encode()
+        mask = os.urandom(4)
+        s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        reply = frame()
+        print("closed" if reply is None else reply, flush=True)
+    elif cmd == "wait":
+        while frame() is not None:
+            pass
+        print("closed", flush=True)
+"#;
+
+/// A running [`WS_CLIENT`], killed on drop.
+struct Ws {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Ws {
+    fn open(port: u16, host: &str) -> Ws {
+        let mut child = Command::new("python3")
+            .args(["-c", WS_CLIENT, &port.to_string(), host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut ws = Ws { child, out };
+        assert_eq!(ws.line(), "open");
+        ws
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+
+    fn say(&mut self, command: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        self.line()
+    }
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A project of services on the app, each `(name, its extra keys)`, sharing the listener at
 /// `edge` (`[proxy] http`), committed.
@@ -431,4 +519,85 @@ fn forwarding_headers_request_ids_limits_and_the_access_log() {
         statuses.contains(&413) && statuses.contains(&504),
         "{statuses:?}"
     );
+}
+
+#[test]
+fn a_websocket_survives_a_deploy_until_the_drain_timeout_closes_it() {
+    let edge = free_port();
+    let p = project(
+        edge,
+        &[(
+            "api",
+            "hosts = [\"api.example.test\"]\ndrain_timeout = \"3s\"\nscale_down_delay = \"60s\"",
+        )],
+    );
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let host = "api.example.test";
+    let mut ws = Ws::open(edge, host);
+    assert_eq!(ws.say("send a"), "api-v1:a");
+
+    p.write("svc/api/VERSION", "api-v2");
+    p.commit("v2");
+    let deploying = {
+        let dir = p.path().to_path_buf();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = Command::new(common::bin())
+                .arg("-C")
+                .arg(&dir)
+                .args(["deploy", "--all"])
+                .output()
+                .unwrap();
+            (out, started.elapsed())
+        })
+    };
+    // New requests go to v2 once it is live; the open WebSocket stays on v1 meanwhile.
+    assert!(wait_until(Duration::from_secs(30), || {
+        curl(edge, host, "/", &[]).body.contains("api-v2")
+    }));
+    let switched = Instant::now();
+    assert_eq!(ws.say("send b"), "api-v1:b");
+    // The old release's drain waits for it, then closes it at drain_timeout (its instance
+    // stays warm for scale_down_delay: the proxy closes it, not the instance's end).
+    assert_eq!(ws.say("wait"), "closed");
+    let open_for = switched.elapsed();
+    assert!(
+        open_for >= Duration::from_millis(2000) && open_for < Duration::from_secs(10),
+        "closed {open_for:?} after the switch"
+    );
+    // (The deploy reports the release live at the switch; the drain goes on in the agent.)
+    let (out, _) = deploying.join().unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+
+    // A new WebSocket reaches v2, and the metrics counted the upgrades.
+    let mut ws = Ws::open(edge, host);
+    assert_eq!(ws.say("send c"), "api-v2:c");
+    let text = socket_metrics(&p);
+    let line = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // v1 had one (closed), v2 has one (open).
+    let mut upgrades = line("cutover_upgrades_total{service=\"api\"");
+    upgrades.sort_unstable();
+    assert_eq!(upgrades, [1, 1], "{text}");
+    let mut open = line("cutover_upgraded_connections{service=\"api\"");
+    open.sort_unstable();
+    assert_eq!(open, [0, 1], "{text}");
+}
+
+/// `/metrics` from the agent's Unix socket (the path `agent.json` records).
+fn socket_metrics(p: &TestProject) -> String {
+    let info: serde_json::Value = serde_json::from_str(&p.read(".cutover/agent.json")).unwrap();
+    let socket = info["socket"].as_str().unwrap().to_string();
+    let client = cutover_runtime::api::client::AgentClient::new(socket);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(client.metrics())
+        .unwrap()
 }

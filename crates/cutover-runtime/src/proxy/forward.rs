@@ -20,6 +20,8 @@ use http::header::{
 use http::uri::{Parts, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 
 use super::Shared;
 use super::access_log::Entry;
@@ -30,6 +32,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 
@@ -84,6 +87,9 @@ pub(crate) async fn serve(
     {
         return Ok(respond(too_large(max), None));
     }
+    // Both sides of an `Upgrade` (WebSocket): the client's, taken before the request moves.
+    let upgrade =
+        upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let Some(pass) = Pass::begin(&shared, req.headers()) else {
         return Ok(respond(
             text(
@@ -93,7 +99,11 @@ pub(crate) async fn serve(
             None,
         ));
     };
-    let req = upstream_request(req, pass.backend(), client_ip, limit);
+    let mut req = upstream_request(req, pass.backend(), client_ip, limit);
+    if let Some((protocol, _)) = &upgrade {
+        req.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
+        req.headers_mut().insert(UPGRADE, protocol.clone());
+    }
     let sent = shared.client.request(req);
     let answered = match options.upstream_timeout {
         Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -123,11 +133,24 @@ pub(crate) async fn serve(
             pass.lane()
                 .counters
                 .record(resp.status().as_u16(), started.elapsed());
+            let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let protocol = resp.headers().get(UPGRADE).cloned();
             strip_hop_by_hop(resp.headers_mut());
             if pass.set_cookie {
                 set_sticky_cookie(&shared, resp.headers_mut(), pass.release());
             }
             let release = pass.release().to_owned();
+            if let (true, Some((_, client)), Some(protocol)) = (upgraded, upgrade, protocol) {
+                resp.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
+                resp.headers_mut().insert(UPGRADE, protocol);
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client, upstream, pass));
+                let (head, _) = resp.into_parts();
+                return Ok(respond(
+                    Response::from_parts(head, ProxyBody::Text(None)),
+                    Some(&release),
+                ));
+            }
             let resp = resp.map(|body| ProxyBody::Upstream {
                 body,
                 pass: Some(pass),
@@ -171,6 +194,41 @@ pub(crate) async fn serve(
             ))
         }
     }
+}
+
+/// The protocol a request asks to switch to: an `Upgrade` header with `upgrade` among the
+/// `Connection` tokens.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(UPGRADE)?;
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        .then(|| protocol.clone())
+}
+
+/// Copies bytes both ways between an upgraded client connection and its upstream until either
+/// side closes, or a drain of its release (or instance) gives up. The pass keeps it counted in
+/// flight for its release until then.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pass: Pass) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let counters = Arc::clone(&pass.lane().counters);
+    counters.upgrade_opened();
+    let release_cut = pass.lane().flight.cut_signal();
+    let instance_cut = pass.backend().flight.cut_signal();
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        // Either side closing (or failing) ends the tunnel; nothing to report to anyone.
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        () = release_cut.cancelled() => {}
+        () = instance_cut.cancelled() => {}
+    }
+    counters.upgrade_closed();
+    drop(pass);
 }
 
 /// `X-Request-Id` on the answer too, unless the upstream set its own.

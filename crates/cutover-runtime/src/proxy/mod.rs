@@ -247,14 +247,21 @@ impl Proxy {
             .map_or(0, |f| f.current())
     }
 
-    /// Waits until no request is in flight to `release` (`true`) or `timeout` passed (`false`).
+    /// Waits until no request is in flight to `release` (`true`) or `timeout` passed (`false`);
+    /// then the upgraded connections (WebSocket) still open to it are closed.
     ///
     /// The caller takes the release out of the route first; requests still arriving for a
     /// routed release keep the drain waiting until the timeout.
     pub async fn drain(&self, release: &str, timeout: Duration) -> bool {
         let flight = lock(&self.handle.shared.flights).get(release).cloned();
         match flight {
-            Some(flight) => flight.wait_idle(timeout).await,
+            Some(flight) => {
+                let idle = flight.wait_idle(timeout).await;
+                if !idle {
+                    flight.cut_upgraded();
+                }
+                idle
+            }
             None => true,
         }
     }
@@ -266,7 +273,13 @@ impl Proxy {
             .get(&addr)
             .cloned();
         match flight {
-            Some(flight) => flight.wait_idle(timeout).await,
+            Some(flight) => {
+                let idle = flight.wait_idle(timeout).await;
+                if !idle {
+                    flight.cut_upgraded();
+                }
+                idle
+            }
             None => true,
         }
     }
