@@ -791,6 +791,36 @@ impl Agent {
         }
     }
 
+    /// Pauses (`timeout`: how long a held request waits) or resumes (`None`) the proxy of
+    /// `service` in `env`; an error when the agent does not run it.
+    pub async fn pause(
+        &self,
+        env: &str,
+        service: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), String> {
+        let rt = self
+            .services
+            .lock()
+            .await
+            .get(&(env.to_string(), service.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("{service} does not run in {env}"))?;
+        match timeout {
+            Some(t) => {
+                rt.proxy.pause(t);
+                log(&format!(
+                    "{env}/{service}: paused (requests wait up to {t:?})"
+                ));
+            }
+            None => {
+                rt.proxy.resume();
+                log(&format!("{env}/{service}: resumed"));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every instance and listener of `env`; returns the services stopped.
     pub async fn down(&self, env: &str) -> Vec<String> {
         let taken: Vec<Arc<ServiceRuntime>> = {

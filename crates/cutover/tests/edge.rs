@@ -601,3 +601,50 @@ fn socket_metrics(p: &TestProject) -> String {
         .block_on(client.metrics())
         .unwrap()
 }
+
+#[test]
+fn pause_holds_new_requests_until_resume_or_its_timeout() {
+    let edge = free_port();
+    let p = project(edge, &[("api", "hosts = [\"api.example.test\"]")]);
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let host = "api.example.test";
+
+    let out = p.run(&["pause", "api", "--timeout", "20s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("api in development: paused"),
+        "{}",
+        stdout(&out)
+    );
+    // A request made while paused waits...
+    let held = std::thread::spawn(move || {
+        let started = Instant::now();
+        (curl(edge, host, "/held", &[]), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!held.is_finished(), "the request was not held");
+    // ...and completes once resumed.
+    let out = p.run(&["resume", "api"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (got, waited) = held.join().unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["path"], "/held");
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+
+    // Held past the pause's timeout: 503.
+    let out = p.run(&["pause", "api", "--timeout", "1s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let started = Instant::now();
+    let late = curl(edge, host, "/late", &[]);
+    assert_eq!(late.status, 503, "{}", late.body);
+    assert!(late.body.contains("api is paused"), "{}", late.body);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let out = p.run(&["resume", "api"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(curl(edge, host, "/", &[]).status, 200);
+
+    // Pausing what does not run is refused.
+    let out = p.run(&["pause", "nope"]);
+    assert_ne!(code(&out), 0);
+}

@@ -595,6 +595,18 @@ pub struct CanaryControlRequest {
     pub full: bool,
 }
 
+/// `POST /v1/pause` and `POST /v1/resume` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// `pause`: how long a held request waits before it gets 503, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
 /// A route weight.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Traffic {

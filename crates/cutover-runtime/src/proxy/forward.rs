@@ -81,6 +81,16 @@ pub(crate) async fn serve(
         }
         with_request_id(resp, &request_id)
     };
+    if !shared.pause.wait().await {
+        let body = format!(
+            "{} is paused (`cutover resume {}` lets requests through); retry later\n",
+            shared.service, shared.service
+        );
+        return Ok(respond(
+            text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body)),
+            None,
+        ));
+    }
     let limit = options.max_body;
     if let Some(max) = limit
         && content_length(req.headers()).is_some_and(|n| n > max)

@@ -96,6 +96,34 @@ pub struct ProxyOptions {
     pub access_log: Option<AccessLog>,
 }
 
+/// Holds new requests of a paused service until it is resumed or their wait passes the
+/// pause's timeout. One atomic load per request while not paused.
+#[derive(Debug, Default)]
+pub(crate) struct Pause {
+    paused: std::sync::atomic::AtomicBool,
+    /// `Some(timeout)` while paused.
+    state: tokio::sync::watch::Sender<Option<Duration>>,
+}
+
+impl Pause {
+    /// Waits while paused: `true` when resumed (or never paused), `false` when the wait passed
+    /// the pause's timeout.
+    #[inline]
+    pub(crate) async fn wait(&self) -> bool {
+        if !self.paused.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        let mut rx = self.state.subscribe();
+        let Some(timeout) = *rx.borrow_and_update() else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(Option::is_none)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
 /// A process holding a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortHolder {
@@ -141,6 +169,8 @@ pub(crate) struct Shared {
     client: Client<HttpConnector, forward::RequestBody>,
     /// Limits and the access log, set with each deploy.
     options: ArcSwap<ProxyOptions>,
+    /// `cutover pause`: new requests wait here.
+    pause: Pause,
     /// "no ready instance of SERVICE".
     no_route_body: Bytes,
 }
@@ -235,6 +265,30 @@ impl Proxy {
         self.handle.shared.options.store(Arc::new(options));
     }
 
+    /// Holds new requests from now on, each for at most `timeout` (then 503), until
+    /// [`Proxy::resume`]. Requests already routed go on.
+    pub fn pause(&self, timeout: Duration) {
+        let pause = &self.handle.shared.pause;
+        pause.state.send_replace(Some(timeout));
+        pause
+            .paused
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Lets held and new requests through.
+    pub fn resume(&self) {
+        let pause = &self.handle.shared.pause;
+        pause
+            .paused
+            .store(false, std::sync::atomic::Ordering::Release);
+        pause.state.send_replace(None);
+    }
+
+    /// The pause's timeout while paused.
+    pub fn paused(&self) -> Option<Duration> {
+        *self.handle.shared.pause.state.borrow()
+    }
+
     /// The route applied now.
     pub fn route(&self) -> Arc<RouteTable> {
         self.handle.shared.route.load_full()
@@ -311,6 +365,7 @@ impl Shared {
             metrics,
             client,
             options: ArcSwap::from_pointee(ProxyOptions::default()),
+            pause: Pause::default(),
             no_route_body: Bytes::from(format!("no ready instance of {service}\n")),
         })
     }
