@@ -36,6 +36,17 @@ pub struct Project {
     pub environments: Vec<EnvironmentDecl>,
     /// `[[notify]]` webhooks.
     pub notify: Vec<Notify>,
+    /// `[proxy]`: the shared listeners.
+    pub proxy: ProxyListeners,
+}
+
+/// `[proxy]`: listeners that services with `hosts` share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyListeners {
+    /// `http`: plain HTTP, routed by host and path.
+    pub http: Option<std::net::SocketAddr>,
+    /// `https`: accepted in the file; a deploy that needs it says TLS is not supported yet.
+    pub https: Option<std::net::SocketAddr>,
 }
 
 /// `[project]` settings.
@@ -85,6 +96,16 @@ pub struct ServiceSettings {
     pub port: Option<u16>,
     /// `listen`: address the proxy listens on.
     pub listen: Option<IpAddr>,
+    /// `hosts`: host names claimed on the shared `[proxy]` listeners (lowercase).
+    pub hosts: Option<Vec<String>>,
+    /// `path_prefix`: with `hosts`, the paths claimed (starts with `/`, no trailing `/`).
+    pub path_prefix: Option<String>,
+    /// `max_body`: largest request body passed on, in bytes.
+    pub max_body: Option<u64>,
+    /// `upstream_timeout`: longest wait for a response head.
+    pub upstream_timeout: Option<Duration>,
+    /// `access_log`: one JSON line per request.
+    pub access_log: Option<bool>,
     /// `instances`.
     pub instances: Option<u32>,
     /// `batch` (rolling).
@@ -233,6 +254,18 @@ pub struct ResolvedService {
     pub port: Option<u16>,
     /// Listen address (default 127.0.0.1).
     pub listen: IpAddr,
+    /// Host names claimed on the shared `[proxy]` listeners (lowercase; empty: none).
+    pub hosts: Vec<String>,
+    /// With `hosts`: the path prefix claimed (`/` when not set).
+    pub path_prefix: String,
+    /// `[proxy]`: the shared listeners its `hosts` are served on.
+    pub shared_listeners: ProxyListeners,
+    /// Largest request body the proxy passes on (`None`: no limit).
+    pub max_body: Option<u64>,
+    /// Longest wait for a response head (`None`: no limit).
+    pub upstream_timeout: Option<Duration>,
+    /// Write an access log (default false).
+    pub access_log: bool,
     /// Instances (default 1).
     pub instances: u32,
     /// Rolling batch size (default 1).

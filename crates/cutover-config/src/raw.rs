@@ -324,6 +324,61 @@ pub(crate) struct RawFile {
     pub environments: Option<Sp<Named<RawEnvironment>>>,
     /// Webhooks.
     pub notify: Option<Sp<Vec<Sp<RawNotify>>>>,
+    /// Listeners services share, routed by `hosts` and `path_prefix`.
+    pub proxy: Option<Sp<RawProxy>>,
+}
+
+/// `[proxy]`: the shared listeners of the agent's proxy.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Proxy")]
+pub(crate) struct RawProxy {
+    /// A socket address for plain HTTP that services with `hosts` share, e.g. "0.0.0.0:80".
+    pub http: Option<Sp<String>>,
+    /// A socket address for HTTPS, e.g. "0.0.0.0:443" (TLS is not supported yet: a deploy
+    /// that needs it says so).
+    pub https: Option<Sp<String>>,
+}
+
+/// A size in bytes: an integer, or a string with a unit ("512KB", "10MB", "1GB"; 1KB = 1024).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawSize(pub String);
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"10MB\" or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawSize(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawSize(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawSize(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RawSize {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: a number of bytes, or a number with a unit (B, KB, MB, GB; 1KB = 1024 bytes), e.g. \"10MB\".",
+            "oneOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+ *([KkMmGg]i?[Bb]?|[Bb])?$" }
+            ]
+        })
+    }
 }
 
 /// `[project]`.
@@ -369,6 +424,16 @@ macro_rules! layer {
             pub port: Option<Sp<i64>>,
             /// Address the proxy listens on (default 127.0.0.1).
             pub listen: Option<Sp<String>>,
+            /// Host names this service answers on the shared `[proxy]` listeners.
+            pub hosts: Option<Sp<Vec<Sp<String>>>>,
+            /// With `hosts`: only paths under this prefix (longest prefix wins), e.g. "/api".
+            pub path_prefix: Option<Sp<String>>,
+            /// Largest request body the proxy passes on (413 above it), e.g. "10MB".
+            pub max_body: Option<Sp<RawSize>>,
+            /// How long the proxy waits for a response head (504 after it).
+            pub upstream_timeout: Option<Sp<RawDuration>>,
+            /// Write one JSON line per request to .cutover/logs/services/<service>/access.log.
+            pub access_log: Option<Sp<bool>>,
             /// Instances (default 1).
             #[schemars(range(min = 1))]
             pub instances: Option<Sp<i64>>,
@@ -434,6 +499,11 @@ macro_rules! layer {
                     run: self.run.clone(),
                     port: self.port.clone(),
                     listen: self.listen.clone(),
+                    hosts: self.hosts.clone(),
+                    path_prefix: self.path_prefix.clone(),
+                    max_body: self.max_body.clone(),
+                    upstream_timeout: self.upstream_timeout.clone(),
+                    access_log: self.access_log.clone(),
                     instances: self.instances.clone(),
                     batch: self.batch.clone(),
                     drain_timeout: self.drain_timeout.clone(),

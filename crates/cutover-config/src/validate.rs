@@ -4,6 +4,7 @@
 //! image names and Dockerfiles inside the project).
 
 mod container;
+mod edge;
 mod environment;
 mod graph;
 mod notify;
@@ -216,6 +217,10 @@ pub(crate) struct Spans {
     pub port: HashMap<(String, String), Range<usize>>,
     /// `dockerfile` spans per (service, env) layer as above.
     pub dockerfile: HashMap<(String, String), Range<usize>>,
+    /// `hosts` spans per (service, env) layer as above.
+    pub hosts: HashMap<(String, String), Range<usize>>,
+    /// `path_prefix` spans per (service, env) layer as above.
+    pub path_prefix: HashMap<(String, String), Range<usize>>,
     /// `image` spans per (service, env) layer as above.
     pub image: HashMap<(String, String), Range<usize>>,
     /// `target` per (service, env) layer as above.
@@ -369,6 +374,12 @@ pub(crate) fn validate(
         })
         .unwrap_or_default();
 
+    let proxy = raw
+        .proxy
+        .as_ref()
+        .map(|p| edge::proxy(&mut cx, p.get()))
+        .unwrap_or_default();
+
     let project = Project {
         dir: dir.to_path_buf(),
         state_root: dir.to_path_buf(),
@@ -379,6 +390,7 @@ pub(crate) fn validate(
         services,
         environments,
         notify,
+        proxy,
     };
     if !pruned && cx.diags.is_empty() {
         environment::check_resolved(&mut cx, &project, &spans);
@@ -392,6 +404,12 @@ fn record_layer(spans: &mut Spans, s: &crate::raw::RawSettings, service: &str, e
     let key = (service.to_string(), env.to_string());
     if let Some(p) = &s.port {
         spans.port.insert(key.clone(), p.span());
+    }
+    if let Some(h) = &s.hosts {
+        spans.hosts.insert(key.clone(), h.span());
+    }
+    if let Some(p) = &s.path_prefix {
+        spans.path_prefix.insert(key.clone(), p.span());
     }
     if let Some(d) = &s.dockerfile {
         spans.dockerfile.insert(key.clone(), d.span());

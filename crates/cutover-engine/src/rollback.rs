@@ -166,9 +166,13 @@ pub async fn redeploy(
         Some(_) => Some(svc.run.clone().unwrap_or_default()),
         None => svc.run.clone(),
     };
-    let (Some(run), Some(port)) = (run, svc.port) else {
-        return Err(format!("{} has no `run` or `port`", svc.name));
+    let (Some(run), true) = (run, svc.port.is_some() || !svc.hosts.is_empty()) else {
+        return Err(format!(
+            "{} has no `run`, or neither `port` nor `hosts`",
+            svc.name
+        ));
     };
+    let port = svc.port;
     let mut spec = crate::target::release_spec(env, svc, target, &dir, run, port, secrets);
     // On the Docker target the release's image runs (tagged with its id when it was built).
     spec.container = container

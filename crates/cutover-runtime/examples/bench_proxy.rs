@@ -43,7 +43,9 @@ async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(),
     proxy.set_route(table);
     println!(
         "bench_proxy listening on {} (pid {})",
-        proxy.addr(),
+        proxy
+            .addr()
+            .map_or_else(|| "nothing".to_string(), |a| a.to_string()),
         std::process::id()
     );
     let mut term = signal(SignalKind::terminate())?;

@@ -36,7 +36,7 @@ use crate::api::types::{
 };
 use crate::exposition::Format;
 use crate::metrics::{Metrics, ReleaseMetrics};
-use crate::proxy::{Proxy, RouteRelease, RouteTable};
+use crate::proxy::{AccessLog, Edge, Proxy, ProxyOptions, RouteRelease, RouteTable};
 use crate::supervisor::InstanceState;
 use set::{Member, ReleaseSet, SpawnContext};
 
@@ -75,6 +75,13 @@ pub(crate) struct ServiceRuntime {
     watcher: CancellationToken,
     /// The release a deploy (or rollback) is bringing in right now.
     in_progress: std::sync::Mutex<Option<String>>,
+    /// Where clients reach it (`status`): its own port, else its first host on the shared
+    /// listener.
+    url: std::sync::Mutex<String>,
+    /// Whether it has a claim on the shared listener (to take back when it stops).
+    on_edge: std::sync::atomic::AtomicBool,
+    /// Its access log, once a deploy asked for one (kept open across deploys).
+    access_log: std::sync::Mutex<Option<AccessLog>>,
 }
 
 /// The release sets of one service.
@@ -284,6 +291,8 @@ pub struct Agent {
     ports: crate::supervisor::Ports,
     /// The targets' backends (one client per Docker Engine).
     backends: crate::target::Backends,
+    /// The shared listener (`[proxy] http`), once a service with `hosts` was deployed.
+    edge: Mutex<Option<Edge>>,
 }
 
 impl Agent {
@@ -314,6 +323,7 @@ impl Agent {
             shutdown: CancellationToken::new(),
             ports: crate::supervisor::Ports::from_env(),
             backends,
+            edge: Mutex::new(None),
         })
     }
 
@@ -485,51 +495,136 @@ impl Agent {
 
     async fn runtime_for(&self, spec: &ReleaseSpec) -> Result<Arc<ServiceRuntime>, String> {
         let key = (spec.env.clone(), spec.service.clone());
-        let addr = SocketAddr::new(spec.listen, spec.port);
+        let edge = self.edge_for(spec).await?;
         let mut services = self.services.lock().await;
-        if let Some(rt) = services.get(&key) {
-            if rt.proxy.addr().port() == spec.port {
-                return Ok(rt.clone());
+        let rt = match services.get(&key) {
+            Some(rt) => {
+                let own = rt.proxy.addr().map(|a| a.port());
+                if own != spec.port {
+                    let port = |p: Option<u16>| p.map_or("none".to_string(), |p| p.to_string());
+                    return Err(format!(
+                        "{} in {} moves from port {} to {}: run `cutover down` first, then deploy",
+                        spec.service,
+                        spec.env,
+                        port(own),
+                        port(spec.port)
+                    ));
+                }
+                rt.clone()
+            }
+            None => {
+                if let Some(port) = spec.port
+                    && let Some(other) = services
+                        .values()
+                        .find(|rt| rt.proxy.addr().map(|a| a.port()) == Some(port))
+                {
+                    return Err(format!(
+                        "port {port} is already the public port of {} in {}",
+                        other.service, other.env
+                    ));
+                }
+                let proxy = match spec.port {
+                    Some(port) => Proxy::bind(
+                        &spec.service,
+                        SocketAddr::new(spec.listen, port),
+                        self.metrics.clone(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?,
+                    None => Proxy::unbound(&spec.service, self.metrics.clone()),
+                };
+                let rt = Arc::new(ServiceRuntime {
+                    env: spec.env.clone(),
+                    service: spec.service.clone(),
+                    proxy,
+                    generation: AtomicU64::new(0),
+                    deploying: Mutex::new(()),
+                    sets: Mutex::new(Sets::default()),
+                    control: std::sync::Mutex::new(None),
+                    samples: std::sync::Mutex::new(VecDeque::new()),
+                    watcher: CancellationToken::new(),
+                    in_progress: std::sync::Mutex::new(None),
+                    url: std::sync::Mutex::new(String::new()),
+                    on_edge: std::sync::atomic::AtomicBool::new(false),
+                    access_log: std::sync::Mutex::new(None),
+                });
+                tokio::spawn(watch(
+                    rt.clone(),
+                    self.metrics.clone(),
+                    self.spawn_context(),
+                ));
+                services.insert(key, rt.clone());
+                rt
+            }
+        };
+        let owner = format!("{}/{}", spec.env, spec.service);
+        match (&edge, &spec.edge) {
+            (Some(edge), Some(claim)) => {
+                edge.claim(&owner, &rt.proxy, &claim.hosts, &claim.path_prefix)?;
+                rt.on_edge.store(true, Ordering::SeqCst);
+            }
+            (Some(edge), None) => {
+                edge.release(&owner);
+                rt.on_edge.store(false, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        *rt.url.lock().unwrap_or_else(PoisonError::into_inner) =
+            service_url(spec, edge.as_ref().map(Edge::addr));
+        let access_log = if spec.proxy.access_log {
+            let mut open = rt.access_log.lock().unwrap_or_else(PoisonError::into_inner);
+            if open.is_none() {
+                let path = self.state_dir.access_log(&spec.service);
+                *open =
+                    Some(AccessLog::open(&path).map_err(|e| {
+                        format!("cannot open the access log {}: {e}", path.display())
+                    })?);
+            }
+            open.clone()
+        } else {
+            None
+        };
+        rt.proxy.set_options(ProxyOptions {
+            max_body: spec.proxy.max_body,
+            upstream_timeout: spec.proxy.upstream_timeout_ms.map(Duration::from_millis),
+            access_log,
+        });
+        Ok(rt)
+    }
+
+    /// The shared listener `spec` needs, started on first use; `None` when it claims no host.
+    /// Refused when TLS is asked for (not supported yet), or when the listener runs on another
+    /// address than `[proxy] http` now says.
+    async fn edge_for(&self, spec: &ReleaseSpec) -> Result<Option<Edge>, String> {
+        let mut edge = self.edge.lock().await;
+        let Some(claim) = &spec.edge else {
+            return Ok(edge.clone());
+        };
+        if let Some(https) = claim.https {
+            return Err(format!(
+                "[proxy] https = \"{https}\" needs TLS, which this version of cutover does not support yet: remove `https` from [proxy] and serve {} on [proxy] http (TLS can end in front of it)",
+                spec.service
+            ));
+        }
+        let Some(http) = claim.http else {
+            return Err(format!(
+                "{} claims hosts but [proxy] has no `http` listener: add [proxy] http = \"0.0.0.0:80\"",
+                spec.service
+            ));
+        };
+        if let Some(running) = edge.as_ref() {
+            if running.addr() == http || (http.port() == 0 && running.addr().ip() == http.ip()) {
+                return Ok(Some(running.clone()));
             }
             return Err(format!(
-                "{} in {} moves from port {} to {}: run `cutover down` first, then deploy",
-                spec.service,
-                spec.env,
-                rt.proxy.addr().port(),
-                spec.port
+                "the shared listener runs on {}, but [proxy] http is now {http}: run `cutover agent stop`, then deploy again",
+                running.addr()
             ));
         }
-        if let Some(other) = services
-            .values()
-            .find(|rt| rt.proxy.addr().port() == spec.port)
-        {
-            return Err(format!(
-                "port {} is already the public port of {} in {}",
-                spec.port, other.service, other.env
-            ));
-        }
-        let proxy = Proxy::bind(&spec.service, addr, self.metrics.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        let rt = Arc::new(ServiceRuntime {
-            env: spec.env.clone(),
-            service: spec.service.clone(),
-            proxy,
-            generation: AtomicU64::new(0),
-            deploying: Mutex::new(()),
-            sets: Mutex::new(Sets::default()),
-            control: std::sync::Mutex::new(None),
-            samples: std::sync::Mutex::new(VecDeque::new()),
-            watcher: CancellationToken::new(),
-            in_progress: std::sync::Mutex::new(None),
-        });
-        tokio::spawn(watch(
-            rt.clone(),
-            self.metrics.clone(),
-            self.spawn_context(),
-        ));
-        services.insert(key, rt.clone());
-        Ok(rt)
+        let started = Edge::bind(http).await.map_err(|e| e.to_string())?;
+        log(&format!("shared listener on {}", started.addr()));
+        *edge = Some(started.clone());
+        Ok(Some(started))
     }
 
     async fn deploy_inner(
@@ -696,6 +791,36 @@ impl Agent {
         }
     }
 
+    /// Pauses (`timeout`: how long a held request waits) or resumes (`None`) the proxy of
+    /// `service` in `env`; an error when the agent does not run it.
+    pub async fn pause(
+        &self,
+        env: &str,
+        service: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), String> {
+        let rt = self
+            .services
+            .lock()
+            .await
+            .get(&(env.to_string(), service.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("{service} does not run in {env}"))?;
+        match timeout {
+            Some(t) => {
+                rt.proxy.pause(t);
+                log(&format!(
+                    "{env}/{service}: paused (requests wait up to {t:?})"
+                ));
+            }
+            None => {
+                rt.proxy.resume();
+                log(&format!("{env}/{service}: resumed"));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every instance and listener of `env`; returns the services stopped.
     pub async fn down(&self, env: &str) -> Vec<String> {
         let taken: Vec<Arc<ServiceRuntime>> = {
@@ -704,8 +829,9 @@ impl Agent {
             keys.iter().filter_map(|k| services.remove(k)).collect()
         };
         let mut names = Vec::new();
+        let edge = self.edge.lock().await.clone();
         for rt in taken {
-            stop_runtime(&rt).await;
+            stop_runtime(&rt, edge.as_ref()).await;
             names.push(rt.service.clone());
         }
         self.problems
@@ -725,8 +851,12 @@ impl Agent {
             let mut services = self.services.lock().await;
             std::mem::take(&mut *services).into_values().collect()
         };
+        let edge = self.edge.lock().await.take();
         for rt in taken {
-            stop_runtime(&rt).await;
+            stop_runtime(&rt, edge.as_ref()).await;
+        }
+        if let Some(edge) = edge {
+            edge.shutdown().await;
         }
     }
 
@@ -777,12 +907,11 @@ impl Agent {
                 Some(_) if ready < sets.desired => "unhealthy",
                 Some(_) => "healthy",
             };
-            let addr = rt.proxy.addr();
-            let host = if addr.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                addr.ip().to_string()
-            };
+            let url = rt
+                .url
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             services.push(ServiceStatus {
                 env: rt.env.clone(),
                 service: rt.service.clone(),
@@ -791,7 +920,7 @@ impl Agent {
                 ready,
                 desired: sets.desired,
                 traffic,
-                url: format!("http://{host}:{}", addr.port()),
+                url,
                 sets: set_status,
                 numbers: rt.numbers(),
                 canary: sets.canary.clone(),
@@ -814,11 +943,7 @@ impl Agent {
             {
                 continue;
             }
-            let host = if spec.listen.is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                spec.listen.to_string()
-            };
+            let url = service_url(&spec, spec.edge.as_ref().and_then(|e| e.http));
             services.push(ServiceStatus {
                 env: spec.env.clone(),
                 service: spec.service.clone(),
@@ -827,7 +952,7 @@ impl Agent {
                 ready: 0,
                 desired: spec.instances,
                 traffic: Vec::new(),
-                url: format!("http://{host}:{}", spec.port),
+                url,
                 sets: Vec::new(),
                 numbers: None,
                 canary: None,
@@ -940,7 +1065,47 @@ impl Leftovers {
     }
 }
 
-async fn stop_runtime(rt: &ServiceRuntime) {
+/// Where clients reach a service: its own port, else its first host on the shared listener at
+/// `edge` (an unspecified listen address is reached on loopback).
+fn service_url(spec: &ReleaseSpec, edge: Option<SocketAddr>) -> String {
+    let host = |ip: std::net::IpAddr| {
+        if ip.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            ip.to_string()
+        }
+    };
+    if let Some(port) = spec.port {
+        return format!("http://{}:{port}", host(spec.listen));
+    }
+    match (&spec.edge, edge) {
+        (Some(claim), Some(addr)) => {
+            let name = claim
+                .hosts
+                .first()
+                .map_or_else(|| host(addr.ip()), Clone::clone);
+            let port = if addr.port() == 80 {
+                String::new()
+            } else {
+                format!(":{}", addr.port())
+            };
+            let path = if claim.path_prefix == "/" {
+                ""
+            } else {
+                claim.path_prefix.as_str()
+            };
+            format!("http://{name}{port}{path}")
+        }
+        _ => String::new(),
+    }
+}
+
+async fn stop_runtime(rt: &ServiceRuntime, edge: Option<&Edge>) {
+    if let Some(edge) = edge
+        && rt.on_edge.load(Ordering::SeqCst)
+    {
+        edge.release(&format!("{}/{}", rt.env, rt.service));
+    }
     rt.send_control(Control::Abort);
     rt.watcher.cancel();
     let mut sets = rt.sets.lock().await;

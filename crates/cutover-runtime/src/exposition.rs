@@ -179,6 +179,32 @@ fn requests(
         )?;
     }
     let mut f = encoder.encode_descriptor(
+        "cutover_upgrades",
+        "Connections upgraded through the proxy (WebSocket and other Upgrade requests), by service and release.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (service, release, m) in all {
+        counter(
+            &mut f,
+            &[("service", service.as_str()), ("release", release.as_str())],
+            m.upgrades,
+        )?;
+    }
+    let mut f = encoder.encode_descriptor(
+        "cutover_upgraded_connections",
+        "Upgraded connections open now (they count as in flight for their release), by service and release.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (service, release, m) in all {
+        gauge(
+            &mut f,
+            &[("service", service.as_str()), ("release", release.as_str())],
+            m.upgraded_open,
+        )?;
+    }
+    let mut f = encoder.encode_descriptor(
         "cutover_request_duration",
         "Time from the start of a request to its response head, by service and release.",
         Some(&Unit::Seconds),
@@ -666,7 +692,7 @@ mod tests {
             }
             assert!(line.starts_with(&current), "{line} outside {current}");
         }
-        assert_eq!(seen.len(), 12, "{seen:?}");
+        assert_eq!(seen.len(), 14, "{seen:?}");
     }
 
     /// Prometheus' own linter on the made-up agent (escaped labels, a canary, deploys).

@@ -131,6 +131,9 @@ pub(crate) struct ReleaseCounters {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Sum of the latencies, in nanoseconds.
     sum_nanos: AtomicU64,
+    /// Connections upgraded (WebSocket and other `Upgrade`s), and how many are open now.
+    upgrades: AtomicU64,
+    upgraded_open: AtomicU64,
 }
 
 impl ReleaseCounters {
@@ -141,7 +144,20 @@ impl ReleaseCounters {
             body_errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
+            upgrades: AtomicU64::new(0),
+            upgraded_open: AtomicU64::new(0),
         }
+    }
+
+    /// An upgraded connection (WebSocket) opened through this release.
+    pub(crate) fn upgrade_opened(&self) {
+        self.upgrades.fetch_add(1, Ordering::Relaxed);
+        self.upgraded_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An upgraded connection closed.
+    pub(crate) fn upgrade_closed(&self) {
+        self.upgraded_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts one response head with `status`, `latency` after the request started.
@@ -190,6 +206,8 @@ impl ReleaseCounters {
         }
         cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
         ReleaseMetrics {
+            upgrades: self.upgrades.load(Ordering::Relaxed),
+            upgraded_open: self.upgraded_open.load(Ordering::Relaxed),
             requests,
             errors,
             by_code,
@@ -213,6 +231,12 @@ pub struct ReleaseMetrics {
     pub by_code: BTreeMap<u16, u64>,
     /// Time from request start to response head.
     pub latency: Histogram,
+    /// Connections upgraded (WebSocket and other `Upgrade`s).
+    #[serde(default)]
+    pub upgrades: u64,
+    /// Upgraded connections open now (a gauge: `since` and `add` keep the later value, summed).
+    #[serde(default)]
+    pub upgraded_open: u64,
 }
 
 impl ReleaseMetrics {
@@ -229,6 +253,8 @@ impl ReleaseMetrics {
 
     /// Adds `other`'s counts to these (buckets matched by bound).
     pub fn add(&mut self, other: &ReleaseMetrics) {
+        self.upgrades += other.upgrades;
+        self.upgraded_open += other.upgraded_open;
         self.requests += other.requests;
         self.errors += other.errors;
         for (code, n) in &other.by_code {
@@ -278,6 +304,8 @@ impl ReleaseMetrics {
             })
             .collect();
         ReleaseMetrics {
+            upgrades: self.upgrades.saturating_sub(earlier.upgrades),
+            upgraded_open: self.upgraded_open,
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
             by_code,

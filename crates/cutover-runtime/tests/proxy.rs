@@ -22,14 +22,17 @@ async fn forwards_method_path_query_and_host_with_forwarding_headers() {
     let (proxy, _) = proxy().await;
     proxy.set_route(only(1, "a", &[&a]));
 
-    let req = Request::post(format!("http://{}/items/7?sort=asc&x=%20y", proxy.addr()))
-        .header("host", "shop.example.test")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("connection", "x-hop")
-        .header("x-hop", "secret")
-        .header("x-kept", "yes")
-        .body(text("{}"))
-        .unwrap();
+    let req = Request::post(format!(
+        "http://{}/items/7?sort=asc&x=%20y",
+        proxy.addr().unwrap()
+    ))
+    .header("host", "shop.example.test")
+    .header("x-forwarded-for", "203.0.113.9")
+    .header("connection", "x-hop")
+    .header("x-hop", "secret")
+    .header("x-kept", "yes")
+    .body(text("{}"))
+    .unwrap();
     let got = read(client().request(req).await.unwrap()).await;
 
     assert_eq!(got.status, StatusCode::OK);
@@ -64,7 +67,7 @@ async fn streams_multi_megabyte_bodies_both_ways() {
             tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
     });
-    let req = Request::post(format!("http://{}/echo", proxy.addr()))
+    let req = Request::post(format!("http://{}/echo", proxy.addr().unwrap()))
         .body(ChannelBody(rx).boxed())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -75,7 +78,7 @@ async fn streams_multi_megabyte_bodies_both_ways() {
     assert!(echoed == payload, "the echoed body differs");
 
     // And with a Content-Length.
-    let req = Request::post(format!("http://{}/echo", proxy.addr()))
+    let req = Request::post(format!("http://{}/echo", proxy.addr().unwrap()))
         .body(
             http_body_util::Full::new(Bytes::from(payload.clone()))
                 .map_err(|never| match never {})
@@ -97,7 +100,7 @@ async fn bodies_stream_chunk_by_chunk_not_buffered() {
     // Ping-pong: each chunk must come back before the next is sent, which only works if the
     // proxy passes request and response chunks on as they come.
     let (tx, rx) = mpsc::channel(1);
-    let req = Request::post(format!("http://{}/echo", proxy.addr()))
+    let req = Request::post(format!("http://{}/echo", proxy.addr().unwrap()))
         .body(ChannelBody(rx).boxed())
         .unwrap();
     tx.send(Bytes::from_static(b"ping 0")).await.unwrap();
@@ -131,7 +134,7 @@ async fn a_keep_alive_connection_sees_a_route_flip_on_its_next_request() {
     proxy.set_route(only(1, "a", &[&a]));
 
     // One client connection, used for every request.
-    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let stream = TcpStream::connect(proxy.addr().unwrap()).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -175,7 +178,7 @@ async fn weighted_split_matches_the_weights_over_10k_requests() {
     let client = client();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (client, addr) = (client.clone(), proxy.addr());
+        let (client, addr) = (client.clone(), proxy.addr().unwrap());
         tasks.push(tokio::spawn(async move {
             let mut seen: HashMap<String, usize> = HashMap::new();
             for _ in 0..2_500 {
@@ -214,13 +217,13 @@ async fn weighted_split_matches_the_weights_over_10k_requests() {
 #[tokio::test]
 async fn no_route_is_503_naming_the_service_and_counts_nothing() {
     let (proxy, metrics) = proxy().await;
-    let got = get(&client(), proxy.addr(), "/").await;
+    let got = get(&client(), proxy.addr().unwrap(), "/").await;
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(got.body, "no ready instance of api\n");
 
     // A release without backends routes nowhere either.
     proxy.set_route(RouteTable::new(1, vec![release("a", 100, &[])]));
-    let got = get(&client(), proxy.addr(), "/").await;
+    let got = get(&client(), proxy.addr().unwrap(), "/").await;
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(metrics.all().iter().all(|(_, _, m)| m.requests == 0));
     proxy.shutdown().await;
@@ -241,7 +244,7 @@ async fn a_dead_backend_is_502_and_counted_as_an_error() {
             backends: vec![dead],
         }],
     ));
-    let got = get(&client(), proxy.addr(), "/").await;
+    let got = get(&client(), proxy.addr().unwrap(), "/").await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         got.body,
@@ -278,7 +281,7 @@ async fn shutdown_lets_a_request_finish_and_frees_the_port() {
     let a = Upstream::start("a").await;
     let (proxy, _) = proxy().await;
     proxy.set_route(only(1, "a", &[&a]));
-    let addr = proxy.addr();
+    let addr = proxy.addr().unwrap();
 
     let resp = client()
         .request(

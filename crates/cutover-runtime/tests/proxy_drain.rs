@@ -22,7 +22,7 @@ async fn drain_waits_for_a_slow_response_body_then_returns_true() {
 
     let resp = client()
         .request(
-            Request::get(format!("http://{}/slow", proxy.addr()))
+            Request::get(format!("http://{}/slow", proxy.addr().unwrap()))
                 .body(empty())
                 .unwrap(),
         )
@@ -37,7 +37,7 @@ async fn drain_waits_for_a_slow_response_body_then_returns_true() {
         async move { proxy.drain("a", Duration::from_secs(10)).await }
     });
     // New requests go to b meanwhile, and do not count for a.
-    assert_eq!(get(&client(), proxy.addr(), "/").await.body, "b");
+    assert_eq!(get(&client(), proxy.addr().unwrap(), "/").await.body, "b");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !draining.is_finished(),
@@ -63,7 +63,7 @@ async fn drain_returns_false_at_its_timeout() {
     proxy.set_route(only(1, "a", &[&a]));
     let resp = client()
         .request(
-            Request::get(format!("http://{}/slow", proxy.addr()))
+            Request::get(format!("http://{}/slow", proxy.addr().unwrap()))
                 .body(empty())
                 .unwrap(),
         )
@@ -97,7 +97,11 @@ async fn no_request_fails_while_the_route_flips_50_times_under_load() {
     let failures = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (stop, failures, addr) = (Arc::clone(&stop), Arc::clone(&failures), proxy.addr());
+        let (stop, failures, addr) = (
+            Arc::clone(&stop),
+            Arc::clone(&failures),
+            proxy.addr().unwrap(),
+        );
         clients.push(tokio::spawn(async move {
             // Each client keeps its connections alive across the flips.
             let client = client();
@@ -156,7 +160,10 @@ async fn metrics_count_codes_and_latency_per_release() {
     proxy.set_route(only(1, "a", &[&a]));
     let client = client();
     for _ in 0..20 {
-        assert_eq!(get(&client, proxy.addr(), "/").await.status, StatusCode::OK);
+        assert_eq!(
+            get(&client, proxy.addr().unwrap(), "/").await.status,
+            StatusCode::OK
+        );
     }
     let m = metrics.snapshot("api", "a").unwrap();
     assert_eq!(m.requests, 20);
@@ -173,7 +180,7 @@ async fn metrics_count_codes_and_latency_per_release() {
     // The /slow response counts at its head, long before its body ends.
     let resp = client
         .request(
-            Request::get(format!("http://{}/slow", proxy.addr()))
+            Request::get(format!("http://{}/slow", proxy.addr().unwrap()))
                 .body(empty())
                 .unwrap(),
         )
@@ -202,7 +209,7 @@ async fn one_instance_drains_while_the_rest_of_its_release_keeps_serving() {
     // Round-robin: the first request goes to the first instance; its body is held.
     let resp = client()
         .request(
-            Request::get(format!("http://{}/slow", proxy.addr()))
+            Request::get(format!("http://{}/slow", proxy.addr().unwrap()))
                 .body(empty())
                 .unwrap(),
         )
@@ -218,7 +225,7 @@ async fn one_instance_drains_while_the_rest_of_its_release_keeps_serving() {
     // The release still serves from its other instance, which never counts for the first.
     for _ in 0..3 {
         assert_eq!(
-            get(&client(), proxy.addr(), "/").await.status,
+            get(&client(), proxy.addr().unwrap(), "/").await.status,
             StatusCode::OK
         );
     }
@@ -250,7 +257,7 @@ async fn a_sticky_route_keeps_each_client_on_its_release() {
     let client = client();
     let ask = |cookie: Option<String>| {
         let client = client.clone();
-        let addr = proxy.addr();
+        let addr = proxy.addr().unwrap();
         async move {
             let mut req = Request::get(format!("http://{addr}/"));
             if let Some(c) = cookie {

@@ -124,6 +124,14 @@ impl StateDir {
         self.command_logs(kind).join(format!("{name}.log"))
     }
 
+    /// `logs/services/<service>/access.log`: the proxy's access log of a service (JSON lines).
+    pub fn access_log(&self, service: &str) -> PathBuf {
+        self.logs()
+            .join("services")
+            .join(service)
+            .join("access.log")
+    }
+
     /// `logs/services/<service>/<release>.log`: the output of a release's instances.
     pub fn instance_log(&self, service: &str, release: &str) -> PathBuf {
         self.logs()

@@ -65,6 +65,11 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Canary: roll back now; all traffic goes back to the stable release.
     Abort(AbortArgs),
+    /// Hold the service's new requests in the proxy (e.g. for a migration), each up to
+    /// --timeout (then 503), until `cutover resume`.
+    Pause(PauseArgs),
+    /// Let a paused service's held and new requests through.
+    Resume(ResumeArgs),
     /// Stop the environment's instances.
     Down,
     /// The local runtime: `cutover agent` runs it in the foreground.
@@ -292,6 +297,23 @@ pub struct PromoteArgs {
     /// Go to 100% now, without further judgement.
     #[arg(long)]
     pub full: bool,
+}
+
+/// `cutover pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The service to pause.
+    pub service: String,
+    /// How long a held request waits before it gets 503.
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+}
+
+/// `cutover resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The paused service.
+    pub service: String,
 }
 
 /// `cutover abort`.

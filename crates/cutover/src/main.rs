@@ -54,6 +54,8 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Logs(args) => commands::logs::run(cli, args),
         Command::Promote(args) => commands::canary::promote(cli, args),
         Command::Abort(args) => commands::canary::abort(cli, args),
+        Command::Pause(args) => commands::pause::pause(cli, args),
+        Command::Resume(args) => commands::pause::resume(cli, args),
         Command::Down => commands::down::run(cli),
         Command::Agent(args) => commands::agent::run(cli, args),
         Command::Ci(args) => commands::ci::run(cli, args),

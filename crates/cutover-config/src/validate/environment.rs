@@ -13,7 +13,7 @@ use crate::model::{
 use crate::raw::RawFile;
 use crate::resolve::resolve_decl;
 
-use super::{Ctx, Spans, container, name_check, record_layer, settings, suggest};
+use super::{Ctx, Spans, container, edge, name_check, record_layer, settings, suggest};
 
 /// Converts the declared environments, in file order.
 pub(crate) fn environments(
@@ -197,8 +197,30 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                 .collect::<Vec<_>>()
         })
         .collect();
+    let mut claims = edge::Claims::default();
     for env in &project.environments {
         let resolved = resolve_decl(project, env);
+        // The most specific layer setting `path_prefix` or `hosts`, else the service's key.
+        let claim_span = |service: &str, env: &str| {
+            [(service, env), ("", env), (service, ""), ("", "")]
+                .iter()
+                .find_map(|(s, e)| {
+                    let key = (s.to_string(), e.to_string());
+                    spans
+                        .path_prefix
+                        .get(&key)
+                        .or(spans.hosts.get(&key))
+                        .cloned()
+                })
+                .or_else(|| spans.service_key.get(service).cloned())
+        };
+        edge::check_claims(
+            project,
+            &env.name,
+            &resolved.services,
+            &claim_span,
+            &mut claims,
+        );
         for (i, svc) in resolved.services.iter().enumerate() {
             if svc.container.dockerfile.components().next() == Some(Component::ParentDir) {
                 outside
@@ -253,6 +275,7 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                 target,
                 TargetKind::Local | TargetKind::Docker | TargetKind::Swarm
             ) && svc.port.is_none()
+                && svc.hosts.is_empty()
             {
                 missing
                     .entry((i, "port"))
@@ -305,8 +328,15 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
         } else {
             format!("port = {free_port} (the public port the proxy listens on)")
         };
+        let shared = if key == "port" {
+            format!(
+                "; or serve it on the shared listener: [proxy] http = \"0.0.0.0:80\" and hosts = [\"{name}.example.com\"]"
+            )
+        } else {
+            String::new()
+        };
         cx.err(Diag::new(span, format!("service `{name}` has no `{key}`, needed by {}", needed.join("; ")))
-            .help(format!("add {example} to [services.{name}], or to [environments.ENV.services.{name}] for one environment"))
+            .help(format!("add {example} to [services.{name}], or to [environments.ENV.services.{name}] for one environment{shared}"))
             .label(format!("`{key}` missing")));
     }
     for (i, envs) in no_canary {
@@ -360,6 +390,13 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
             .help(format!("each service needs its own image (cutover tags <image>:<env>-latest per service): give `{b}` its own `image` in [services.{b}], or leave `image` out to get <project>-<service>"))
             .label("image already taken"));
     }
+    edge::report_claims(
+        cx,
+        project,
+        &|name| spans.service_key.get(name).cloned(),
+        claims,
+        &envs_list,
+    );
     for ((j, i, port), (span, envs)) in clashes {
         let (a, b) = (&project.services[j].name, &project.services[i].name);
         let env = envs.first().map_or("ENV", String::as_str);

@@ -24,6 +24,7 @@ pub mod canary;
 pub mod deploy;
 pub mod lock;
 pub mod merge;
+pub mod pause;
 pub mod rollback;
 mod runs;
 pub mod status;

@@ -257,12 +257,13 @@ impl Executor {
             Some(_) => Some(svc.run.clone().unwrap_or_default()),
             None => svc.run.clone(),
         };
-        let (Some(run), Some(port)) = (run, svc.port) else {
+        let (Some(run), true) = (run, svc.port.is_some() || !svc.hosts.is_empty()) else {
             return Err(Stop::failed(format!(
-                "{} has no `run` or `port`, which the local target needs",
+                "{} has no `run`, or neither `port` nor `hosts`, which the local target needs",
                 svc.name
             )));
         };
+        let port = svc.port;
         let mut spec =
             crate::target::release_spec(&self.env, svc, release, dir, run, port, &self.secrets);
         spec.container = self

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind};
 use cutover_runtime::api::types::{
-    AutoscaleSpec, CanarySpec, CanaryStepSpec, EnvVar, PauseSpec, PrometheusCheck, ReleaseSpec,
-    Strategy,
+    AutoscaleSpec, CanarySpec, CanaryStepSpec, EdgeSpec, EnvVar, PauseSpec, PrometheusCheck,
+    ProxySpec, ReleaseSpec, Strategy,
 };
 
 /// The targets this build of cutover drives. Adding a target is its implementation plus its
@@ -75,7 +75,7 @@ pub fn release_spec(
     release: &str,
     dir: &Path,
     run: String,
-    port: u16,
+    port: Option<u16>,
     secrets: &BTreeMap<String, String>,
 ) -> ReleaseSpec {
     let env_vars = svc
@@ -102,6 +102,17 @@ pub fn release_spec(
         run,
         port,
         listen: svc.listen,
+        edge: (!svc.hosts.is_empty()).then(|| EdgeSpec {
+            http: svc.shared_listeners.http,
+            https: svc.shared_listeners.https,
+            hosts: svc.hosts.clone(),
+            path_prefix: svc.path_prefix.clone(),
+        }),
+        proxy: ProxySpec {
+            max_body: svc.max_body,
+            upstream_timeout_ms: svc.upstream_timeout.map(millis),
+            access_log: svc.access_log,
+        },
         // An autoscaled service starts within its bounds.
         instances: svc.container.autoscale.as_ref().map_or(svc.instances, |a| {
             svc.instances.clamp(a.min, a.max.max(a.min))

@@ -235,6 +235,28 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `POST /v1/pause` (`timeout`: `Some`) or `POST /v1/resume` (`None`) of `service` in `env`.
+    pub async fn pause(
+        &self,
+        env: &str,
+        service: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&crate::api::types::PauseRequest {
+            env: env.to_string(),
+            service: service.to_string(),
+            timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        })
+        .map_err(|e| self.transport(e))?;
+        let path = if timeout.is_some() {
+            "/v1/pause"
+        } else {
+            "/v1/resume"
+        };
+        let _: serde_json::Value = self.json(Method::POST, path, Some(body)).await?;
+        Ok(())
+    }
+
     /// `POST /v1/down`: stops every instance of an environment.
     pub async fn down(&self, env: &str) -> Result<(), ClientError> {
         let body = serde_json::to_vec(&DownRequest {

@@ -114,6 +114,18 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
+        (Method::POST, "/v1/pause" | "/v1/resume") => {
+            let request: crate::api::types::PauseRequest = match read_json(req).await {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let timeout =
+                (path == "/v1/pause").then(|| std::time::Duration::from_millis(request.timeout_ms));
+            match agent.pause(&request.env, &request.service, timeout).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
         (Method::POST, "/v1/hand-over") => match read_json::<HandOverRequest>(req).await {
             Ok(h) => match agent.hand_over(h).await {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),

@@ -104,10 +104,17 @@ pub struct ReleaseSpec {
     pub dir: PathBuf,
     /// `run` command.
     pub run: String,
-    /// Public port.
-    pub port: u16,
+    /// Public port (`None`: the service is only on the shared listener, by `edge`).
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Listen address of the public port.
     pub listen: IpAddr,
+    /// The service's claim on the shared listener (`hosts` in `cutover.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeSpec>,
+    /// The proxy's per-service limits and access log.
+    #[serde(default)]
+    pub proxy: ProxySpec,
     /// Instances.
     pub instances: u32,
     /// Environment variables (without PORT and CUTOVER_*; the agent adds those).
@@ -135,6 +142,34 @@ pub struct ReleaseSpec {
     /// engine and the image. `None` for the local target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+}
+
+/// A service's claim on the shared listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EdgeSpec {
+    /// `[proxy] http`: where the shared listener listens.
+    pub http: Option<std::net::SocketAddr>,
+    /// `[proxy] https` (TLS is not supported yet: the agent refuses it, saying so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<std::net::SocketAddr>,
+    /// Host names claimed, lowercase.
+    pub hosts: Vec<String>,
+    /// The path prefix claimed (`/`: every path).
+    pub path_prefix: String,
+}
+
+/// What the proxy enforces and records for one service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxySpec {
+    /// Largest request body passed on, in bytes (413 above it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<u64>,
+    /// Longest wait for a response head, in milliseconds (504 after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Write one JSON line per request to the service's access log.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 /// `autoscale = { min, max, target_inflight }` of a service.
@@ -584,6 +619,18 @@ pub struct CanaryControlRequest {
     /// `promote --full`: 100% now, no further judgement.
     #[serde(default)]
     pub full: bool,
+}
+
+/// `POST /v1/pause` and `POST /v1/resume` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// Environment.
+    pub env: String,
+    /// Service.
+    pub service: String,
+    /// `pause`: how long a held request waits before it gets 503, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 /// A route weight.

@@ -12,7 +12,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// The requests in flight to one release of one proxy.
 #[derive(Debug, Default)]
@@ -21,6 +24,8 @@ pub(crate) struct Flight {
     /// Drains waiting; a request that ends only signals when someone listens.
     drainers: AtomicUsize,
     idle: Notify,
+    /// Cancelled when a drain gives up: the upgraded connections (WebSocket) still open close.
+    cut: Mutex<CancellationToken>,
 }
 
 impl Flight {
@@ -43,6 +48,17 @@ impl Flight {
         {
             self.idle.notify_waiters();
         }
+    }
+
+    /// The signal that closes an upgraded connection counted here, when a drain gives up.
+    pub(crate) fn cut_signal(&self) -> CancellationToken {
+        super::lock(&self.cut).clone()
+    }
+
+    /// Closes the upgraded connections counted here now; later ones get a fresh signal (the
+    /// release may be routed to again, by a rollback).
+    pub(crate) fn cut_upgraded(&self) {
+        std::mem::take(&mut *super::lock(&self.cut)).cancel();
     }
 
     /// Requests in flight now.

@@ -7,21 +7,24 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Parts, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 
 use super::Shared;
+use super::access_log::Entry;
 use super::route::{Backend, Lane, RouteTable};
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -29,6 +32,8 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
@@ -48,29 +53,130 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     client_ip: HeaderValue,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let options = shared.options.load_full();
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_request_id();
+            req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let log = options
+        .access_log
+        .as_ref()
+        .map(|log| (log, Entry::of(&req, &client_ip, &request_id)));
+    let respond = |resp: Response<ProxyBody>, release: Option<&str>| {
+        if let Some((log, entry)) = &log {
+            log.write(
+                entry,
+                &shared.service,
+                release,
+                resp.status(),
+                started.elapsed(),
+            );
+        }
+        with_request_id(resp, &request_id)
+    };
+    if !shared.pause.wait().await {
+        let body = format!(
+            "{} is paused (`cutover resume {}` lets requests through); retry later\n",
+            shared.service, shared.service
+        );
+        return Ok(respond(
+            text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body)),
+            None,
+        ));
+    }
+    let limit = options.max_body;
+    if let Some(max) = limit
+        && content_length(req.headers()).is_some_and(|n| n > max)
+    {
+        return Ok(respond(too_large(max), None));
+    }
+    // Both sides of an `Upgrade` (WebSocket): the client's, taken before the request moves.
+    let upgrade =
+        upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let Some(pass) = Pass::begin(&shared, req.headers()) else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            shared.no_route_body.clone(),
+        return Ok(respond(
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                shared.no_route_body.clone(),
+            ),
+            None,
         ));
     };
-    let req = upstream_request(req, pass.backend(), client_ip);
-    match shared.client.request(req).await {
+    let mut req = upstream_request(req, pass.backend(), client_ip, limit);
+    if let Some((protocol, _)) = &upgrade {
+        req.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
+        req.headers_mut().insert(UPGRADE, protocol.clone());
+    }
+    let sent = shared.client.request(req);
+    let answered = match options.upstream_timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                pass.lane()
+                    .counters
+                    .record(StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed());
+                let message = format!(
+                    "upstream {} of release {} did not answer within {}\n",
+                    pass.backend().addr,
+                    pass.release(),
+                    humantime_ms(limit)
+                );
+                let release = pass.release().to_owned();
+                drop(pass);
+                return Ok(respond(
+                    text(StatusCode::GATEWAY_TIMEOUT, Bytes::from(message)),
+                    Some(&release),
+                ));
+            }
+        },
+        None => sent.await,
+    };
+    match answered {
         Ok(mut resp) => {
             pass.lane()
                 .counters
                 .record(resp.status().as_u16(), started.elapsed());
+            let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let protocol = resp.headers().get(UPGRADE).cloned();
             strip_hop_by_hop(resp.headers_mut());
             if pass.set_cookie {
                 set_sticky_cookie(&shared, resp.headers_mut(), pass.release());
             }
-            Ok(resp.map(|body| ProxyBody::Upstream {
+            let release = pass.release().to_owned();
+            if let (true, Some((_, client)), Some(protocol)) = (upgraded, upgrade, protocol) {
+                resp.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
+                resp.headers_mut().insert(UPGRADE, protocol);
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client, upstream, pass));
+                let (head, _) = resp.into_parts();
+                return Ok(respond(
+                    Response::from_parts(head, ProxyBody::Text(None)),
+                    Some(&release),
+                ));
+            }
+            let resp = resp.map(|body| ProxyBody::Upstream {
                 body,
                 pass: Some(pass),
-            }))
+            });
+            Ok(respond(resp, Some(&release)))
+        }
+        Err(err) if limit.is_some() && caused_by::<BodyTooLarge>(&err) => {
+            pass.lane()
+                .counters
+                .record(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), started.elapsed());
+            let release = pass.release().to_owned();
+            drop(pass);
+            Ok(respond(
+                too_large(limit.unwrap_or_default()),
+                Some(&release),
+            ))
         }
         Err(err) => {
             pass.lane()
@@ -90,10 +196,123 @@ pub(crate) async fn serve(
                     error_chain(&err)
                 )
             };
+            let release = pass.release().to_owned();
             drop(pass);
-            Ok(text(StatusCode::BAD_GATEWAY, Bytes::from(message)))
+            Ok(respond(
+                text(StatusCode::BAD_GATEWAY, Bytes::from(message)),
+                Some(&release),
+            ))
         }
     }
+}
+
+/// The protocol a request asks to switch to: an `Upgrade` header with `upgrade` among the
+/// `Connection` tokens.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(UPGRADE)?;
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        .then(|| protocol.clone())
+}
+
+/// Copies bytes both ways between an upgraded client connection and its upstream until either
+/// side closes, or a drain of its release (or instance) gives up. The pass keeps it counted in
+/// flight for its release until then.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pass: Pass) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let counters = Arc::clone(&pass.lane().counters);
+    counters.upgrade_opened();
+    let release_cut = pass.lane().flight.cut_signal();
+    let instance_cut = pass.backend().flight.cut_signal();
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        // Either side closing (or failing) ends the tunnel; nothing to report to anyone.
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        () = release_cut.cancelled() => {}
+        () = instance_cut.cancelled() => {}
+    }
+    counters.upgrade_closed();
+    drop(pass);
+}
+
+/// `X-Request-Id` on the answer too, unless the upstream set its own.
+fn with_request_id(mut resp: Response<ProxyBody>, id: &HeaderValue) -> Response<ProxyBody> {
+    if !resp.headers().contains_key(X_REQUEST_ID) {
+        resp.headers_mut().insert(X_REQUEST_ID, id.clone());
+    }
+    resp
+}
+
+/// A new request id: 32 hex digits, a random per-process half and a counter, unique without
+/// coordination (one small allocation).
+fn new_request_id() -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), std::time::SystemTime::now()))
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 32];
+    for (i, byte) in seed
+        .to_be_bytes()
+        .iter()
+        .chain(&n.to_be_bytes())
+        .enumerate()
+    {
+        digits[2 * i] = HEX[usize::from(byte >> 4)];
+        digits[2 * i + 1] = HEX[usize::from(byte & 0xF)];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The request's `Content-Length`, when it has a valid one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn too_large(max: u64) -> Response<ProxyBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Bytes::from(format!(
+            "request body larger than this service's max_body ({max} bytes)\n"
+        )),
+    )
+}
+
+/// `2s`, `1500ms`.
+fn humantime_ms(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Whether `err` or one of its sources is an `E`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = at {
+        if e.is::<E>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
 }
 
 /// The request as sent upstream: same method, path, query, `Host` and body; forwarding
@@ -102,7 +321,8 @@ fn upstream_request(
     req: Request<Incoming>,
     backend: &Backend,
     client_ip: HeaderValue,
-) -> Request<Incoming> {
+    limit: Option<u64>,
+) -> Request<RequestBody> {
     let (mut head, body) = req.into_parts();
     let path_and_query = head
         .uri
@@ -133,7 +353,7 @@ fn upstream_request(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    Request::from_parts(head, body)
+    Request::from_parts(head, RequestBody { body, left: limit })
 }
 
 /// `X-Forwarded-For: <earlier hops>, <client>`, in one header line.
@@ -216,7 +436,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// A short plain-text response made by the proxy itself.
-fn text(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+pub(crate) fn text(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::Text(Some(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -354,6 +574,53 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }
+    }
+}
+
+/// A request body on its way upstream, cut off with [`BodyTooLarge`] past `max_body`.
+pub(crate) struct RequestBody {
+    body: Incoming,
+    /// Bytes still allowed; `None`: no limit.
+    left: Option<u64>,
+}
+
+/// A request body went past the service's `max_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than max_body")]
+pub(crate) struct BodyTooLarge;
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
+                    let n = data.len() as u64;
+                    if n > *left {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    *left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

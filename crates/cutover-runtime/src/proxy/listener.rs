@@ -1,21 +1,114 @@
 //! The listening socket: bind (with a clear error when the port is taken), accept, serve each
 //! client connection with hyper's HTTP/1.1 server, and shut down gracefully.
+//!
+//! Accepting a stream ([`accept_loop`]) and serving a connection ([`serve_http`], generic over
+//! the stream) are separate steps, so that a TLS acceptor can wrap the accepted stream in
+//! between. What a request is routed to is the listener's [`Dispatch`]: one service (its own
+//! port) or the host table of the shared listener.
 
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
+use hyper::rt::{Read, Write};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{CLIENT_HEADER_TIMEOUT, PortHolder, ProxyError, Shared, forward};
+use super::hosts::HostTable;
+use super::{CLIENT_HEADER_TIMEOUT, PortHolder, ProxyError, SHUTDOWN_GRACE, Shared, forward, lock};
+
+/// What a listener routes its requests to.
+pub(crate) enum Dispatch {
+    /// Every request to one service (its own public port).
+    One(Arc<Shared>),
+    /// By host and path (the shared listener).
+    Hosts(Arc<ArcSwap<HostTable>>),
+}
+
+/// A running listener: its address, its connections, and how to stop it.
+pub(crate) struct Listening {
+    pub(crate) addr: SocketAddr,
+    connections: Arc<Connections>,
+    stop: Stop,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Listening {
+    /// Starts accepting on `listener` (bound to `asked` for `service`, named in errors).
+    pub(crate) fn start(
+        listener: TcpListener,
+        asked: SocketAddr,
+        service: &str,
+        dispatch: Dispatch,
+    ) -> Result<Listening, ProxyError> {
+        let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+            service: service.to_owned(),
+            addr: asked,
+            source,
+        })?;
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+            .keep_alive(true);
+        let connections = Arc::new(Connections::default());
+        let stop = Stop::default();
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(Serving { dispatch, http1 }),
+            Arc::clone(&connections),
+            stop.clone(),
+        ));
+        Ok(Listening {
+            addr,
+            connections,
+            stop,
+            accept_task: Mutex::new(Some(accept_task)),
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for a few seconds, then closes every
+    /// connection. Idle keep-alive connections close at once.
+    pub(crate) async fn shutdown(&self) {
+        self.stop.accept.cancel();
+        let task = lock(&self.accept_task).take();
+        if let Some(task) = task {
+            // The task only ends by cancellation; a panic in it has nothing left to clean up.
+            let _ = task.await;
+        }
+        self.stop.graceful.cancel();
+        if !self.connections.wait_closed(SHUTDOWN_GRACE).await {
+            self.stop.hard.cancel();
+            self.connections
+                .wait_closed(Duration::from_millis(500))
+                .await;
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.accept.cancel();
+        self.stop.graceful.cancel();
+        self.stop.hard.cancel();
+    }
+}
+
+/// What every connection of a listener shares.
+pub(crate) struct Serving {
+    dispatch: Dispatch,
+    http1: http1::Builder,
+}
 
 /// Pending connections the kernel keeps for us while the accept loop catches up.
 const BACKLOG: u32 = 4096;
@@ -107,7 +200,7 @@ pub(crate) struct Stop {
 /// Accepts connections until `stop.accept`, serving each in its own task.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    serving: Arc<Serving>,
     connections: Arc<Connections>,
     stop: Stop,
 ) {
@@ -123,7 +216,7 @@ pub(crate) async fn accept_loop(
                 tokio::spawn(serve_connection(
                     stream,
                     peer,
-                    Arc::clone(&shared),
+                    Arc::clone(&serving),
                     open,
                     stop.clone(),
                 ));
@@ -154,7 +247,7 @@ fn is_resource_error(err: &io::Error) -> bool {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    serving: Arc<Serving>,
     _open: OpenConnection,
     stop: Stop,
 ) {
@@ -171,18 +264,40 @@ async fn serve_connection(
         }
         () = stop.graceful.cancelled() => return,
     }
-    Box::pin(serve_http(stream, peer, shared, stop)).await;
-}
-
-async fn serve_http(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: Stop) {
     // Responses are written whole by hyper; do not let Nagle hold back their last segment.
     let _ = stream.set_nodelay(true);
+    // A TLS acceptor would wrap `stream` here, before hyper sees it.
+    Box::pin(serve_http(TokioIo::new(stream), peer, serving, stop)).await;
+}
+
+/// Serves one client connection, whatever the stream under it.
+pub(crate) async fn serve_http<I>(io: I, peer: SocketAddr, serving: Arc<Serving>, stop: Stop)
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
     let client_ip = client_ip_header(peer.ip());
     let service = {
-        let shared = Arc::clone(&shared);
-        service_fn(move |req| forward::serve(Arc::clone(&shared), client_ip.clone(), req))
+        let serving = Arc::clone(&serving);
+        service_fn(move |req| {
+            let client_ip = client_ip.clone();
+            let serving = Arc::clone(&serving);
+            async move {
+                match &serving.dispatch {
+                    Dispatch::One(shared) => {
+                        forward::serve(Arc::clone(shared), client_ip, req).await
+                    }
+                    Dispatch::Hosts(table) => {
+                        let shared = table.load().route(&req);
+                        match shared {
+                            Some(shared) => forward::serve(shared, client_ip, req).await,
+                            None => Ok(super::hosts::not_found()),
+                        }
+                    }
+                }
+            }
+        })
     };
-    let conn = shared.http1.serve_connection(TokioIo::new(stream), service);
+    let conn = serving.http1.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     // Connection errors (a client that went away, a malformed request hyper answered with
     // 400) end this connection only; there is nobody to report them to.

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 reverse proxy: one listener per service's public port, weighted routing between
-//! releases, draining, and per-release metrics.
+//! The HTTP/1.1 reverse proxy: a listener per service's public port and one shared listener
+//! routed by host and path, weighted routing between releases, draining, and per-release metrics.
 //!
 //! # Layout
 //! - `route.rs`: [`RouteTable`], the immutable snapshot a listener routes by.
@@ -7,6 +7,8 @@
 //! - `forward.rs`: one request: pick, rewrite the head, stream the bodies, count.
 //! - `drain.rs`: per-release in-flight counters and waiting for them to reach zero.
 //! - `listener.rs`: bind, accept, serve connections with hyper, shut down.
+//! - `access_log.rs`: a service's optional JSON access log, written off the request path.
+//! - `hosts.rs`: [`Edge`], the shared listener, and its host and path table.
 //!
 //! # Theory of operation
 //! A deploy builds the new release's instances, waits until they are ready, then calls
@@ -17,8 +19,10 @@
 //! Client connections are kept alive by hyper's server; upstream connections come from one
 //! pooled keep-alive client per proxy.
 
+mod access_log;
 mod drain;
 mod forward;
+mod hosts;
 mod listener;
 mod pick;
 mod route;
@@ -31,18 +35,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::task::JoinHandle;
 
+pub use access_log::AccessLog;
+pub use hosts::Edge;
 pub use route::{RouteRelease, RouteTable};
 
 use crate::metrics::Metrics;
 use drain::Flight;
-use listener::{Connections, Stop};
+use listener::{Dispatch, Listening};
 
 /// Connecting to a backend longer than this is a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,12 +61,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum ProxyError {
     /// Another socket listens on the port.
     #[error(
-        "cannot listen on {addr} for service {service}: port {port} is already in use{by}",
+        "cannot listen on {addr} for {service}: port {port} is already in use{by}",
         port = addr.port(),
         by = holder.as_ref().map(|h| format!(" (by {h})")).unwrap_or_default()
     )]
     PortInUse {
-        /// The service whose public port it is.
+        /// Who listens there: `service NAME`, or `the shared [proxy] http listener`.
         service: String,
         /// The address asked for.
         addr: SocketAddr,
@@ -71,15 +74,54 @@ pub enum ProxyError {
         holder: Option<PortHolder>,
     },
     /// Binding failed for another reason (permissions, an address not on this host...).
-    #[error("cannot listen on {addr} for service {service}: {source}")]
+    #[error("cannot listen on {addr} for {service}: {source}")]
     Bind {
-        /// The service whose public port it is.
+        /// Who listens there: `service NAME`, or `the shared [proxy] http listener`.
         service: String,
         /// The address asked for.
         addr: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+/// What the proxy enforces and records for one service.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Largest request body passed on, in bytes: 413 above it.
+    pub max_body: Option<u64>,
+    /// Longest wait for the response head: 504 after it.
+    pub upstream_timeout: Option<Duration>,
+    /// Where one JSON line per request goes.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Holds new requests of a paused service until it is resumed or their wait passes the
+/// pause's timeout. One atomic load per request while not paused.
+#[derive(Debug, Default)]
+pub(crate) struct Pause {
+    paused: std::sync::atomic::AtomicBool,
+    /// `Some(timeout)` while paused.
+    state: tokio::sync::watch::Sender<Option<Duration>>,
+}
+
+impl Pause {
+    /// Waits while paused: `true` when resumed (or never paused), `false` when the wait passed
+    /// the pause's timeout.
+    #[inline]
+    pub(crate) async fn wait(&self) -> bool {
+        if !self.paused.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        let mut rx = self.state.subscribe();
+        let Some(timeout) = *rx.borrow_and_update() else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(Option::is_none)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 /// A process holding a port.
@@ -103,9 +145,10 @@ impl fmt::Display for PortHolder {
     }
 }
 
-/// A running reverse proxy for one service's public port.
+/// The reverse proxy of one service: its route, and its own listener when it has a public port
+/// (it may also be served by the shared [`Edge`]).
 ///
-/// Cheap to clone (handles share one listener). The listener stops when [`Proxy::shutdown`] is
+/// Cheap to clone (handles share one route). The listener stops when [`Proxy::shutdown`] is
 /// called or the last handle is dropped.
 #[derive(Clone)]
 pub struct Proxy {
@@ -123,18 +166,19 @@ pub(crate) struct Shared {
     /// The sticky-session cookie's name, `cutover-SERVICE`.
     cookie: String,
     metrics: Arc<Metrics>,
-    client: Client<HttpConnector, Incoming>,
-    http1: http1::Builder,
+    client: Client<HttpConnector, forward::RequestBody>,
+    /// Limits and the access log, set with each deploy.
+    options: ArcSwap<ProxyOptions>,
+    /// `cutover pause`: new requests wait here.
+    pause: Pause,
     /// "no ready instance of SERVICE".
     no_route_body: Bytes,
 }
 
 struct Handle {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    connections: Arc<Connections>,
-    stop: Stop,
-    accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// The service's own public port, when it has one.
+    listening: Option<Listening>,
 }
 
 impl Proxy {
@@ -146,59 +190,35 @@ impl Proxy {
         addr: SocketAddr,
         metrics: Arc<Metrics>,
     ) -> Result<Proxy, ProxyError> {
-        let listener = listener::bind(service, addr).await?;
-        let local = listener.local_addr().map_err(|source| ProxyError::Bind {
-            service: service.to_owned(),
-            addr,
-            source,
-        })?;
-
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .build(connector);
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(CLIENT_HEADER_TIMEOUT)
-            .keep_alive(true);
-
-        let shared = Arc::new(Shared {
-            service: service.to_owned(),
-            route: ArcSwap::from_pointee(RouteTable::empty()),
-            flights: Mutex::new(HashMap::new()),
-            backend_flights: Mutex::new(HashMap::new()),
-            cookie: format!("cutover-{service}"),
-            metrics,
-            client,
-            http1,
-            no_route_body: Bytes::from(format!("no ready instance of {service}\n")),
-        });
-        let connections = Arc::new(Connections::default());
-        let stop = Stop::default();
-        let accept_task = tokio::spawn(listener::accept_loop(
-            listener,
-            Arc::clone(&shared),
-            Arc::clone(&connections),
-            stop.clone(),
-        ));
+        let who = format!("service {service}");
+        let listener = listener::bind(&who, addr).await?;
+        let shared = Shared::new(service, metrics);
+        let listening = Listening::start(listener, addr, &who, Dispatch::One(Arc::clone(&shared)))?;
         Ok(Proxy {
             handle: Arc::new(Handle {
                 shared,
-                addr: local,
-                connections,
-                stop,
-                accept_task: Mutex::new(Some(accept_task)),
+                listening: Some(listening),
             }),
         })
     }
 
-    /// The address listened on (with the actual port when bound to port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.handle.addr
+    /// A proxy without a listener of its own: the shared [`Edge`] serves it.
+    pub fn unbound(service: &str, metrics: Arc<Metrics>) -> Proxy {
+        Proxy {
+            handle: Arc::new(Handle {
+                shared: Shared::new(service, metrics),
+                listening: None,
+            }),
+        }
+    }
+
+    /// The address of its own listener (with the actual port when bound to port 0), if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.handle.listening.as_ref().map(|l| l.addr)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
     }
 
     /// The service this proxy serves.
@@ -240,6 +260,35 @@ impl Proxy {
         });
     }
 
+    /// Applies `options` from the next request on.
+    pub fn set_options(&self, options: ProxyOptions) {
+        self.handle.shared.options.store(Arc::new(options));
+    }
+
+    /// Holds new requests from now on, each for at most `timeout` (then 503), until
+    /// [`Proxy::resume`]. Requests already routed go on.
+    pub fn pause(&self, timeout: Duration) {
+        let pause = &self.handle.shared.pause;
+        pause.state.send_replace(Some(timeout));
+        pause
+            .paused
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Lets held and new requests through.
+    pub fn resume(&self) {
+        let pause = &self.handle.shared.pause;
+        pause
+            .paused
+            .store(false, std::sync::atomic::Ordering::Release);
+        pause.state.send_replace(None);
+    }
+
+    /// The pause's timeout while paused.
+    pub fn paused(&self) -> Option<Duration> {
+        *self.handle.shared.pause.state.borrow()
+    }
+
     /// The route applied now.
     pub fn route(&self) -> Arc<RouteTable> {
         self.handle.shared.route.load_full()
@@ -252,14 +301,21 @@ impl Proxy {
             .map_or(0, |f| f.current())
     }
 
-    /// Waits until no request is in flight to `release` (`true`) or `timeout` passed (`false`).
+    /// Waits until no request is in flight to `release` (`true`) or `timeout` passed (`false`);
+    /// then the upgraded connections (WebSocket) still open to it are closed.
     ///
     /// The caller takes the release out of the route first; requests still arriving for a
     /// routed release keep the drain waiting until the timeout.
     pub async fn drain(&self, release: &str, timeout: Duration) -> bool {
         let flight = lock(&self.handle.shared.flights).get(release).cloned();
         match flight {
-            Some(flight) => flight.wait_idle(timeout).await,
+            Some(flight) => {
+                let idle = flight.wait_idle(timeout).await;
+                if !idle {
+                    flight.cut_upgraded();
+                }
+                idle
+            }
             None => true,
         }
     }
@@ -271,7 +327,13 @@ impl Proxy {
             .get(&addr)
             .cloned();
         match flight {
-            Some(flight) => flight.wait_idle(timeout).await,
+            Some(flight) => {
+                let idle = flight.wait_idle(timeout).await;
+                if !idle {
+                    flight.cut_upgraded();
+                }
+                idle
+            }
             None => true,
         }
     }
@@ -279,29 +341,33 @@ impl Proxy {
     /// Stops accepting, lets in-flight requests finish for a few seconds, then closes every
     /// connection. Idle keep-alive connections close at once.
     pub async fn shutdown(&self) {
-        let handle = &self.handle;
-        handle.stop.accept.cancel();
-        let task = lock(&handle.accept_task).take();
-        if let Some(task) = task {
-            // The task only ends by cancellation; a panic in it has nothing left to clean up.
-            let _ = task.await;
-        }
-        handle.stop.graceful.cancel();
-        if !handle.connections.wait_closed(SHUTDOWN_GRACE).await {
-            handle.stop.hard.cancel();
-            handle
-                .connections
-                .wait_closed(Duration::from_millis(500))
-                .await;
+        if let Some(listening) = &self.handle.listening {
+            listening.shutdown().await;
         }
     }
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop.accept.cancel();
-        self.stop.graceful.cancel();
-        self.stop.hard.cancel();
+impl Shared {
+    fn new(service: &str, metrics: Arc<Metrics>) -> Arc<Shared> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+            .build(connector);
+        Arc::new(Shared {
+            service: service.to_owned(),
+            route: ArcSwap::from_pointee(RouteTable::empty()),
+            flights: Mutex::new(HashMap::new()),
+            backend_flights: Mutex::new(HashMap::new()),
+            cookie: format!("cutover-{service}"),
+            metrics,
+            client,
+            options: ArcSwap::from_pointee(ProxyOptions::default()),
+            pause: Pause::default(),
+            no_route_body: Bytes::from(format!("no ready instance of {service}\n")),
+        })
     }
 }
 
@@ -309,7 +375,7 @@ impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proxy")
             .field("service", &self.handle.shared.service)
-            .field("addr", &self.handle.addr)
+            .field("addr", &self.addr())
             .field("route", &self.route())
             .finish()
     }

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod merge;
 pub mod metrics;
 pub mod monitor;
+pub mod pause;
 pub mod plan;
 pub mod releases;
 pub mod rollback;
