@@ -258,6 +258,46 @@ async fn a_dead_backend_is_502_and_counted_as_an_error() {
 }
 
 #[tokio::test]
+async fn a_get_whose_backend_is_gone_is_sent_to_another_one_and_a_post_is_not() {
+    let live = Upstream::start("r1").await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let (proxy, metrics) = proxy().await;
+    proxy.set_route(RouteTable::new(
+        1,
+        vec![cutover_runtime::proxy::RouteRelease {
+            release: "r1".into(),
+            weight: 100,
+            backends: vec![dead, live.addr],
+        }],
+    ));
+    let c = client();
+    // Round robin sends every other request to the dead backend first: each GET is answered.
+    for _ in 0..10 {
+        let got = get(&c, proxy.addr().unwrap(), "/").await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        assert_eq!(got.body, "r1");
+    }
+    assert_eq!(live.hits(), 10);
+    let m = metrics.snapshot("api", "r1").unwrap();
+    assert_eq!((m.requests, m.errors), (10, 0));
+    // A request with a body is not sent twice: it may have been acted on.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let req = Request::post(format!("http://{}/orders", proxy.addr().unwrap()))
+            .body(text("{\"n\":1}"))
+            .unwrap();
+        codes.push(read(c.request(req).await.unwrap()).await.status);
+    }
+    assert!(codes.contains(&StatusCode::BAD_GATEWAY), "{codes:?}");
+    assert!(codes.contains(&StatusCode::OK), "{codes:?}");
+    assert_eq!(proxy.in_flight("r1"), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn binding_a_taken_port_names_the_port_and_its_holder() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();

@@ -772,7 +772,7 @@ fn swarm_run(
         spec: s.clone(),
         rolling: spec.strategy == crate::api::types::Strategy::Rolling,
         batch: spec.batch.max(1),
-        delay: ready.max(Duration::from_secs(2)).min(h.ready_timeout),
+        delay: ready.max(Duration::from_secs(1)).min(h.ready_timeout),
         monitor: (ready * 2).max(Duration::from_secs(5)),
         stop_grace: Duration::from_millis(spec.drain_timeout_ms).max(Duration::from_secs(1)),
     }

@@ -109,34 +109,77 @@ pub(crate) async fn serve(
             None,
         ));
     };
-    let mut req = upstream_request(req, pass.backend(), client_ip, limit);
+    // A request without a body whose method is idempotent can go to another backend when the
+    // first one fails before answering (a task that moved, an instance that just died): its
+    // head is kept for that, when there is another backend to try.
+    let retry_head = (upgrade.is_none()
+        && req.body().is_end_stream()
+        && matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        )
+        && pass.table.backends_total() > 1)
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
+    let mut req = upstream_request(req, pass.backend(), client_ip.clone(), limit);
     if let Some((protocol, _)) = &upgrade {
         req.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
         req.headers_mut().insert(UPGRADE, protocol.clone());
     }
-    let sent = shared.client.request(req);
-    let answered = match options.upstream_timeout {
-        Some(limit) => match tokio::time::timeout(limit, sent).await {
-            Ok(answered) => answered,
-            Err(_) => {
-                pass.lane()
-                    .counters
-                    .record(StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed());
-                let message = format!(
-                    "upstream {} of release {} did not answer within {}\n",
-                    pass.backend().addr,
-                    pass.release(),
-                    humantime_ms(limit)
-                );
-                let release = pass.release().to_owned();
-                drop(pass);
-                return Ok(respond(
-                    text(StatusCode::GATEWAY_TIMEOUT, Bytes::from(message)),
-                    Some(&release),
-                ));
+    let (pass, answered) = match retry_head {
+        None => (pass, send(&shared, req, options.upstream_timeout).await),
+        Some(head) => {
+            let mut pass = pass;
+            let mut tried = vec![pass.backend().addr];
+            let mut answered = send(&shared, req, options.upstream_timeout).await;
+            while let Sent::Failed(err) = &answered
+                && !caused_by::<BodyTooLarge>(err)
+                && tried.len() <= RETRIES
+            {
+                let Some(next) = Pass::begin_avoiding(&shared, &head.2, &tried) else {
+                    break;
+                };
+                tried.push(next.backend().addr);
+                pass = next;
+                let mut again = Request::new(());
+                *again.method_mut() = head.0.clone();
+                *again.uri_mut() = head.1.clone();
+                *again.headers_mut() = head.2.clone();
+                let again = again.map(|()| RequestBody {
+                    body: None,
+                    left: None,
+                });
+                let again = upstream_request_of(again, pass.backend(), client_ip.clone());
+                answered = send(&shared, again, options.upstream_timeout).await;
             }
-        },
-        None => sent.await,
+            (pass, answered)
+        }
+    };
+    let answered = match answered {
+        Sent::Answered(r) => Ok(r),
+        Sent::Failed(e) => Err(e),
+        Sent::TimedOut(limit) => {
+            pass.lane()
+                .counters
+                .record(StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed());
+            let message = format!(
+                "upstream {} of release {} did not answer within {}\n",
+                pass.backend().addr,
+                pass.release(),
+                humantime_ms(limit)
+            );
+            let release = pass.release().to_owned();
+            drop(pass);
+            return Ok(respond(
+                text(StatusCode::GATEWAY_TIMEOUT, Bytes::from(message)),
+                Some(&release),
+            ));
+        }
     };
     match answered {
         Ok(mut resp) => {
@@ -203,6 +246,37 @@ pub(crate) async fn serve(
                 Some(&release),
             ))
         }
+    }
+}
+
+/// How many other backends a request without a body is sent to after the first failed.
+const RETRIES: usize = 2;
+
+/// How sending a request upstream ended.
+enum Sent {
+    Answered(Response<Incoming>),
+    Failed(hyper_util::client::legacy::Error),
+    /// No answer within the service's `upstream_timeout`.
+    TimedOut(std::time::Duration),
+}
+
+/// Sends `req` upstream, within `timeout` when one is set.
+async fn send(
+    shared: &Shared,
+    req: Request<RequestBody>,
+    timeout: Option<std::time::Duration>,
+) -> Sent {
+    let sent = shared.client.request(req);
+    let answered = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(answered) => answered,
+            Err(_) => return Sent::TimedOut(limit),
+        },
+        None => sent.await,
+    };
+    match answered {
+        Ok(resp) => Sent::Answered(resp),
+        Err(e) => Sent::Failed(e),
     }
 }
 
@@ -323,6 +397,19 @@ fn upstream_request(
     client_ip: HeaderValue,
     limit: Option<u64>,
 ) -> Request<RequestBody> {
+    let req = req.map(|body| RequestBody {
+        body: Some(body),
+        left: limit,
+    });
+    upstream_request_of(req, backend, client_ip)
+}
+
+/// [`upstream_request`] of a request whose body is already wrapped.
+fn upstream_request_of(
+    req: Request<RequestBody>,
+    backend: &Backend,
+    client_ip: HeaderValue,
+) -> Request<RequestBody> {
     let (mut head, body) = req.into_parts();
     let path_and_query = head
         .uri
@@ -353,7 +440,7 @@ fn upstream_request(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    Request::from_parts(head, RequestBody { body, left: limit })
+    Request::from_parts(head, body)
 }
 
 /// `X-Forwarded-For: <earlier hops>, <client>`, in one header line.
@@ -501,6 +588,22 @@ impl Pass {
         }
     }
 
+    /// Like [`Pass::begin`], on a backend other than those at `tried` (a few picks at most:
+    /// `None` when none is found).
+    fn begin_avoiding(
+        shared: &Shared,
+        headers: &HeaderMap,
+        tried: &[std::net::SocketAddr],
+    ) -> Option<Pass> {
+        for _ in 0..8 {
+            let pass = Pass::begin(shared, headers)?;
+            if !tried.contains(&pass.backend().addr) {
+                return Some(pass);
+            }
+        }
+        None
+    }
+
     fn lane(&self) -> &Lane {
         &self.table.lanes[self.lane]
     }
@@ -579,7 +682,8 @@ impl Body for ProxyBody {
 
 /// A request body on its way upstream, cut off with [`BodyTooLarge`] past `max_body`.
 pub(crate) struct RequestBody {
-    body: Incoming,
+    /// `None`: no body (a request sent again to another backend after the first failed).
+    body: Option<Incoming>,
     /// Bytes still allowed; `None`: no limit.
     left: Option<u64>,
 }
@@ -598,7 +702,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
                     let n = data.len() as u64;
@@ -616,11 +723,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -113,6 +113,11 @@ impl RouteTable {
         })
     }
 
+    /// How many backends the route has, in every release (weight 0 included).
+    pub(crate) fn backends_total(&self) -> usize {
+        self.lanes.iter().map(|l| l.backends.len()).sum()
+    }
+
     /// A route with no release: every request gets 503.
     pub fn empty() -> RouteTable {
         RouteTable::new(0, Vec::new())
