@@ -1,24 +1,27 @@
 //! One cutover [`Proxy`] in front of one upstream, for `scripts/bench-proxy`.
 //!
-//! `cargo run --release --example bench_proxy -- LISTEN UPSTREAM [single|weighted|sticky]` runs
-//! on a current-thread runtime (one core, to compare with one nginx worker) until SIGINT or
+//! `cargo run --release --example bench_proxy -- LISTEN UPSTREAM [single|weighted|sticky|hosts]`
+//! runs on a current-thread runtime (one core, to compare with one nginx worker) until SIGINT or
 //! SIGTERM. `weighted` splits the traffic 10/90 between two releases (both served by UPSTREAM),
-//! as during a canary step; `sticky` does the same with the sticky-session cookie on.
+//! as during a canary step; `sticky` does the same with the sticky-session cookie on; `hosts`
+//! serves LISTEN as the shared listener, where the service claims `bench.example` (and a
+//! second service `other.example` and `bench.example/admin`), with `max_body` and
+//! `upstream_timeout` set: the routing and limits of the edge on the plain path.
 
 use std::error::Error;
 use std::net::SocketAddr;
 
 use cutover_runtime::metrics::Metrics;
-use cutover_runtime::proxy::{Proxy, RouteRelease, RouteTable};
+use cutover_runtime::proxy::{Edge, Proxy, ProxyOptions, RouteRelease, RouteTable};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky]";
+    let usage = "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky|hosts]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let mode = args.next().unwrap_or_else(|| "single".into());
-    if !matches!(mode.as_str(), "single" | "weighted" | "sticky") {
+    if !matches!(mode.as_str(), "single" | "weighted" | "sticky" | "hosts") {
         return Err(usage.into());
     }
     tokio::runtime::Builder::new_current_thread()
@@ -29,7 +32,30 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(), Box<dyn Error>> {
     let metrics = Metrics::new();
-    let proxy = Proxy::bind("bench", listen, metrics.clone()).await?;
+    let edge = if mode == "hosts" {
+        Some(Edge::bind(listen).await?)
+    } else {
+        None
+    };
+    let proxy = match &edge {
+        Some(_) => Proxy::unbound("bench", metrics.clone()),
+        None => Proxy::bind("bench", listen, metrics.clone()).await?,
+    };
+    let other = Proxy::unbound("other", metrics.clone());
+    if let Some(edge) = &edge {
+        proxy.set_options(ProxyOptions {
+            max_body: Some(10 * 1024 * 1024),
+            upstream_timeout: Some(std::time::Duration::from_secs(30)),
+            ..ProxyOptions::default()
+        });
+        edge.claim("bench/bench", &proxy, &["bench.example".to_string()], "/")?;
+        edge.claim(
+            "bench/other",
+            &other,
+            &["other.example".to_string(), "bench.example".to_string()],
+            "/admin",
+        )?;
+    }
     let release = |name: &str, weight| RouteRelease {
         release: name.into(),
         weight,
@@ -43,9 +69,7 @@ async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(),
     proxy.set_route(table);
     println!(
         "bench_proxy listening on {} (pid {})",
-        proxy
-            .addr()
-            .map_or_else(|| "nothing".to_string(), |a| a.to_string()),
+        edge.as_ref().map(Edge::addr).or(proxy.addr()).map_or_else(|| "nothing".to_string(), |a| a.to_string()),
         std::process::id()
     );
     let mut term = signal(SignalKind::terminate())?;
@@ -54,6 +78,9 @@ async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(),
         _ = term.recv() => {}
     }
     proxy.shutdown().await;
+    if let Some(edge) = edge {
+        edge.shutdown().await;
+    }
     for (_, release, m) in metrics.all() {
         println!(
             "bench_proxy {release} served {} requests, {} errors, p99 {:?}",
