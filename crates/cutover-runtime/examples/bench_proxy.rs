@@ -69,7 +69,10 @@ async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(),
     proxy.set_route(table);
     println!(
         "bench_proxy listening on {} (pid {})",
-        edge.as_ref().map(Edge::addr).or(proxy.addr()).map_or_else(|| "nothing".to_string(), |a| a.to_string()),
+        edge.as_ref()
+            .map(Edge::addr)
+            .or(proxy.addr())
+            .map_or_else(|| "nothing".to_string(), |a| a.to_string()),
         std::process::id()
     );
     let mut term = signal(SignalKind::terminate())?;

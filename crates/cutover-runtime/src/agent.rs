@@ -346,6 +346,15 @@ impl Agent {
             .remove(&(env.to_string(), service.to_string()));
     }
 
+    /// The runtime of (`env`, `service`), when the agent runs it.
+    async fn running(&self, env: &str, service: &str) -> Option<Arc<ServiceRuntime>> {
+        self.services
+            .lock()
+            .await
+            .get(&(env.to_string(), service.to_string()))
+            .cloned()
+    }
+
     fn problem(&self, env: &str, service: &str) -> Option<String> {
         self.problems
             .lock()
@@ -401,12 +410,7 @@ impl Agent {
         service: &str,
         control: Control,
     ) -> Result<(), String> {
-        let rt = self
-            .services
-            .lock()
-            .await
-            .get(&(env.to_string(), service.to_string()))
-            .cloned();
+        let rt = self.running(env, service).await;
         let sent = rt.is_some_and(|rt| rt.send_control(control));
         if sent {
             log(&format!("{env}/{service}: {control:?} asked"));
@@ -800,11 +804,8 @@ impl Agent {
         timeout: Option<Duration>,
     ) -> Result<(), String> {
         let rt = self
-            .services
-            .lock()
+            .running(env, service)
             .await
-            .get(&(env.to_string(), service.to_string()))
-            .cloned()
             .ok_or_else(|| format!("{service} does not run in {env}"))?;
         match timeout {
             Some(t) => {

@@ -165,44 +165,39 @@ fn requests(
             )?;
         }
     }
-    let mut f = encoder.encode_descriptor(
-        "cutover_request_errors",
-        "5xx answers, connection errors, timeouts and bodies cut short, by service and release.",
-        None,
-        MetricType::Counter,
-    )?;
-    for (service, release, m) in all {
-        counter(
-            &mut f,
-            &[("service", service.as_str()), ("release", release.as_str())],
-            m.errors,
-        )?;
-    }
-    let mut f = encoder.encode_descriptor(
-        "cutover_upgrades",
-        "Connections upgraded through the proxy (WebSocket and other Upgrade requests), by service and release.",
-        None,
-        MetricType::Counter,
-    )?;
-    for (service, release, m) in all {
-        counter(
-            &mut f,
-            &[("service", service.as_str()), ("release", release.as_str())],
-            m.upgrades,
-        )?;
-    }
-    let mut f = encoder.encode_descriptor(
-        "cutover_upgraded_connections",
-        "Upgraded connections open now (they count as in flight for their release), by service and release.",
-        None,
-        MetricType::Gauge,
-    )?;
-    for (service, release, m) in all {
-        gauge(
-            &mut f,
-            &[("service", service.as_str()), ("release", release.as_str())],
-            m.upgraded_open,
-        )?;
+    // One sample per (service, release) each: name, help, type, value.
+    type Of = fn(&ReleaseMetrics) -> u64;
+    let per_release: [(&str, &str, MetricType, Of); 3] = [
+        (
+            "cutover_request_errors",
+            "5xx answers, connection errors, timeouts and bodies cut short, by service and release.",
+            MetricType::Counter,
+            |m| m.errors,
+        ),
+        (
+            "cutover_upgrades",
+            "Connections upgraded through the proxy (WebSocket and other Upgrade requests), by service and release.",
+            MetricType::Counter,
+            |m| m.upgrades,
+        ),
+        (
+            "cutover_upgraded_connections",
+            "Upgraded connections open now (they count as in flight for their release), by service and release.",
+            MetricType::Gauge,
+            |m| m.upgraded_open,
+        ),
+    ];
+    for (name, help, kind, of) in per_release {
+        let gauge_family = matches!(kind, MetricType::Gauge);
+        let mut f = encoder.encode_descriptor(name, help, None, kind)?;
+        for (service, release, m) in all {
+            let labels = [("service", service.as_str()), ("release", release.as_str())];
+            if gauge_family {
+                gauge(&mut f, &labels, of(m))?;
+            } else {
+                counter(&mut f, &labels, of(m))?;
+            }
+        }
     }
     let mut f = encoder.encode_descriptor(
         "cutover_request_duration",

@@ -30,17 +30,7 @@ pub(super) async fn run(
     let batch = spec.batch.clamp(1, total);
     let drain = Duration::from_millis(spec.drain_timeout_ms);
     let new = Arc::new(ReleaseSet::new(spec));
-    {
-        let mut sets = rt.sets.lock().await;
-        if let Some(stale) = sets.warm.take() {
-            tokio::spawn(async move { stale.stop().await });
-        }
-        sets.next = Some(Next {
-            set: new.clone(),
-            weighting: Weighting::ByInstances,
-            sticky: false,
-        });
-    }
+    join_beside(rt, &new).await;
     let ctx = agent.spawn_context();
     let mut removed: u32 = 0;
     while new.len() < total {
@@ -114,6 +104,20 @@ pub(super) async fn run(
         });
     }
     Ok(())
+}
+
+/// Puts `new` beside the live set, traffic shared by ready instances; a warm set left from an
+/// earlier deploy is stopped.
+async fn join_beside(rt: &ServiceRuntime, new: &Arc<ReleaseSet>) {
+    let mut sets = rt.sets.lock().await;
+    if let Some(stale) = sets.warm.take() {
+        tokio::spawn(async move { stale.stop().await });
+    }
+    sets.next = Some(Next {
+        set: Arc::clone(new),
+        weighting: Weighting::ByInstances,
+        sticky: false,
+    });
 }
 
 /// Routes by the sets as they are now, which takes `leaving` out of the route (the caller
@@ -210,17 +214,7 @@ async fn swarm(
         .map(|c| c.host.clone())
         .unwrap_or_default();
     let new = Arc::new(ReleaseSet::new(spec));
-    {
-        let mut sets = rt.sets.lock().await;
-        if let Some(stale) = sets.warm.take() {
-            tokio::spawn(async move { stale.stop().await });
-        }
-        sets.next = Some(Next {
-            set: new.clone(),
-            weighting: Weighting::ByInstances,
-            sticky: false,
-        });
-    }
+    join_beside(rt, &new).await;
     let ctx = agent.spawn_context();
     let _ = progress.send(DeployProgress::Starting { instances: total });
     let members = match new.start(total, &ctx) {

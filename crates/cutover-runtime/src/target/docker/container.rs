@@ -394,19 +394,30 @@ fn follow(client: Docker, id: String, since: i32, logs: Arc<LogSink>) -> JoinHan
             .stderr(true)
             .since(since)
             .build();
-        let mut stream = client.logs(&id, Some(options));
-        let mut partial: Vec<u8> = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            partial.extend_from_slice(&chunk.into_bytes());
-            while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=nl).collect();
-                logs.line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
-            }
-        }
-        if !partial.is_empty() {
-            logs.line(&String::from_utf8_lossy(&partial));
-        }
+        pipe_lines(client.logs(&id, Some(options)), &logs).await;
     })
+}
+
+/// Writes the engine's log `stream` (a container's or a swarm task's) into `logs` line by
+/// line, until it ends.
+pub(crate) async fn pipe_lines(
+    stream: impl futures_util::Stream<
+        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+    >,
+    logs: &LogSink,
+) {
+    let mut stream = std::pin::pin!(stream);
+    let mut partial: Vec<u8> = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        partial.extend_from_slice(&chunk.into_bytes());
+        while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=nl).collect();
+            logs.line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+        }
+    }
+    if !partial.is_empty() {
+        logs.line(&String::from_utf8_lossy(&partial));
+    }
 }
 
 /// Stops container `id`: SIGTERM, `grace`, then SIGKILL (the engine's stop).

@@ -18,6 +18,7 @@
 //! them (no orphan, no duplicate).
 
 mod container;
+pub(crate) use container::pipe_lines;
 pub mod image;
 
 use std::collections::BTreeMap;

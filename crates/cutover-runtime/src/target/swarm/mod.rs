@@ -117,22 +117,26 @@ impl SwarmBackend {
     }
 }
 
+impl SwarmBackend {
+    /// A seat for `spec` in its release's service (the running one named `adopt`, if given).
+    fn seat(&self, spec: &InstanceSpec, adopt: Option<&str>) -> Arc<dyn Unit> {
+        match spec.container.as_ref().and_then(|c| c.swarm.clone()) {
+            Some(run) => Arc::new(seat::Seat::join(self.service_for(&run, adopt), spec)),
+            None => Arc::new(seat::Seat::failed(
+                spec,
+                "no swarm service described for this instance",
+            )),
+        }
+    }
+}
+
 impl Backend for SwarmBackend {
     fn name(&self) -> &'static str {
         "swarm"
     }
 
     fn start(&self, spec: InstanceSpec, _policy: RestartPolicy) -> Arc<dyn Unit> {
-        match spec.container.as_ref().and_then(|c| c.swarm.clone()) {
-            Some(run) => {
-                let svc = self.service_for(&run, None);
-                Arc::new(seat::Seat::join(svc, &spec))
-            }
-            None => Arc::new(seat::Seat::failed(
-                &spec,
-                "no swarm service described for this instance",
-            )),
-        }
+        self.seat(&spec, None)
     }
 
     fn adopt(&self, spec: InstanceSpec, _policy: RestartPolicy, found: &Found) -> Arc<dyn Unit> {
@@ -140,15 +144,6 @@ impl Backend for SwarmBackend {
             Found::SwarmService { name, .. } => Some(name.as_str()),
             _ => None,
         };
-        match spec.container.as_ref().and_then(|c| c.swarm.clone()) {
-            Some(run) => {
-                let svc = self.service_for(&run, name);
-                Arc::new(seat::Seat::join(svc, &spec))
-            }
-            None => Arc::new(seat::Seat::failed(
-                &spec,
-                "no swarm service described for this instance",
-            )),
-        }
+        self.seat(&spec, name)
     }
 }

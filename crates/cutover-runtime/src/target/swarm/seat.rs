@@ -9,7 +9,6 @@ use std::time::Duration;
 use bollard::models::TaskState;
 use bollard::query_parameters::LogsOptionsBuilder;
 use chrono::Utc;
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -204,18 +203,7 @@ impl SeatLink {
                 .stdout(true)
                 .stderr(true)
                 .build();
-            let mut stream = client.task_logs(&id, Some(options));
-            let mut partial: Vec<u8> = Vec::new();
-            while let Some(Ok(chunk)) = stream.next().await {
-                partial.extend_from_slice(&chunk.into_bytes());
-                while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = partial.drain(..=nl).collect();
-                    logs.line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
-                }
-            }
-            if !partial.is_empty() {
-                logs.line(&String::from_utf8_lossy(&partial));
-            }
+            crate::target::docker::pipe_lines(client.task_logs(&id, Some(options)), &logs).await;
         });
         let previous = self
             .follower
