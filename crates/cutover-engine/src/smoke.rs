@@ -49,6 +49,8 @@ pub struct Target {
     pub service: String,
     /// Its public address (the proxy listener).
     pub addr: SocketAddr,
+    /// The `Host` asked for on a shared listener (`None`: the address itself).
+    pub host: Option<String>,
     /// The health path.
     pub health_path: String,
     /// The health path's expected status.
@@ -61,17 +63,26 @@ pub struct Target {
 
 impl Target {
     /// The target of a resolved service: its public `listen:port` (an unspecified listen
-    /// address is reached on loopback). None when the service has no `port`.
-    pub fn of(svc: &ResolvedService) -> Option<Target> {
-        let port = svc.port?;
-        let ip = match svc.listen {
+    /// address is reached on loopback), else, for a service with `hosts`, the shared `[proxy]
+    /// http` listener asked for its first host. None when it has neither.
+    pub fn of(svc: &ResolvedService, proxy: &cutover_config::ProxyListeners) -> Option<Target> {
+        let loopback = |ip: IpAddr| match ip {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
+        let (addr, host) = match (svc.port, proxy.http, svc.hosts.first()) {
+            (Some(port), _, _) => (SocketAddr::new(loopback(svc.listen), port), None),
+            (None, Some(edge), Some(host)) => (
+                SocketAddr::new(loopback(edge.ip()), edge.port()),
+                Some(host.clone()),
+            ),
+            _ => return None,
+        };
         Some(Target {
             service: svc.name.clone(),
-            addr: SocketAddr::new(ip, port),
+            addr,
+            host,
             health_path: svc.health.path.clone(),
             expect_status: svc.health.expect_status,
             expect_json: svc.health.expect_json.clone(),
@@ -81,7 +92,10 @@ impl Target {
 
     /// `http://host:port`, as `cutover status` shows it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.host {
+            Some(host) => format!("http://{host}:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 }
 
@@ -138,7 +152,7 @@ impl ServiceReport {
 pub async fn run(target: &Target) -> ServiceReport {
     let mut checks = Vec::new();
     let get = Method::GET;
-    let health = request(target.addr, &get, &target.health_path).await;
+    let health = request(target, &get, &target.health_path).await;
     let health_req = format!("GET {}", target.health_path);
 
     // 1. health
@@ -204,7 +218,7 @@ pub async fn run(target: &Target) -> ServiceReport {
     checks.push(match &unreachable {
         Some(why) => not_tried(STAGES[2], req, why),
         None => {
-            let answer = request(target.addr, &get, "/").await;
+            let answer = request(target, &get, "/").await;
             let (passed, message) = match &answer {
                 Ok(a) if a.status != 200 => (false, format!("status {}, expected 200", a.status)),
                 Ok(a) => match serde_json::from_slice::<serde_json::Value>(&a.body) {
@@ -231,8 +245,8 @@ pub async fn run(target: &Target) -> ServiceReport {
     checks.push(match &unreachable {
         Some(why) => not_tried(STAGES[3], req, why),
         None => {
-            let unknown = request(target.addr, &get, UNKNOWN_PATH).await;
-            let post = request(target.addr, &Method::POST, &target.health_path).await;
+            let unknown = request(target, &get, UNKNOWN_PATH).await;
+            let post = request(target, &Method::POST, &target.health_path).await;
             let mut problems = Vec::new();
             match &unknown {
                 Ok(a) if a.status == 404 => {}
@@ -269,7 +283,7 @@ pub async fn run(target: &Target) -> ServiceReport {
     checks.push(match &unreachable {
         Some(why) => not_tried(STAGES[4], req, why),
         None => {
-            let answer = request(target.addr, &get, "/docs").await;
+            let answer = request(target, &get, "/docs").await;
             let (passed, message) = match &answer {
                 Ok(a) if (200..400).contains(&a.status) => (true, format!("{}", a.status)),
                 Ok(a) => (false, format!("status {}, expected 2xx or 3xx", a.status)),
@@ -294,7 +308,7 @@ pub async fn run(target: &Target) -> ServiceReport {
             continue;
         }
         let answer = match Method::from_bytes(entry.method.as_bytes()) {
-            Ok(method) => request(target.addr, &method, &entry.path).await,
+            Ok(method) => request(target, &method, &entry.path).await,
             Err(_) => Err(format!("{:?} is not an HTTP method", entry.method)),
         };
         let (passed, message) = match &answer {
@@ -421,22 +435,30 @@ fn snippet(body: &[u8]) -> String {
 
 /// One request on a fresh connection, bounded by [`REQUEST_TIMEOUT`]; a failure in words
 /// that name the service's address and the request.
-async fn request(addr: SocketAddr, method: &Method, path: &str) -> Result<Answer, String> {
-    probe::fetch(addr, method, path, "cutover-smoke", REQUEST_TIMEOUT)
-        .await
-        .map_err(|failure| match failure {
-            Failure::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
-                "connection refused at {addr}: the service is not running (`cutover status` shows it)"
-            ),
-            Failure::Connect(e) => format!("cannot connect to {addr}: {e}"),
-            Failure::Handshake(e) => format!("HTTP handshake with {addr} failed: {e}"),
-            Failure::InvalidRequest(e) => format!("invalid request {method} {path:?}: {e}"),
-            Failure::Request(e) => format!("{method} {path} failed: {e}"),
-            Failure::Body { error, .. } => {
-                format!("reading the answer to {method} {path} failed: {error}")
-            }
-            Failure::TimedOut(t) => format!("no answer from {addr} within {}s", t.as_secs()),
-        })
+async fn request(target: &Target, method: &Method, path: &str) -> Result<Answer, String> {
+    let addr = target.addr;
+    probe::fetch(
+        addr,
+        target.host.as_deref(),
+        method,
+        path,
+        "cutover-smoke",
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(|failure| match failure {
+        Failure::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused at {addr}: the service is not running (`cutover status` shows it)"
+        ),
+        Failure::Connect(e) => format!("cannot connect to {addr}: {e}"),
+        Failure::Handshake(e) => format!("HTTP handshake with {addr} failed: {e}"),
+        Failure::InvalidRequest(e) => format!("invalid request {method} {path:?}: {e}"),
+        Failure::Request(e) => format!("{method} {path} failed: {e}"),
+        Failure::Body { error, .. } => {
+            format!("reading the answer to {method} {path} failed: {error}")
+        }
+        Failure::TimedOut(t) => format!("no answer from {addr} within {}s", t.as_secs()),
+    })
 }
 
 /// The reports as JUnit XML, written by `quick-junit` (nextest's writer): a `<testsuite>` per
@@ -501,6 +523,7 @@ mod tests {
             }
         });
         let target = Target {
+            host: None,
             service: "api".into(),
             addr,
             health_path: "/health".into(),
@@ -620,6 +643,7 @@ mod tests {
             .unwrap()
             .port();
         let target = Target {
+            host: None,
             service: "api".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             health_path: "/health".into(),

@@ -436,6 +436,7 @@ impl Drop for AbortOnDrop {
 async fn http_check(health: &Health, addr: SocketAddr) -> Result<String, String> {
     let request = fetch(
         addr,
+        None,
         &Method::GET,
         &health.path,
         "cutover-probe",
@@ -506,16 +507,18 @@ pub enum Failure {
 }
 
 /// One request on a fresh connection (no pooled state can hide a dead instance), bounded by
-/// `timeout`: the one-shot request of both the health probe and the smoke tests.
+/// `timeout`: the one-shot request of both the health probe and the smoke tests. `host` is the
+/// `Host` to ask for (a shared listener routes by it); `None`: `addr`.
 pub async fn fetch(
     addr: SocketAddr,
+    host: Option<&str>,
     method: &Method,
     path: &str,
     user_agent: &str,
     timeout: Duration,
 ) -> Result<Response, Failure> {
     let began = Instant::now();
-    match tokio::time::timeout(timeout, exchange(addr, method, path, user_agent)).await {
+    match tokio::time::timeout(timeout, exchange(addr, host, method, path, user_agent)).await {
         Ok(Ok((status, body))) => Ok(Response {
             status,
             body,
@@ -528,6 +531,7 @@ pub async fn fetch(
 
 async fn exchange(
     addr: SocketAddr,
+    host: Option<&str>,
     method: &Method,
     path: &str,
     user_agent: &str,
@@ -543,7 +547,10 @@ async fn exchange(
     let mut request = hyper::Request::builder()
         .method(method.clone())
         .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
+        .header(
+            hyper::header::HOST,
+            host.map_or_else(|| addr.to_string(), str::to_string),
+        )
         .header(hyper::header::USER_AGENT, user_agent)
         .header(hyper::header::CONNECTION, "close");
     if !matches!(*method, Method::GET | Method::HEAD) {

@@ -224,6 +224,7 @@ impl Dispatcher {
                     .map(str::to_string)
                     .collect(),
                 keep_releases: request.project.settings.keep_releases,
+                proxy: request.project.proxy,
                 checks: checks.clone(),
                 build: build.clone(),
                 store: self.store.clone(),

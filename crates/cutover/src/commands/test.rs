@@ -32,10 +32,13 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
     let mut targets = Vec::new();
     if named.is_empty() {
         for svc in &env.services {
-            match Target::of(svc) {
+            match Target::of(svc, &project.proxy) {
                 Some(t) => targets.push(t),
                 None if !cli.json => {
-                    eprintln!("{}: no `port`, nothing to test", svc.name);
+                    eprintln!(
+                        "{}: no `port` and no `hosts` on a [proxy] http listener, nothing to test",
+                        svc.name
+                    );
                 }
                 None => {}
             }
@@ -43,10 +46,12 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
     } else {
         for name in &named {
             let svc = context::known_service(&env, name)?;
-            let target = Target::of(svc).ok_or_else(|| {
+            let target = Target::of(svc, &project.proxy).ok_or_else(|| {
                 CliError::usage(
-                    format!("service `{name}` has no `port`: it has no public URL to test"),
-                    Some(format!("give [services.{name}] a `port`")),
+                    format!("service `{name}` has no `port` and no `hosts`: it has no public URL to test"),
+                    Some(format!(
+                        "give [services.{name}] a `port`, or `hosts` on the [proxy] http listener"
+                    )),
                 )
             })?;
             if !targets.iter().any(|t: &Target| t.service == target.service) {
