@@ -29,10 +29,7 @@ fn project(port: u16) -> TestProject {
 fn an_environment_on_a_target_this_build_cannot_drive_is_refused_before_anything_runs() {
     let port = free_port();
     let p = project(port);
-    for (env, target) in [
-        ("cluster", "kubernetes"),
-        ("platform", "exec"),
-    ] {
+    for (env, target) in [("cluster", "kubernetes"), ("platform", "exec")] {
         for args in [
             vec!["deploy", "--env", env],
             vec!["build", "--env", env],

@@ -35,6 +35,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// `Proxy-*` ones meant for this proxy. hyper frames bodies itself on each side.
@@ -53,6 +54,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     client_ip: HeaderValue,
+    https: bool,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -109,7 +111,7 @@ pub(crate) async fn serve(
             None,
         ));
     };
-    let mut req = upstream_request(req, pass.backend(), client_ip, limit);
+    let mut req = upstream_request(req, pass.backend(), client_ip, https, limit);
     if let Some((protocol, _)) = &upgrade {
         req.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
         req.headers_mut().insert(UPGRADE, protocol.clone());
@@ -321,9 +323,17 @@ fn upstream_request(
     req: Request<Incoming>,
     backend: &Backend,
     client_ip: HeaderValue,
+    https: bool,
     limit: Option<u64>,
 ) -> Request<RequestBody> {
     let (mut head, body) = req.into_parts();
+    // HTTP/2 carries the host in the URI (`:authority`), not in `Host`: upstreams get HTTP/1.1.
+    if !head.headers.contains_key(HOST)
+        && let Some(authority) = head.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        head.headers.insert(HOST, host);
+    }
     let path_and_query = head
         .uri
         .path_and_query()
@@ -346,7 +356,7 @@ fn upstream_request(
     headers.remove(EXPECT);
     append_forwarded_for(headers, client_ip);
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HTTP);
+        headers.insert(X_FORWARDED_PROTO, if https { HTTPS } else { HTTP });
     }
     if !headers.contains_key(X_FORWARDED_HOST)
         && let Some(host) = headers.get(HOST).cloned()
