@@ -295,6 +295,8 @@ pub struct Agent {
     backends: crate::target::Backends,
     /// The shared listener (`[proxy] http`), once a service with `hosts` was deployed.
     edge: Mutex<Option<Edge>>,
+    /// Certificates over ACME (`tls = "acme"`), and their renewal.
+    acme: Arc<crate::acme::Issuer>,
 }
 
 impl Agent {
@@ -326,6 +328,7 @@ impl Agent {
             ports: crate::supervisor::Ports::from_env(),
             backends,
             edge: Mutex::new(None),
+            acme: Arc::new(crate::acme::Issuer::default()),
         })
     }
 
@@ -583,7 +586,18 @@ impl Agent {
                     &claim.path_prefix,
                     tls.as_ref(),
                 )?;
-                // ACME_ENSURE
+                if let (Some(TlsSpec::Acme), Some(acme)) = (&claim.tls, &claim.acme) {
+                    self.acme
+                        .ensure(
+                            &self.state_dir.path().join("acme"),
+                            edge,
+                            &owner,
+                            &claim.hosts,
+                            acme,
+                        )
+                        .await
+                        .map_err(|e| format!("{}: {e}", spec.service))?;
+                }
                 rt.on_edge.store(true, Ordering::SeqCst);
             }
             (Some(edge), None) => {

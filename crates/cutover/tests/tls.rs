@@ -483,3 +483,190 @@ fn tls_mistakes_are_named_with_their_fix() {
     );
     assert!(!all.contains("PRIVATE KEY"), "{all}");
 }
+
+/// Child processes killed (by their PID) and reaped when dropped, even when the test fails.
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A real ACME server on 127.0.0.1: pebble, with pebble-challtestsrv as its DNS (every name is
+/// 127.0.0.1), validating HTTP-01 against `http_port` for real. Returns the directory URL, the
+/// root that signs pebble's own HTTPS (`ca`), and the guard.
+fn pebble(dir: &Path, http_port: u16) -> (String, Kill) {
+    let (acme, mgmt, dns, dns_mgmt, tls_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    make_leaf(dir, "pebble", &["localhost"], "99");
+    // pebble's HTTPS is dialed by address: give its certificate the IP too.
+    std::fs::write(
+        dir.join("pebble.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "pebble.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "0x99",
+            "-out",
+            "pebble.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "pebble.ext",
+        ],
+    );
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{acme}"),
+        "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+        "certificate": dir.join("pebble.pem"),
+        "privateKey": dir.join("pebble.key"),
+        "httpPort": http_port,
+        "tlsPort": tls_port,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false
+    }});
+    std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+    let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    let dns_server = Command::new("pebble-challtestsrv")
+        .args([
+            "-dns01",
+            &format!("127.0.0.1:{dns}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+        ])
+        .args([
+            "-tlsalpn01",
+            "",
+            "-management",
+            &format!("127.0.0.1:{dns_mgmt}"),
+        ])
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+        .stdout(log("challtestsrv.log"))
+        .stderr(log("challtestsrv.err"))
+        .spawn()
+        .expect("pebble-challtestsrv runs (scripts/test installs Debian's pebble)");
+    let mut guard = Kill(vec![dns_server]);
+    let server = Command::new("pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(log("pebble.log"))
+        .stderr(log("pebble.err"))
+        .spawn()
+        .expect("pebble runs (scripts/test installs Debian's pebble)");
+    guard.0.push(server);
+    let directory = format!("https://127.0.0.1:{acme}/dir");
+    let ca = dir.join("ca.pem");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(&ca)
+                .arg(&directory)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        }),
+        "pebble did not start: {}",
+        std::fs::read_to_string(dir.join("pebble.err")).unwrap_or_default()
+    );
+    // The root pebble signs issued certificates with, for the clients.
+    let root = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{mgmt}/roots/0"))
+        .output()
+        .unwrap();
+    assert!(root.status.success());
+    std::fs::write(dir.join("pebble-root.pem"), root.stdout).unwrap();
+    (directory, guard)
+}
+
+#[test]
+fn acme_certificates_from_pebble_validated_over_http01_and_renewed() {
+    use std::os::unix::fs::PermissionsExt;
+    let (http, https) = (free_port(), free_port());
+    let scratch = tempfile::tempdir().unwrap();
+    let certs = scratch.path().to_path_buf();
+    make_ca(&certs);
+    let (directory, _pebble) = pebble(&certs, http);
+    // renew_before longer than pebble's certificates live: every certificate is due at once,
+    // so the background renewal replaces it within seconds.
+    let p = project(
+        http,
+        https,
+        &format!(
+            "[proxy.acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.test\"\nca = \"{}\"\nrenew_before = \"100000d\"",
+            certs.join("ca.pem").display()
+        ),
+        &[("api", "hosts = [\"api.example.test\"]\ntls = \"acme\"")],
+    );
+    let _agent = AgentGuard(&p);
+    deploy(&p);
+    let root = certs.join("pebble-root.pem");
+    let got = curl("https", https, "api.example.test", "/", &root, &["--http2"]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.version, "2");
+    assert_eq!(got.json()["version"], "api-v1");
+    let first = served_cert(https, "api.example.test");
+    assert!(first.contains("serial="), "{first}");
+
+    // Real HTTP-01 validation: pebble fetched the token from the http listener.
+    let pebble_log = std::fs::read_to_string(certs.join("pebble.log")).unwrap_or_default()
+        + &std::fs::read_to_string(certs.join("pebble.err")).unwrap_or_default();
+    assert!(
+        pebble_log.contains("Attempting to validate w/ HTTP: http://api.example.test:")
+            && pebble_log.contains("set VALID by completed challenge"),
+        "{pebble_log}"
+    );
+
+    // Renewal in the background: a new certificate is served without a deploy.
+    assert!(
+        wait_until(Duration::from_secs(60), || served_cert(
+            https,
+            "api.example.test"
+        ) != first),
+        "not renewed; agent log: {}",
+        p.read(".cutover/logs/agent.log")
+    );
+    let got = curl("https", https, "api.example.test", "/", &root, &[]);
+    assert_eq!(got.status, 200, "{}", got.body);
+
+    // The account key and the certificate keys are secrets: mode 0600, never logged.
+    let acme = p.path().join(".cutover/acme");
+    let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&acme.join("account.json")), 0o600);
+    assert_eq!(mode(&acme.join("certs/api.example.test.key")), 0o600);
+    let log = p.read(".cutover/logs/agent.log");
+    assert!(
+        log.contains("certificate for api.example.test issued"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("PRIVATE KEY") && !log.contains("\"d\""),
+        "{log}"
+    );
+}

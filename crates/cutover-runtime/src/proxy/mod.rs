@@ -43,6 +43,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use access_log::AccessLog;
+pub(crate) use hosts::Challenges;
 pub use hosts::{Edge, EdgeCertSource, EdgeTls};
 pub use route::{RouteRelease, RouteTable};
 
