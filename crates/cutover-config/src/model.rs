@@ -41,12 +41,43 @@ pub struct Project {
 }
 
 /// `[proxy]`: listeners that services with `hosts` share.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyListeners {
     /// `http`: plain HTTP, routed by host and path.
     pub http: Option<std::net::SocketAddr>,
-    /// `https`: accepted in the file; a deploy that needs it says TLS is not supported yet.
+    /// `https`: TLS, routed by SNI, host and path, for services with `tls`.
     pub https: Option<std::net::SocketAddr>,
+    /// `redirect_https`: plain HTTP requests for services with `tls` get a 308 to https.
+    pub redirect_https: bool,
+    /// `[proxy.acme]`: where `tls = "acme"` certificates come from.
+    pub acme: Option<Acme>,
+}
+
+/// `[proxy.acme]`: the ACME server and account for `tls = "acme"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The directory URL.
+    pub directory: String,
+    /// The account's contact email.
+    pub email: String,
+    /// A PEM root certificate the directory's HTTPS is checked against (absolute path).
+    pub ca: Option<PathBuf>,
+    /// Renew when less than this is left (`None`: a third of the certificate's lifetime).
+    pub renew_before: Option<Duration>,
+}
+
+/// A service's `tls`: where the certificates for its hosts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// PEM files (absolute paths): a certificate chain and its private key.
+    Files {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// Issued and renewed over ACME (`[proxy.acme]`).
+    Acme,
 }
 
 /// `[project]` settings.
@@ -106,6 +137,8 @@ pub struct ServiceSettings {
     pub upstream_timeout: Option<Duration>,
     /// `access_log`: one JSON line per request.
     pub access_log: Option<bool>,
+    /// `tls`: HTTPS for `hosts` on `[proxy] https`.
+    pub tls: Option<Tls>,
     /// `instances`.
     pub instances: Option<u32>,
     /// `batch` (rolling).
@@ -266,6 +299,8 @@ pub struct ResolvedService {
     pub upstream_timeout: Option<Duration>,
     /// Write an access log (default false).
     pub access_log: bool,
+    /// HTTPS for `hosts` on `[proxy] https` (`None`: plain HTTP only).
+    pub tls: Option<Tls>,
     /// Instances (default 1).
     pub instances: u32,
     /// Rolling batch size (default 1).

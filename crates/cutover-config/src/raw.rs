@@ -335,9 +335,92 @@ pub(crate) struct RawFile {
 pub(crate) struct RawProxy {
     /// A socket address for plain HTTP that services with `hosts` share, e.g. "0.0.0.0:80".
     pub http: Option<Sp<String>>,
-    /// A socket address for HTTPS, e.g. "0.0.0.0:443" (TLS is not supported yet: a deploy
-    /// that needs it says so).
+    /// A socket address for HTTPS that services with `hosts` and `tls` share, e.g.
+    /// "0.0.0.0:443".
     pub https: Option<Sp<String>>,
+    /// Answer plain HTTP requests for services with `tls` with a 308 to https (default false).
+    pub redirect_https: Option<Sp<bool>>,
+    /// Certificates over ACME for services with `tls = "acme"`.
+    pub acme: Option<Sp<RawAcme>>,
+}
+
+/// `[proxy.acme]`: the ACME server and account that `tls = "acme"` certificates come from.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Acme")]
+pub(crate) struct RawAcme {
+    /// The ACME directory URL (required), e.g.
+    /// "https://acme-v02.api.letsencrypt.org/directory".
+    #[schemars(required)]
+    pub directory: Option<Sp<String>>,
+    /// The account's contact email (required).
+    #[schemars(required)]
+    pub email: Option<Sp<String>>,
+    /// A PEM file with the root certificate the directory's HTTPS is checked against, for a
+    /// private or test ACME server (pebble); default: the public web roots.
+    pub ca: Option<Sp<String>>,
+    /// Renew a certificate when less than this is left of it (default: a third of its
+    /// lifetime), e.g. "30d".
+    pub renew_before: Option<Sp<RawDuration>>,
+}
+
+/// A service's `tls`: `{ cert = "path", key = "path" }` (PEM files), or `"acme"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawTls {
+    /// A string: only `"acme"` is valid (validation says so for anything else).
+    Word(String),
+    /// `{ cert, key }`.
+    Files {
+        cert: Option<Sp<String>>,
+        key: Option<Sp<String>>,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawTls {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTls;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"acme\" or { cert = \"path\", key = \"path\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawTls::Word(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut cert, mut key) = (None, None);
+                while let Some(name) = map.next_key::<String>()? {
+                    match name.as_str() {
+                        "cert" => cert = Some(map.next_value::<Sp<String>>()?),
+                        "key" => key = Some(map.next_value::<Sp<String>>()?),
+                        _ => return Err(de::Error::unknown_field(&name, &["cert", "key"])),
+                    }
+                }
+                Ok(RawTls::Files { cert, key })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RawTls {
+    fn schema_name() -> Cow<'static, str> {
+        "Tls".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "HTTPS for the service's hosts on [proxy] https: \"acme\" (certificates from [proxy.acme]), or PEM files { cert = \"path\", key = \"path\" } relative to the project directory.",
+            "oneOf": [
+                { "type": "string", "enum": ["acme"] },
+                {
+                    "type": "object",
+                    "properties": { "cert": { "type": "string" }, "key": { "type": "string" } },
+                    "required": ["cert", "key"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
 }
 
 /// A size in bytes: an integer, or a string with a unit ("512KB", "10MB", "1GB"; 1KB = 1024).
@@ -434,6 +517,8 @@ macro_rules! layer {
             pub upstream_timeout: Option<Sp<RawDuration>>,
             /// Write one JSON line per request to .cutover/logs/services/<service>/access.log.
             pub access_log: Option<Sp<bool>>,
+            /// With `hosts`: HTTPS on [proxy] https, "acme" or { cert = "path", key = "path" }.
+            pub tls: Option<Sp<RawTls>>,
             /// Instances (default 1).
             #[schemars(range(min = 1))]
             pub instances: Option<Sp<i64>>,
@@ -504,6 +589,7 @@ macro_rules! layer {
                     max_body: self.max_body.clone(),
                     upstream_timeout: self.upstream_timeout.clone(),
                     access_log: self.access_log.clone(),
+                    tls: self.tls.clone(),
                     instances: self.instances.clone(),
                     batch: self.batch.clone(),
                     drain_timeout: self.drain_timeout.clone(),

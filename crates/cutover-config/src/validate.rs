@@ -219,6 +219,8 @@ pub(crate) struct Spans {
     pub dockerfile: HashMap<(String, String), Range<usize>>,
     /// `hosts` spans per (service, env) layer as above.
     pub hosts: HashMap<(String, String), Range<usize>>,
+    /// `tls` spans per (service, env) layer as above.
+    pub tls: HashMap<(String, String), Range<usize>>,
     /// `path_prefix` spans per (service, env) layer as above.
     pub path_prefix: HashMap<(String, String), Range<usize>>,
     /// `image` spans per (service, env) layer as above.
@@ -407,6 +409,9 @@ fn record_layer(spans: &mut Spans, s: &crate::raw::RawSettings, service: &str, e
     }
     if let Some(h) = &s.hosts {
         spans.hosts.insert(key.clone(), h.span());
+    }
+    if let Some(t) = &s.tls {
+        spans.tls.insert(key.clone(), t.span());
     }
     if let Some(p) = &s.path_prefix {
         spans.path_prefix.insert(key.clone(), p.span());

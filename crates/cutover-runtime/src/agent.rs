@@ -32,11 +32,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{
     AgentStatus, CanaryStatus, DeployCount, DeployProgress, InstanceStatus, LiveNumbers,
-    ReleaseSetStatus, ReleaseSpec, ServiceStatus, Strategy, Traffic,
+    ReleaseSetStatus, ReleaseSpec, ServiceStatus, Strategy, TlsSpec, Traffic,
 };
 use crate::exposition::Format;
 use crate::metrics::{Metrics, ReleaseMetrics};
-use crate::proxy::{AccessLog, Edge, Proxy, ProxyOptions, RouteRelease, RouteTable};
+use crate::proxy::{
+    AccessLog, Edge, EdgeCertSource, EdgeTls, Proxy, ProxyOptions, RouteRelease, RouteTable,
+};
 use crate::supervisor::InstanceState;
 use set::{Member, ReleaseSet, SpawnContext};
 
@@ -293,6 +295,8 @@ pub struct Agent {
     backends: crate::target::Backends,
     /// The shared listener (`[proxy] http`), once a service with `hosts` was deployed.
     edge: Mutex<Option<Edge>>,
+    /// Certificates over ACME (`tls = "acme"`), and their renewal.
+    acme: Arc<crate::acme::Issuer>,
 }
 
 impl Agent {
@@ -324,6 +328,7 @@ impl Agent {
             ports: crate::supervisor::Ports::from_env(),
             backends,
             edge: Mutex::new(None),
+            acme: Arc::new(crate::acme::Issuer::default()),
         })
     }
 
@@ -564,7 +569,39 @@ impl Agent {
         let owner = format!("{}/{}", spec.env, spec.service);
         match (&edge, &spec.edge) {
             (Some(edge), Some(claim)) => {
-                edge.claim(&owner, &rt.proxy, &claim.hosts, &claim.path_prefix)?;
+                let tls = match (&claim.tls, claim.https) {
+                    (Some(tls), Some(https)) => Some(EdgeTls {
+                        https,
+                        source: match tls {
+                            TlsSpec::Files { cert, key } => EdgeCertSource::Files {
+                                cert: cert.clone(),
+                                key: key.clone(),
+                            },
+                            TlsSpec::Acme => EdgeCertSource::Acme,
+                        },
+                        redirect: claim.redirect_https,
+                    }),
+                    _ => None,
+                };
+                edge.claim(
+                    &owner,
+                    &rt.proxy,
+                    &claim.hosts,
+                    &claim.path_prefix,
+                    tls.as_ref(),
+                )?;
+                if let (Some(TlsSpec::Acme), Some(acme)) = (&claim.tls, &claim.acme) {
+                    self.acme
+                        .ensure(
+                            &self.state_dir.path().join("acme"),
+                            edge,
+                            &owner,
+                            &claim.hosts,
+                            acme,
+                        )
+                        .await
+                        .map_err(|e| format!("{}: {e}", spec.service))?;
+                }
                 rt.on_edge.store(true, Ordering::SeqCst);
             }
             (Some(edge), None) => {
@@ -597,38 +634,52 @@ impl Agent {
     }
 
     /// The shared listener `spec` needs, started on first use; `None` when it claims no host.
-    /// Refused when TLS is asked for (not supported yet), or when the listener runs on another
-    /// address than `[proxy] http` now says.
+    /// The TLS listener (`[proxy] https`) is started too when the service has `tls`. Refused
+    /// when a listener runs on another address than `[proxy]` now says.
     async fn edge_for(&self, spec: &ReleaseSpec) -> Result<Option<Edge>, String> {
         let mut edge = self.edge.lock().await;
         let Some(claim) = &spec.edge else {
             return Ok(edge.clone());
         };
-        if let Some(https) = claim.https {
-            return Err(format!(
-                "[proxy] https = \"{https}\" needs TLS, which this version of cutover does not support yet: remove `https` from [proxy] and serve {} on [proxy] http (TLS can end in front of it)",
-                spec.service
-            ));
-        }
         let Some(http) = claim.http else {
             return Err(format!(
                 "{} claims hosts but [proxy] has no `http` listener: add [proxy] http = \"0.0.0.0:80\"",
                 spec.service
             ));
         };
-        if let Some(running) = edge.as_ref() {
-            if running.addr() == http || (http.port() == 0 && running.addr().ip() == http.ip()) {
-                return Ok(Some(running.clone()));
+        let running = match edge.as_ref() {
+            Some(running) => {
+                if running.addr() != http && !(http.port() == 0 && running.addr().ip() == http.ip())
+                {
+                    return Err(format!(
+                        "the shared listener runs on {}, but [proxy] http is now {http}: run `cutover agent stop`, then deploy again",
+                        running.addr()
+                    ));
+                }
+                running.clone()
             }
-            return Err(format!(
-                "the shared listener runs on {}, but [proxy] http is now {http}: run `cutover agent stop`, then deploy again",
-                running.addr()
-            ));
+            None => {
+                let started = Edge::bind(http).await.map_err(|e| e.to_string())?;
+                log(&format!("shared listener on {}", started.addr()));
+                *edge = Some(started.clone());
+                started
+            }
+        };
+        if claim.tls.is_some() {
+            let Some(https) = claim.https else {
+                return Err(format!(
+                    "{} has `tls` but [proxy] has no `https` listener: add [proxy] https = \"0.0.0.0:443\"",
+                    spec.service
+                ));
+            };
+            if running.https_addr().is_none() {
+                let bound = running.serve_https(https).await?;
+                log(&format!("shared TLS listener on {bound}"));
+            } else {
+                running.serve_https(https).await?;
+            }
         }
-        let started = Edge::bind(http).await.map_err(|e| e.to_string())?;
-        log(&format!("shared listener on {}", started.addr()));
-        *edge = Some(started.clone());
-        Ok(Some(started))
+        Ok(Some(running))
     }
 
     async fn deploy_inner(

@@ -22,6 +22,7 @@
 //! then drain and stop the old instances. Routes are immutable snapshots behind an `ArcSwap`, so
 //! a request sees either the old table or the new one, never a mix.
 
+mod acme;
 pub mod agent;
 pub mod analysis;
 pub mod api;

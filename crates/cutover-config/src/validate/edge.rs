@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use crate::error::Diag;
-use crate::model::{Project, ProxyListeners, ResolvedService};
-use crate::raw::{RawProxy, RawSize, Sp};
+use crate::model::{Acme, Project, ProxyListeners, ResolvedService, Tls};
+use crate::raw::{RawAcme, RawProxy, RawSize, RawTls, Sp};
 
 use super::Ctx;
 
@@ -20,6 +20,102 @@ pub(crate) fn proxy(cx: &mut Ctx<'_>, raw: &RawProxy) -> ProxyListeners {
             .https
             .as_ref()
             .and_then(|v| address(cx, v, "https", 443)),
+        redirect_https: raw.redirect_https.as_ref().is_some_and(|b| *b.get()),
+        acme: raw.acme.as_ref().and_then(|a| acme(cx, a)),
+    }
+}
+
+/// `[proxy.acme]`: `directory` and `email` required; `ca` a file; `renew_before` a duration.
+fn acme(cx: &mut Ctx<'_>, raw: &Sp<RawAcme>) -> Option<Acme> {
+    let a = raw.get();
+    let directory = match &a.directory {
+        Some(d) if d.get().starts_with("https://") || d.get().starts_with("http://") => {
+            Some(d.get().trim().to_string())
+        }
+        Some(d) => {
+            cx.err(
+                Diag::at(d.span(), format!("`directory` in [proxy.acme] must be an https:// URL, found {:?}", d.get()))
+                    .help("the ACME server's directory URL, e.g. directory = \"https://acme-v02.api.letsencrypt.org/directory\""),
+            );
+            None
+        }
+        None => {
+            cx.err(
+                Diag::at(raw.span(), "[proxy.acme] has no `directory`")
+                    .help("add the ACME server's directory URL, e.g. directory = \"https://acme-v02.api.letsencrypt.org/directory\""),
+            );
+            None
+        }
+    };
+    let email =
+        match &a.email {
+            Some(e) if e.get().contains('@') && !e.get().contains(char::is_whitespace) => {
+                Some(e.get().clone())
+            }
+            Some(e) => {
+                cx.err(
+                    Diag::at(
+                        e.span(),
+                        format!(
+                            "`email` in [proxy.acme] must be an email address, found {:?}",
+                            e.get()
+                        ),
+                    )
+                    .help("the account's contact, e.g. email = \"ops@example.com\""),
+                );
+                None
+            }
+            None => {
+                cx.err(Diag::at(raw.span(), "[proxy.acme] has no `email`").help(
+                    "add the ACME account's contact address, e.g. email = \"ops@example.com\"",
+                ));
+                None
+            }
+        };
+    let ca = a.ca.as_ref().map(|c| cx.dir.join(c.get()));
+    let renew_before = cx.duration(&a.renew_before, "renew_before", false);
+    Some(Acme {
+        directory: directory?,
+        email: email?,
+        ca,
+        renew_before,
+    })
+}
+
+/// A service's `tls`: `"acme"`, or `{ cert, key }` (paths relative to the project directory).
+pub(crate) fn tls(cx: &mut Ctx<'_>, v: &Sp<RawTls>) -> Option<Tls> {
+    const HELP: &str = "tls = \"acme\" (certificates from [proxy.acme]) or tls = { cert = \"certs/api.pem\", key = \"certs/api.key\" } (PEM files)";
+    match v.get() {
+        RawTls::Word(w) if w == "acme" => Some(Tls::Acme),
+        RawTls::Word(w) => {
+            cx.err(
+                Diag::at(
+                    v.span(),
+                    format!("`tls` must be \"acme\" or a table, found {w:?}"),
+                )
+                .help(HELP),
+            );
+            None
+        }
+        RawTls::Files { cert, key } => {
+            let file = |cx: &mut Ctx<'_>, f: &Option<Sp<String>>, name: &str| match f {
+                Some(p) if !p.get().trim().is_empty() => Some(cx.dir.join(p.get())),
+                Some(p) => {
+                    cx.err(Diag::at(p.span(), format!("`tls.{name}` is empty")).help(HELP));
+                    None
+                }
+                None => {
+                    cx.err(Diag::at(v.span(), format!("`tls` has no `{name}`")).help(HELP));
+                    None
+                }
+            };
+            let cert = file(cx, cert, "cert");
+            let key = file(cx, key, "key");
+            Some(Tls::Files {
+                cert: cert?,
+                key: key?,
+            })
+        }
     }
 }
 
@@ -159,6 +255,52 @@ pub(crate) struct Claims {
     prefix_alone: BTreeMap<usize, Vec<String>>,
     /// (first, second, host, prefix) claimed by both.
     clashes: BTreeMap<(usize, usize, String, String), Claim>,
+    /// (service, what is missing) for `tls`: where it was set, and the environments.
+    tls: BTreeMap<(usize, TlsNeed), Claim>,
+}
+
+/// What a service's `tls` needs and does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TlsNeed {
+    /// `hosts`: TLS is per host name (SNI).
+    Hosts,
+    /// `[proxy] https`: the listener TLS is served on.
+    Https,
+    /// `[proxy.acme]`: where `tls = "acme"` certificates come from.
+    Acme,
+    /// `[proxy] http`: where ACME's HTTP-01 challenges are answered.
+    Http,
+}
+
+/// The `tls` of each service of an environment: it needs `hosts` and `[proxy] https`; `"acme"`
+/// needs `[proxy.acme]` and `[proxy] http` too.
+pub(crate) fn check_tls(
+    project: &Project,
+    env: &str,
+    services: &[ResolvedService],
+    span_of: &dyn Fn(&str, &str) -> Option<Range<usize>>,
+    found: &mut Claims,
+) {
+    for (i, svc) in services.iter().enumerate() {
+        let Some(tls) = &svc.tls else { continue };
+        let listeners = &project.proxy;
+        let needs = [
+            (svc.hosts.is_empty(), TlsNeed::Hosts),
+            (listeners.https.is_none(), TlsNeed::Https),
+            (*tls == Tls::Acme && listeners.acme.is_none(), TlsNeed::Acme),
+            (*tls == Tls::Acme && listeners.http.is_none(), TlsNeed::Http),
+        ];
+        for (missing, need) in needs {
+            if missing {
+                found
+                    .tls
+                    .entry((i, need))
+                    .or_insert_with(|| (span_of(&svc.name, env), Vec::new()))
+                    .1
+                    .push(env.to_string());
+            }
+        }
+    }
 }
 
 /// The claims of each environment: services with `hosts` need `[proxy] http`; no two services
@@ -182,7 +324,7 @@ pub(crate) fn check_claims(
             }
             continue;
         }
-        if project.proxy.http.is_none() && project.proxy.https.is_none() {
+        if project.proxy.http.is_none() {
             found
                 .no_listener
                 .entry(i)
@@ -238,6 +380,34 @@ pub(crate) fn report_claims(
             )
             .help("add [proxy] with http = \"0.0.0.0:80\" (or \"127.0.0.1:8080\"): services with `hosts` are served there")
             .label("no [proxy] http"),
+        );
+    }
+    for ((i, need), (span, envs)) in found.tls {
+        let name = &project.services[i].name;
+        let (what, help) = match need {
+            TlsNeed::Hosts => (
+                "has `tls` but no `hosts`",
+                format!("certificates are chosen by host name: add hosts = [\"{name}.example.com\"] to [services.{name}], or remove `tls`"),
+            ),
+            TlsNeed::Https => (
+                "has `tls` but [proxy] has no `https` listener",
+                "add https = \"0.0.0.0:443\" (or \"127.0.0.1:8443\") to [proxy]: services with `tls` are served there".to_string(),
+            ),
+            TlsNeed::Acme => (
+                "has tls = \"acme\" but there is no [proxy.acme]",
+                "add [proxy.acme] with directory = \"https://acme-v02.api.letsencrypt.org/directory\" and email = \"ops@example.com\", or give the service tls = { cert = \"...\", key = \"...\" }".to_string(),
+            ),
+            TlsNeed::Http => (
+                "has tls = \"acme\" but [proxy] has no `http` listener",
+                "ACME checks a host through its HTTP-01 challenge on port 80: add http = \"0.0.0.0:80\" to [proxy]".to_string(),
+            ),
+        };
+        cx.err(
+            Diag::new(
+                span,
+                format!("service `{name}` {what} in {}", envs_list(&envs)),
+            )
+            .help(help),
         );
     }
     for ((j, i, host, prefix), (span, envs)) in found.clashes {

@@ -214,11 +214,24 @@ pub(crate) fn check_resolved(cx: &mut Ctx<'_>, project: &Project, spans: &Spans)
                 })
                 .or_else(|| spans.service_key.get(service).cloned())
         };
+        let tls_span = |service: &str, env: &str| {
+            [(service, env), ("", env), (service, ""), ("", "")]
+                .iter()
+                .find_map(|(s, e)| spans.tls.get(&(s.to_string(), e.to_string())).cloned())
+                .or_else(|| spans.service_key.get(service).cloned())
+        };
         edge::check_claims(
             project,
             &env.name,
             &resolved.services,
             &claim_span,
+            &mut claims,
+        );
+        edge::check_tls(
+            project,
+            &env.name,
+            &resolved.services,
+            &tls_span,
             &mut claims,
         );
         for (i, svc) in resolved.services.iter().enumerate() {

@@ -29,6 +29,7 @@ pub(crate) fn settings(cx: &mut Ctx<'_>, raw: &RawSettings, section: &str) -> Se
         max_body: raw.max_body.as_ref().and_then(|m| super::edge::size(cx, m, "max_body")),
         upstream_timeout: cx.duration(&raw.upstream_timeout, "upstream_timeout", true),
         access_log: raw.access_log.as_ref().map(|b| *b.get()),
+        tls: raw.tls.as_ref().and_then(|t| super::edge::tls(cx, t)),
         instances: cx.int(&raw.instances, "instances", "", 1, 10_000).and_then(|n| u32::try_from(n).ok()),
         batch: cx.int(&raw.batch, "batch", "", 1, 10_000).and_then(|n| u32::try_from(n).ok()),
         drain_timeout: cx.duration(&raw.drain_timeout, "drain_timeout", false),

@@ -9,10 +9,10 @@ pub mod docker;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind};
+use cutover_config::{EnvValue, Pause, ResolvedService, StrategyKind, Tls};
 use cutover_runtime::api::types::{
-    AutoscaleSpec, CanarySpec, CanaryStepSpec, EdgeSpec, EnvVar, PauseSpec, PrometheusCheck,
-    ProxySpec, ReleaseSpec, Strategy,
+    AcmeSpec, AutoscaleSpec, CanarySpec, CanaryStepSpec, EdgeSpec, EnvVar, PauseSpec,
+    PrometheusCheck, ProxySpec, ReleaseSpec, Strategy, TlsSpec,
 };
 
 /// The targets this build of cutover drives. Adding a target is its implementation plus its
@@ -107,6 +107,23 @@ pub fn release_spec(
             https: svc.shared_listeners.https,
             hosts: svc.hosts.clone(),
             path_prefix: svc.path_prefix.clone(),
+            tls: svc.tls.as_ref().map(|tls| match tls {
+                Tls::Files { cert, key } => TlsSpec::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                Tls::Acme => TlsSpec::Acme,
+            }),
+            redirect_https: svc.shared_listeners.redirect_https,
+            acme: (svc.tls == Some(Tls::Acme))
+                .then_some(svc.shared_listeners.acme.as_ref())
+                .flatten()
+                .map(|a| AcmeSpec {
+                    directory: a.directory.clone(),
+                    email: a.email.clone(),
+                    ca: a.ca.clone(),
+                    renew_before_ms: a.renew_before.map(millis),
+                }),
         }),
         proxy: ProxySpec {
             max_body: svc.max_body,

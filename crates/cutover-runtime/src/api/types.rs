@@ -149,13 +149,52 @@ pub struct ReleaseSpec {
 pub struct EdgeSpec {
     /// `[proxy] http`: where the shared listener listens.
     pub http: Option<std::net::SocketAddr>,
-    /// `[proxy] https` (TLS is not supported yet: the agent refuses it, saying so).
+    /// `[proxy] https`: where the TLS listener listens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https: Option<std::net::SocketAddr>,
     /// Host names claimed, lowercase.
     pub hosts: Vec<String>,
     /// The path prefix claimed (`/`: every path).
     pub path_prefix: String,
+    /// The service's `tls`: its hosts are served on `https` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// `[proxy] redirect_https`: plain HTTP requests get a 308 to https (with `tls` only).
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// `[proxy.acme]`, when `tls` is ACME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeSpec>,
+}
+
+/// Where a service's certificates come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsSpec {
+    /// PEM files, watched and reloaded when they change.
+    Files {
+        /// The certificate chain, leaf first (absolute path).
+        cert: std::path::PathBuf,
+        /// The private key (absolute path).
+        key: std::path::PathBuf,
+    },
+    /// Issued and renewed over ACME.
+    Acme,
+}
+
+/// `[proxy.acme]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcmeSpec {
+    /// The directory URL.
+    pub directory: String,
+    /// The account's contact email.
+    pub email: String,
+    /// A PEM root the directory's HTTPS is checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Renew when less than this is left, in milliseconds (`None`: a third of the lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before_ms: Option<u64>,
 }
 
 /// What the proxy enforces and records for one service.

@@ -35,6 +35,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// `Proxy-*` ones meant for this proxy. hyper frames bodies itself on each side.
@@ -53,6 +54,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     client_ip: HeaderValue,
+    https: bool,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -126,7 +128,7 @@ pub(crate) async fn serve(
                 req.headers().clone(),
             )
         });
-    let mut req = upstream_request(req, pass.backend(), client_ip.clone(), limit);
+    let mut req = upstream_request(req, pass.backend(), client_ip.clone(), https, limit);
     if let Some((protocol, _)) = &upgrade {
         req.headers_mut().insert(CONNECTION, UPGRADE_TOKEN);
         req.headers_mut().insert(UPGRADE, protocol.clone());
@@ -154,7 +156,7 @@ pub(crate) async fn serve(
                     body: None,
                     left: None,
                 });
-                let again = upstream_request_of(again, pass.backend(), client_ip.clone());
+                let again = upstream_request_of(again, pass.backend(), client_ip.clone(), https);
                 answered = send(&shared, again, options.upstream_timeout).await;
             }
             (pass, answered)
@@ -395,13 +397,14 @@ fn upstream_request(
     req: Request<Incoming>,
     backend: &Backend,
     client_ip: HeaderValue,
+    https: bool,
     limit: Option<u64>,
 ) -> Request<RequestBody> {
     let req = req.map(|body| RequestBody {
         body: Some(body),
         left: limit,
     });
-    upstream_request_of(req, backend, client_ip)
+    upstream_request_of(req, backend, client_ip, https)
 }
 
 /// [`upstream_request`] of a request whose body is already wrapped.
@@ -409,8 +412,16 @@ fn upstream_request_of(
     req: Request<RequestBody>,
     backend: &Backend,
     client_ip: HeaderValue,
+    https: bool,
 ) -> Request<RequestBody> {
     let (mut head, body) = req.into_parts();
+    // HTTP/2 carries the host in the URI (`:authority`), not in `Host`: upstreams get HTTP/1.1.
+    if !head.headers.contains_key(HOST)
+        && let Some(authority) = head.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        head.headers.insert(HOST, host);
+    }
     let path_and_query = head
         .uri
         .path_and_query()
@@ -432,9 +443,8 @@ fn upstream_request_of(
     // hyper answers `Expect: 100-continue` to the client itself when the body is read.
     headers.remove(EXPECT);
     append_forwarded_for(headers, client_ip);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HTTP);
-    }
+    // The edge says how the client reached it: a client's own value is not passed on.
+    headers.insert(X_FORWARDED_PROTO, if https { HTTPS } else { HTTP });
     if !headers.contains_key(X_FORWARDED_HOST)
         && let Some(host) = headers.get(HOST).cloned()
     {

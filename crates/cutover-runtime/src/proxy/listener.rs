@@ -1,10 +1,12 @@
 //! The listening socket: bind (with a clear error when the port is taken), accept, serve each
-//! client connection with hyper's HTTP/1.1 server, and shut down gracefully.
+//! client connection with hyper's HTTP/1.1 server (HTTP/2 over TLS when the client's ALPN
+//! asks for it), and shut down gracefully.
 //!
 //! Accepting a stream ([`accept_loop`]) and serving a connection ([`serve_http`], generic over
-//! the stream) are separate steps, so that a TLS acceptor can wrap the accepted stream in
-//! between. What a request is routed to is the listener's [`Dispatch`]: one service (its own
-//! port) or the host table of the shared listener.
+//! the stream) are separate steps; on the `[proxy] https` listener a TLS handshake (rustls,
+//! with the config of the [`CertStore`]) wraps the accepted stream in between. What a request
+//! is routed to is the listener's [`Dispatch`]: one service (its own port) or the host table
+//! of the shared listener.
 
 use std::fs;
 use std::io;
@@ -16,16 +18,29 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::rt::{Read, Write};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::hosts::HostTable;
+use super::hosts::{Challenges, HostTable};
+use super::tls::CertStore;
 use super::{CLIENT_HEADER_TIMEOUT, PortHolder, ProxyError, SHUTDOWN_GRACE, Shared, forward, lock};
+
+/// A TLS handshake taking longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the shared listener adds to plain routing.
+#[derive(Default, Clone)]
+pub(crate) struct EdgeExtras {
+    /// TLS: the `[proxy] https` listener.
+    pub(crate) tls: Option<Arc<CertStore>>,
+    /// ACME HTTP-01 answers (the `[proxy] http` listener).
+    pub(crate) challenges: Option<Arc<Challenges>>,
+}
 
 /// What a listener routes its requests to.
 pub(crate) enum Dispatch {
@@ -50,6 +65,7 @@ impl Listening {
         asked: SocketAddr,
         service: &str,
         dispatch: Dispatch,
+        extras: EdgeExtras,
     ) -> Result<Listening, ProxyError> {
         let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
             service: service.to_owned(),
@@ -61,11 +77,21 @@ impl Listening {
             .timer(TokioTimer::new())
             .header_read_timeout(CLIENT_HEADER_TIMEOUT)
             .keep_alive(true);
+        let http2 = extras.tls.as_ref().map(|_| {
+            let mut http2 = http2::Builder::new(TokioExecutor::new());
+            http2.timer(TokioTimer::new());
+            http2
+        });
         let connections = Arc::new(Connections::default());
         let stop = Stop::default();
         let accept_task = tokio::spawn(accept_loop(
             listener,
-            Arc::new(Serving { dispatch, http1 }),
+            Arc::new(Serving {
+                dispatch,
+                http1,
+                http2,
+                extras,
+            }),
             Arc::clone(&connections),
             stop.clone(),
         ));
@@ -108,6 +134,9 @@ impl Drop for Listening {
 pub(crate) struct Serving {
     dispatch: Dispatch,
     http1: http1::Builder,
+    /// Set on the TLS listener: HTTP/2 for clients that chose `h2` by ALPN.
+    http2: Option<http2::Builder<TokioExecutor>>,
+    extras: EdgeExtras,
 }
 
 /// Pending connections the kernel keeps for us while the accept loop catches up.
@@ -266,16 +295,58 @@ async fn serve_connection(
     }
     // Responses are written whole by hyper; do not let Nagle hold back their last segment.
     let _ = stream.set_nodelay(true);
-    // A TLS acceptor would wrap `stream` here, before hyper sees it.
-    Box::pin(serve_http(TokioIo::new(stream), peer, serving, stop)).await;
+    let Some(tls) = serving.extras.tls.clone() else {
+        Box::pin(serve_http(TokioIo::new(stream), peer, serving, false, stop)).await;
+        return;
+    };
+    // The config is loaded once per handshake: a reload swaps it for the next one.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => {
+            // A failed handshake (no certificate for the name, a client that gave up) is the
+            // client's to see; there is nobody else to tell.
+            let Ok(Ok(stream)) = accepted else { return };
+            stream
+        }
+        () = stop.graceful.cancelled() => return,
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    Box::pin(serve_http(TokioIo::new(stream), peer, serving, h2, stop)).await;
 }
 
-/// Serves one client connection, whatever the stream under it.
-pub(crate) async fn serve_http<I>(io: I, peer: SocketAddr, serving: Arc<Serving>, stop: Stop)
-where
+/// Drives a hyper connection until it ends, or shuts it down gracefully (then hard) on `stop`.
+macro_rules! drive {
+    ($conn:expr, $stop:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        // Connection errors (a client that went away, a malformed request hyper answered
+        // with 400) end this connection only; there is nobody to report them to.
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = $stop.graceful.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = $stop.hard.cancelled() => {}
+                }
+            }
+        }
+    }};
+}
+
+/// Serves one client connection, whatever the stream under it: HTTP/2 when `h2` (chosen by
+/// ALPN on the TLS listener), else HTTP/1.1 with upgrades.
+pub(crate) async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    serving: Arc<Serving>,
+    h2: bool,
+    stop: Stop,
+) where
     I: Read + Write + Unpin + Send + 'static,
 {
     let client_ip = client_ip_header(peer.ip());
+    let https = serving.extras.tls.is_some();
     let service = {
         let serving = Arc::clone(&serving);
         service_fn(move |req| {
@@ -284,12 +355,22 @@ where
             async move {
                 match &serving.dispatch {
                     Dispatch::One(shared) => {
-                        forward::serve(Arc::clone(shared), client_ip, req).await
+                        forward::serve(Arc::clone(shared), client_ip, false, req).await
                     }
                     Dispatch::Hosts(table) => {
-                        let shared = table.load().route(&req);
-                        match shared {
-                            Some(shared) => forward::serve(shared, client_ip, req).await,
+                        if let Some(challenges) = &serving.extras.challenges
+                            && let Some(answer) = challenges.answer(&req)
+                        {
+                            return Ok(answer);
+                        }
+                        let routed = table.load().route(&req);
+                        match routed {
+                            Some((_, Some(https_port))) if !https => {
+                                Ok(super::hosts::redirect(&req, https_port))
+                            }
+                            Some((shared, _)) => {
+                                forward::serve(shared, client_ip, https, req).await
+                            }
                             None => Ok(super::hosts::not_found()),
                         }
                     }
@@ -297,19 +378,12 @@ where
             }
         })
     };
-    let conn = serving.http1.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    // Connection errors (a client that went away, a malformed request hyper answered with
-    // 400) end this connection only; there is nobody to report them to.
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = stop.graceful.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.hard.cancelled() => {}
-            }
-        }
+    match (&serving.http2, h2) {
+        (Some(http2), true) => drive!(http2.serve_connection(io, service), stop),
+        _ => drive!(
+            serving.http1.serve_connection(io, service).with_upgrades(),
+            stop
+        ),
     }
 }
 

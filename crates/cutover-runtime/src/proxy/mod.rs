@@ -8,7 +8,9 @@
 //! - `drain.rs`: per-release in-flight counters and waiting for them to reach zero.
 //! - `listener.rs`: bind, accept, serve connections with hyper, shut down.
 //! - `access_log.rs`: a service's optional JSON access log, written off the request path.
-//! - `hosts.rs`: [`Edge`], the shared listener, and its host and path table.
+//! - `hosts.rs`: [`Edge`], the shared listeners (`[proxy] http` and `https`), and their host
+//!   and path table.
+//! - `tls.rs`: certificates per host (SNI), reloaded on change, and the rustls config.
 //!
 //! # Theory of operation
 //! A deploy builds the new release's instances, waits until they are ready, then calls
@@ -26,6 +28,7 @@ mod hosts;
 mod listener;
 mod pick;
 mod route;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,7 +43,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use access_log::AccessLog;
-pub use hosts::Edge;
+pub(crate) use hosts::Challenges;
+pub use hosts::{Edge, EdgeCertSource, EdgeTls};
 pub use route::{RouteRelease, RouteTable};
 
 use crate::metrics::Metrics;
@@ -193,7 +197,13 @@ impl Proxy {
         let who = format!("service {service}");
         let listener = listener::bind(&who, addr).await?;
         let shared = Shared::new(service, metrics);
-        let listening = Listening::start(listener, addr, &who, Dispatch::One(Arc::clone(&shared)))?;
+        let listening = Listening::start(
+            listener,
+            addr,
+            &who,
+            Dispatch::One(Arc::clone(&shared)),
+            listener::EdgeExtras::default(),
+        )?;
         Ok(Proxy {
             handle: Arc::new(Handle {
                 shared,
