@@ -6,33 +6,61 @@
 //! as during a canary step; `sticky` does the same with the sticky-session cookie on; `hosts`
 //! serves LISTEN as the shared listener, where the service claims `bench.example` (and a
 //! second service `other.example` and `bench.example/admin`), with `max_body` and
-//! `upstream_timeout` set: the routing and limits of the edge on the plain path.
+//! `upstream_timeout` set: the routing and limits of the edge on the plain path; `tls HTTPS
+//! CERT KEY` serves the same on the TLS listener HTTPS for the host `localhost` with the
+//! certificate CERT and key KEY (PEM files), HTTP/2 by ALPN.
 
 use std::error::Error;
 use std::net::SocketAddr;
 
 use cutover_runtime::metrics::Metrics;
-use cutover_runtime::proxy::{Edge, Proxy, ProxyOptions, RouteRelease, RouteTable};
+use cutover_runtime::proxy::{
+    Edge, EdgeCertSource, EdgeTls, Proxy, ProxyOptions, RouteRelease, RouteTable,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky|hosts]";
+    let usage =
+        "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky|hosts|tls HTTPS CERT KEY]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let mode = args.next().unwrap_or_else(|| "single".into());
-    if !matches!(mode.as_str(), "single" | "weighted" | "sticky" | "hosts") {
+    if !matches!(
+        mode.as_str(),
+        "single" | "weighted" | "sticky" | "hosts" | "tls"
+    ) {
         return Err(usage.into());
     }
+    let tls = if mode == "tls" {
+        let https: SocketAddr = args.next().ok_or(usage)?.parse()?;
+        let cert = args.next().ok_or(usage)?;
+        let key = args.next().ok_or(usage)?;
+        Some(EdgeTls {
+            https,
+            source: EdgeCertSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+            },
+            redirect: false,
+        })
+    } else {
+        None
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(listen, upstream, &mode))
+        .block_on(run(listen, upstream, &mode, tls))
 }
 
-async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(), Box<dyn Error>> {
+async fn run(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    mode: &str,
+    tls: Option<EdgeTls>,
+) -> Result<(), Box<dyn Error>> {
     let metrics = Metrics::new();
-    let edge = if mode == "hosts" {
+    let edge = if matches!(mode, "hosts" | "tls") {
         Some(Edge::bind(listen).await?)
     } else {
         None
@@ -48,12 +76,27 @@ async fn run(listen: SocketAddr, upstream: SocketAddr, mode: &str) -> Result<(),
             upstream_timeout: Some(std::time::Duration::from_secs(30)),
             ..ProxyOptions::default()
         });
-        edge.claim("bench/bench", &proxy, &["bench.example".to_string()], "/")?;
+        let host = if tls.is_some() {
+            "localhost"
+        } else {
+            "bench.example"
+        };
+        if let Some(tls) = &tls {
+            edge.serve_https(tls.https).await?;
+        }
+        edge.claim(
+            "bench/bench",
+            &proxy,
+            &[host.to_string()],
+            "/",
+            tls.as_ref(),
+        )?;
         edge.claim(
             "bench/other",
             &other,
-            &["other.example".to_string(), "bench.example".to_string()],
+            &["other.example".to_string(), host.to_string()],
             "/admin",
+            tls.as_ref(),
         )?;
     }
     let release = |name: &str, weight| RouteRelease {
