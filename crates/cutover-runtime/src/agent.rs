@@ -45,6 +45,8 @@ use set::{Member, ReleaseSet, SpawnContext};
 /// How often a service's sets are looked at to keep its route current (and its numbers sampled
 /// every fifth time).
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// The longest `down` waits for a recovery in progress to finish.
+const RECOVERY_WAIT: Duration = Duration::from_secs(120);
 /// The window of a service's live numbers (`status`, `monitor`).
 const NUMBERS_WINDOW: Duration = Duration::from_secs(10);
 /// The environment variable that marks an instance as this agent's (used after a crash to find
@@ -873,8 +875,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Stops every instance and listener of `env`; returns the services stopped.
+    /// Stops every instance and listener of `env`; returns the services stopped. Waits for a
+    /// recovery in progress first (a service it brings back would otherwise outlive `down`).
     pub async fn down(&self, env: &str) -> Vec<String> {
+        let waited = Instant::now();
+        while self.recovering.load(Ordering::SeqCst) && waited.elapsed() < RECOVERY_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let taken: Vec<Arc<ServiceRuntime>> = {
             let mut services = self.services.lock().await;
             let keys: Vec<_> = services.keys().filter(|(e, _)| e == env).cloned().collect();

@@ -297,6 +297,15 @@ fn services_share_one_listener_by_host_and_longest_path_prefix() {
     );
     assert_eq!(url("api"), format!("http://127.0.0.1:{own}"));
 
+    // `cutover test` reaches web (hosts, no port) through the shared listener by its host.
+    let out = p.run(&["test", "web"]);
+    let table = stdout(&out);
+    let health = table
+        .lines()
+        .find(|l| l.starts_with("web") && l.contains(" health "))
+        .unwrap_or_else(|| panic!("no health check of web: {table}{}", stderr(&out)));
+    assert!(health.contains(" pass "), "{table}");
+
     // A new release of one service moves only its host.
     p.write("svc/web/VERSION", "web-v2");
     p.commit("web v2");

@@ -363,6 +363,7 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
         wait_until(Duration::from_secs(30), || served(web).as_deref()
             == Some("v2")
             && served(edge).as_deref() == Some("v2")
+            && served(api).as_deref() == Some("v2")
             && live_tasks(&p, "web").iter().filter(|(_, r)| *r).count() == 2),
         "served again after adoption: {:?}",
         live_tasks(&p, "web")
@@ -380,8 +381,9 @@ fn a_fleet_runs_across_two_nodes_with_each_strategy_under_load_and_a_bad_roll_is
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         wait_until(Duration::from_secs(10), || services(&cluster).is_empty()),
-        "{:?}",
-        services(&cluster)
+        "{:?}\nagent.log:\n{}",
+        services(&cluster),
+        std::fs::read_to_string(p.path().join(".cutover/logs/agent.log")).unwrap_or_default()
     );
 }
 

@@ -296,7 +296,10 @@ impl Agent {
             found = rest;
             let keep = usize::try_from(spec.instances.max(1)).unwrap_or(usize::MAX);
             for extra in mine.split_off(keep.min(mine.len())) {
-                extra.kill(&self.backends).await;
+                // A swarm seat more than asked for is one replica less, not a service to remove.
+                if !matches!(extra.what, Found::SwarmService { .. }) {
+                    extra.kill(&self.backends).await;
+                }
             }
             let secrets = fill_secrets(&mut spec.env_vars, &spec.env, self.store.as_ref());
             if mine.is_empty() {
