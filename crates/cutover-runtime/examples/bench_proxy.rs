@@ -21,14 +21,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage =
-        "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky|hosts|tls HTTPS CERT KEY]";
+    let usage = "usage: bench_proxy LISTEN UPSTREAM [single|weighted|sticky|hosts|hosts-bare|tls HTTPS CERT KEY]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let mode = args.next().unwrap_or_else(|| "single".into());
     if !matches!(
         mode.as_str(),
-        "single" | "weighted" | "sticky" | "hosts" | "tls"
+        "single" | "weighted" | "sticky" | "hosts" | "hosts-bare" | "tls"
     ) {
         return Err(usage.into());
     }
@@ -60,7 +59,7 @@ async fn run(
     tls: Option<EdgeTls>,
 ) -> Result<(), Box<dyn Error>> {
     let metrics = Metrics::new();
-    let edge = if matches!(mode, "hosts" | "tls") {
+    let edge = if matches!(mode, "hosts" | "hosts-bare" | "tls") {
         Some(Edge::bind(listen).await?)
     } else {
         None
@@ -71,11 +70,13 @@ async fn run(
     };
     let other = Proxy::unbound("other", metrics.clone());
     if let Some(edge) = &edge {
-        proxy.set_options(ProxyOptions {
-            max_body: Some(10 * 1024 * 1024),
-            upstream_timeout: Some(std::time::Duration::from_secs(30)),
-            ..ProxyOptions::default()
-        });
+        if mode != "hosts-bare" {
+            proxy.set_options(ProxyOptions {
+                max_body: Some(10 * 1024 * 1024),
+                upstream_timeout: Some(std::time::Duration::from_secs(30)),
+                ..ProxyOptions::default()
+            });
+        }
         let host = if tls.is_some() {
             "localhost"
         } else {

@@ -295,8 +295,18 @@ async fn serve_connection(
     }
     // Responses are written whole by hyper; do not let Nagle hold back their last segment.
     let _ = stream.set_nodelay(true);
-    let Some(tls) = serving.extras.tls.clone() else {
+    if serving.extras.tls.is_none() {
         Box::pin(serve_http(TokioIo::new(stream), peer, serving, false, stop)).await;
+        return;
+    }
+    // Boxed: the handshake's state (a rustls connection) is not part of every plain
+    // connection's task.
+    Box::pin(serve_tls(stream, peer, serving, stop)).await;
+}
+
+/// The TLS handshake, then the connection over it (HTTP/2 when ALPN chose `h2`).
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, serving: Arc<Serving>, stop: Stop) {
+    let Some(tls) = serving.extras.tls.clone() else {
         return;
     };
     // The config is loaded once per handshake: a reload swaps it for the next one.
@@ -378,12 +388,17 @@ pub(crate) async fn serve_http<I>(
             }
         })
     };
+    // Each protocol's connection in its own allocation: an HTTP/1.1 connection does not carry
+    // the (larger) HTTP/2 state in its task, nor the other way round.
     match (&serving.http2, h2) {
-        (Some(http2), true) => drive!(http2.serve_connection(io, service), stop),
-        _ => drive!(
-            serving.http1.serve_connection(io, service).with_upgrades(),
-            stop
-        ),
+        (Some(http2), true) => {
+            let conn = http2.serve_connection(io, service);
+            Box::pin(async move { drive!(conn, stop) }).await;
+        }
+        _ => {
+            let conn = serving.http1.serve_connection(io, service).with_upgrades();
+            Box::pin(async move { drive!(conn, stop) }).await;
+        }
     }
 }
 
