@@ -74,18 +74,7 @@ pub(super) async fn run(
     if let Err(reason) = ready.and_then(|_| new.all_running()) {
         return Err(restore(agent, rt, &old, &new, removed, total, reason).await);
     }
-    let leftover = {
-        let mut sets = rt.sets.lock().await;
-        sets.next = None;
-        new.set_restart(true);
-        old.set_restart(false);
-        let previous = sets.live.replace(new.clone());
-        let generation = rt.reroute(&sets);
-        if rt.proxy.route().generation() == generation {
-            let _ = progress.send(DeployProgress::Switched { generation });
-        }
-        previous
-    };
+    let leftover = make_live(rt, &old, &new, progress).await;
     // Scaling down: what is left of the old set leaves now (it is out of the route already).
     if let Some(previous) = leftover {
         let rest = previous.take(u32::MAX);
@@ -104,6 +93,26 @@ pub(super) async fn run(
         });
     }
     Ok(())
+}
+
+/// The roll is done: `new` is the live set (restarts on), `old` leaves the route (restarts off);
+/// returns the set that was live, for its scale-down.
+async fn make_live(
+    rt: &ServiceRuntime,
+    old: &ReleaseSet,
+    new: &Arc<ReleaseSet>,
+    progress: &mpsc::UnboundedSender<DeployProgress>,
+) -> Option<Arc<ReleaseSet>> {
+    let mut sets = rt.sets.lock().await;
+    sets.next = None;
+    new.set_restart(true);
+    old.set_restart(false);
+    let previous = sets.live.replace(Arc::clone(new));
+    let generation = rt.reroute(&sets);
+    if rt.proxy.route().generation() == generation {
+        let _ = progress.send(DeployProgress::Switched { generation });
+    }
+    previous
 }
 
 /// Puts `new` beside the live set, traffic shared by ready instances; a warm set left from an
@@ -278,16 +287,7 @@ async fn swarm(
     if let Err(reason) = verdict {
         return Err(swarm_failed(rt, &old, &new, &svc, reason).await);
     }
-    let leftover = {
-        let mut sets = rt.sets.lock().await;
-        sets.next = None;
-        let previous = sets.live.replace(new.clone());
-        let generation = rt.reroute(&sets);
-        if rt.proxy.route().generation() == generation {
-            let _ = progress.send(DeployProgress::Switched { generation });
-        }
-        previous
-    };
+    let leftover = make_live(rt, &old, &new, progress).await;
     // The old seats' tasks are gone: they leave (the service keeps its new tasks).
     if let Some(previous) = leftover {
         previous.stop().await;

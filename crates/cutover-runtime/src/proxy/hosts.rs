@@ -53,12 +53,7 @@ impl HostTable {
     /// requests to; `None`: answer [`not_found`].
     #[inline]
     pub(crate) fn route<B>(&self, req: &Request<B>) -> Option<(Arc<Shared>, Option<u16>)> {
-        let host = req
-            .uri()
-            .host()
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-            .map(host_name)
-            .unwrap_or_default();
+        let host = request_host(req);
         let claims = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get(host.to_ascii_lowercase().as_str())
         } else {
@@ -71,14 +66,20 @@ impl HostTable {
     }
 }
 
-/// A 308 to the same host and path on https (port `port`, left out when 443).
-pub(crate) fn redirect<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .uri()
+/// The host a request asks for: its URI's (HTTP/2, absolute form), else its `Host` header,
+/// without the port; empty when it names none.
+#[inline]
+fn request_host<B>(req: &Request<B>) -> &str {
+    req.uri()
         .host()
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
         .map(host_name)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A 308 to the same host and path on https (port `port`, left out when 443).
+pub(crate) fn redirect<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
+    let host = request_host(req);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {
         format!("https://{host}{path}")
