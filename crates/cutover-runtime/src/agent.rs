@@ -1196,11 +1196,7 @@ fn instance_status(m: &Member) -> InstanceStatus {
         ready: m.probe.ready(),
         restarts: m.instance.restarts(),
         node: m.instance.node(),
-        addr: m
-            .instance
-            .address()
-            .and_then(|a| *a.borrow())
-            .map(|a| a.to_string()),
+        addr: m.remote_addr().map(|a| a.to_string()),
         unit: Some(m.instance.describe()),
     }
 }

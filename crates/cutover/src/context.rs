@@ -238,6 +238,15 @@ pub fn agent_in(
     )))
 }
 
+/// Where an operation's progress lines go: stderr, unless the output is `--json`.
+pub fn progress(cli: &Cli) -> impl FnMut(&str) + '_ {
+    move |line| {
+        if !cli.json {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// A runtime for commands that talk to the agent.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(ops::runtime()?)

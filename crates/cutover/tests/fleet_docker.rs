@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::docker::engine_host;
 use common::runtime::{AgentGuard, free_port, get};
@@ -18,16 +17,7 @@ fn the_fleet_deploys_in_containers_and_passes_its_smoke_tests() {
     let host = engine_host();
     let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
     // The base image, as the README says (idempotent: skipped when the engine has it).
-    let base = Command::new(fleet.join("scripts/base-image"))
-        .env("DOCKER_HOST", &host)
-        .output()
-        .unwrap();
-    assert!(
-        base.status.success(),
-        "base-image failed:\n{}\n{}",
-        String::from_utf8_lossy(&base.stdout),
-        String::from_utf8_lossy(&base.stderr)
-    );
+    common::docker::fleet_base_image(&host);
 
     let p = TestProject::git_repo();
     copy_dir(&fleet, p.path());

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::runtime::{AgentGuard, Load, free_port, get};
@@ -28,16 +27,7 @@ const SERVICES: [&str; 5] = [
 fn the_fleet_runs_across_two_nodes_and_a_new_release_under_load_fails_no_request() {
     let cluster = Cluster::up();
     let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
-    let base = Command::new(fleet.join("scripts/base-image"))
-        .env("DOCKER_HOST", &cluster.manager_host)
-        .output()
-        .unwrap();
-    assert!(
-        base.status.success(),
-        "base-image failed:\n{}\n{}",
-        String::from_utf8_lossy(&base.stdout),
-        String::from_utf8_lossy(&base.stderr)
-    );
+    common::docker::fleet_base_image(&cluster.manager_host);
 
     let p = TestProject::git_repo();
     copy_dir(&fleet, p.path());

@@ -335,6 +335,8 @@ impl Agent {
                 restores.spawn(self.clone().adopt(spec, mine, secrets.err()));
             }
         }
+        // A stale swarm service is one leftover per task: it is removed once.
+        found.dedup_by(|a, b| matches!(a.what, Found::SwarmService { .. }) && a.what == b.what);
         for stale in &found {
             log(&format!(
                 "{}/{}: stopping instance {} of {} left by the previous agent",

@@ -98,10 +98,13 @@ impl Member {
 
     /// Where the proxy reaches it: `127.0.0.1:port`, or a swarm task's current address.
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.address
-            .as_ref()
-            .and_then(|a| *a.borrow())
+        self.remote_addr()
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.port)))
+    }
+
+    /// Where it is when that moves (a swarm task), for `status`; `None` on `127.0.0.1:port`.
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        self.address.as_ref().and_then(|a| *a.borrow())
     }
 
     pub(crate) fn ready(&self) -> bool {

@@ -22,11 +22,7 @@ pub fn run(cli: &Cli, args: &MergeArgs) -> Result<i32, CliError> {
         &ops::Context::new(&project, &agents),
         &env,
         &request,
-        &mut |line| {
-            if !cli.json {
-                eprintln!("{line}");
-            }
-        },
+        &mut context::progress(cli),
     )?;
     let rows = &outcome.services;
     if cli.json {

@@ -21,11 +21,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> Result<i32, CliError> {
         &ops::Context::new(&project, &agents),
         &env,
         &request,
-        &mut |line| {
-            if !cli.json {
-                eprintln!("{line}");
-            }
-        },
+        &mut context::progress(cli),
     )?;
     let summary = &outcome.summary;
     if cli.json {

@@ -20,11 +20,11 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     };
     let env = context::environment(cli, &project)?;
     let agents = context::launcher(&project);
-    let status = ops::status::status(&ops::Context::new(&project, &agents), &env, &mut |line| {
-        if !cli.json {
-            eprintln!("{line}");
-        }
-    })?;
+    let status = ops::status::status(
+        &ops::Context::new(&project, &agents),
+        &env,
+        &mut context::progress(cli),
+    )?;
     let (rows, runs, lock) = (&status.services, &status.runs, &status.lock);
     if cli.json {
         let lock_doc = lock.as_ref().map(

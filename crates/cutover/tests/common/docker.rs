@@ -254,3 +254,19 @@ pub fn start_registry(dir: &Path) -> Registry {
     }
     registry
 }
+
+/// Builds the example fleet's Python base image on the engine at `host`, as the README says
+/// (`examples/fleet/scripts/base-image`; skipped when the engine has it).
+pub fn fleet_base_image(host: &str) {
+    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let base = std::process::Command::new(fleet.join("scripts/base-image"))
+        .env("DOCKER_HOST", host)
+        .output()
+        .unwrap();
+    assert!(
+        base.status.success(),
+        "base-image failed:\n{}\n{}",
+        String::from_utf8_lossy(&base.stdout),
+        String::from_utf8_lossy(&base.stderr)
+    );
+}

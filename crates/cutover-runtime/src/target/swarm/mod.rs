@@ -34,8 +34,8 @@ pub use service::{RollOutcome, SwarmRun, SwarmService, TaskView};
 #[derive(Debug)]
 pub struct SwarmBackend {
     engine: Arc<Engine>,
-    /// The services this agent drives, by swarm service name (or, before one is created, by
-    /// `<env>/<service>/<release>`).
+    /// The services this agent drives, by (environment, service, release): a rolling deploy's
+    /// new release shares the entry of the service it updates.
     services: Mutex<BTreeMap<(String, String, String), Arc<service::SwarmService>>>,
 }
 
@@ -53,7 +53,8 @@ impl SwarmBackend {
         &self.engine
     }
 
-    /// The service that runs `release` of (`env`, `service`), made when `make` says so.
+    /// The service that runs `run`'s release: the one already known, the live one a rolling
+    /// deploy updates in place, else a new one (the running one named `adopt`, when given).
     fn service_for(&self, run: &SwarmRun, adopt: Option<&str>) -> Arc<service::SwarmService> {
         let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         services.retain(|_, s| !s.is_gone());

@@ -35,6 +35,8 @@ const EVERY: Duration = Duration::from_millis(300);
 /// Seat changes this recent are left to settle before replicas follow them (the agent adds a
 /// set's instances one after another).
 const SETTLE: Duration = Duration::from_millis(30);
+/// How often (in passes) a settled service's own spec is read again (about every 3 s).
+const RECHECK: u32 = 10;
 /// Docker's longest service name.
 const NAME_MAX: usize = 63;
 
@@ -276,6 +278,11 @@ struct State {
     nodes: BTreeMap<String, (IpAddr, String)>,
     /// The last error talking to the manager (logged once per change).
     last_error: Option<String>,
+    /// Replicas the service was last seen to have as asked (no roll since): the reconciler
+    /// then looks at the service itself only every [`RECHECK`]th pass, its tasks every pass.
+    in_step: Option<u32>,
+    /// Passes since the service itself was last looked at.
+    quiet: u32,
 }
 
 /// A swarm service and its seats.
@@ -328,6 +335,8 @@ impl SwarmService {
                 tasks: Vec::new(),
                 nodes: BTreeMap::new(),
                 last_error: None,
+                in_step: None,
+                quiet: 0,
             }),
             pass: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -428,7 +437,11 @@ impl SwarmService {
             .update_service(&name, spec, options, None)
             .await
             .map_err(|e| self.api_error(&e))?;
-        self.lock().rolling = true;
+        {
+            let mut s = self.lock();
+            s.rolling = true;
+            s.in_step = None;
+        }
         crate::agent::log(&format!(
             "swarm service {name}: rolled back by cutover: {why}"
         ));
@@ -557,6 +570,15 @@ impl SwarmService {
             self.finish();
             return Ok(());
         }
+        {
+            let mut s = self.lock();
+            if !roll && !rolling && s.in_step == Some(replicas) {
+                s.quiet += 1;
+                if !s.quiet.is_multiple_of(RECHECK) {
+                    return Ok(());
+                }
+            }
+        }
         let svc = match client.inspect_service(&name, None).await {
             Ok(svc) => svc,
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -582,6 +604,7 @@ impl SwarmService {
             let mut s = self.lock();
             s.roll_pending = false;
             s.rolling = true;
+            s.in_step = None;
             crate::agent::log(&format!(
                 "swarm service {name}: rolling update to {} (batch {}, start-first, rollback on failure)",
                 current.release, current.batch
@@ -621,7 +644,9 @@ impl SwarmService {
             .and_then(|m| m.replicated.as_ref())
             .and_then(|r| r.replicas)
             .unwrap_or(0);
-        if have != i64::from(replicas) {
+        if have == i64::from(replicas) {
+            self.lock().in_step = Some(replicas);
+        } else {
             let mut spec = spec;
             spec.mode = Some(ServiceSpecMode {
                 replicated: Some(ServiceSpecModeReplicated {
@@ -636,6 +661,7 @@ impl SwarmService {
             crate::agent::log(&format!(
                 "swarm service {name}: {have} -> {replicas} task(s)"
             ));
+            self.lock().in_step = Some(replicas);
         }
         Ok(())
     }
@@ -774,7 +800,7 @@ fn view(
     let at = status
         .timestamp
         .as_ref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t.to_string()).ok())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
     Some(TaskView {
         id,
