@@ -51,6 +51,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The `Host` asked for on a shared listener (`None`: the address itself).
     pub host: Option<String>,
+    /// On a shared listener, the service's `path_prefix` when it claims less than `/`: a path
+    /// outside it would reach another service, so such a check fails saying so.
+    pub prefix: Option<String>,
     /// The health path.
     pub health_path: String,
     /// The health path's expected status.
@@ -65,17 +68,18 @@ impl Target {
     /// The target of a resolved service: its public `listen:port` (an unspecified listen
     /// address is reached on loopback), else, for a service with `hosts`, the shared `[proxy]
     /// http` listener asked for its first host. None when it has neither.
-    pub fn of(svc: &ResolvedService, proxy: &cutover_config::ProxyListeners) -> Option<Target> {
+    pub fn of(svc: &ResolvedService) -> Option<Target> {
         let loopback = |ip: IpAddr| match ip {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let (addr, host) = match (svc.port, proxy.http, svc.hosts.first()) {
-            (Some(port), _, _) => (SocketAddr::new(loopback(svc.listen), port), None),
+        let (addr, host, prefix) = match (svc.port, svc.shared_listeners.http, svc.hosts.first()) {
+            (Some(port), _, _) => (SocketAddr::new(loopback(svc.listen), port), None, None),
             (None, Some(edge), Some(host)) => (
                 SocketAddr::new(loopback(edge.ip()), edge.port()),
                 Some(host.clone()),
+                Some(svc.path_prefix.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()),
             ),
             _ => return None,
         };
@@ -83,6 +87,7 @@ impl Target {
             service: svc.name.clone(),
             addr,
             host,
+            prefix,
             health_path: svc.health.path.clone(),
             expect_status: svc.health.expect_status,
             expect_json: svc.health.expect_json.clone(),
@@ -437,6 +442,15 @@ fn snippet(body: &[u8]) -> String {
 /// that name the service's address and the request.
 async fn request(target: &Target, method: &Method, path: &str) -> Result<Answer, String> {
     let addr = target.addr;
+    if let Some(prefix) = &target.prefix {
+        let rest = path.strip_prefix(prefix.as_str());
+        if !rest.is_some_and(|r| r.is_empty() || r.starts_with('/') || r.starts_with('?')) {
+            return Err(format!(
+                "{path} is outside {}'s path_prefix {prefix}: on the shared listener it reaches another service; use a path under {prefix} (e.g. health.path = \"{prefix}/health\")",
+                target.service
+            ));
+        }
+    }
     probe::fetch(
         addr,
         target.host.as_deref(),
@@ -524,6 +538,7 @@ mod tests {
         });
         let target = Target {
             host: None,
+            prefix: None,
             service: "api".into(),
             addr,
             health_path: "/health".into(),
@@ -644,6 +659,7 @@ mod tests {
             .port();
         let target = Target {
             host: None,
+            prefix: None,
             service: "api".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             health_path: "/health".into(),

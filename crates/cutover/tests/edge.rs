@@ -305,6 +305,15 @@ fn services_share_one_listener_by_host_and_longest_path_prefix() {
         .find(|l| l.starts_with("web") && l.contains(" health "))
         .unwrap_or_else(|| panic!("no health check of web: {table}{}", stderr(&out)));
     assert!(health.contains(" pass "), "{table}");
+    // admin claims only /admin: its /health on the listener would reach api, so the check
+    // fails, saying so, rather than passing on another service's answer.
+    let out = p.run(&["test", "admin"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("/health is outside admin's path_prefix /admin"),
+        "{}",
+        stdout(&out)
+    );
 
     // A new release of one service moves only its host.
     p.write("svc/web/VERSION", "web-v2");

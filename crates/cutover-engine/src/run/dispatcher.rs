@@ -224,7 +224,6 @@ impl Dispatcher {
                     .map(str::to_string)
                     .collect(),
                 keep_releases: request.project.settings.keep_releases,
-                proxy: request.project.proxy.clone(),
                 checks: checks.clone(),
                 build: build.clone(),
                 store: self.store.clone(),

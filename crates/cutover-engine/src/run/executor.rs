@@ -119,8 +119,6 @@ pub(super) struct Executor {
     pub(super) smoke: bool,
     pub(super) env_names: Vec<String>,
     pub(super) keep_releases: usize,
-    /// The project's shared listeners (smoke tests of a service with `hosts` and no `port`).
-    pub(super) proxy: cutover_config::ProxyListeners,
     pub(super) tx: mpsc::UnboundedSender<ExecMsg>,
     pub(super) cancel: CancellationToken,
     pub(super) require_approval: bool,

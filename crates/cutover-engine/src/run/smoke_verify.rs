@@ -16,7 +16,7 @@ impl Executor {
         release: &str,
         agent: &AgentClient,
     ) -> Result<(), String> {
-        let Some(target) = Target::of(&self.service, &self.proxy) else {
+        let Some(target) = Target::of(&self.service) else {
             return Ok(());
         };
         let report = smoke::run(&target).await;

@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
     let mut targets = Vec::new();
     if named.is_empty() {
         for svc in &env.services {
-            match Target::of(svc, &project.proxy) {
+            match Target::of(svc) {
                 Some(t) => targets.push(t),
                 None if !cli.json => {
                     eprintln!(
@@ -46,7 +46,7 @@ pub fn run(cli: &Cli, args: &TestArgs) -> Result<i32, CliError> {
     } else {
         for name in &named {
             let svc = context::known_service(&env, name)?;
-            let target = Target::of(svc, &project.proxy).ok_or_else(|| {
+            let target = Target::of(svc).ok_or_else(|| {
                 CliError::usage(
                     format!("service `{name}` has no `port` and no `hosts`: it has no public URL to test"),
                     Some(format!(
